@@ -1,0 +1,17 @@
+//! Code shared by the controller, the agent and the CLI.
+//!
+//! # Layout
+//! - [`model`]: the desired state of a host, changes to it and its digest.
+//! - [`proto`]: wire messages, versions and framing.
+//! - [`pki`]: the private CA, certificates, CSRs and identities in SANs.
+//! - [`transport`]: QUIC endpoint configuration (rustls, ring, mTLS) and framed streams.
+//! - [`join`]: the join string an operator hands to a new host.
+//! - [`links`]: client links (SIP002 `ss://`).
+
+pub mod context;
+pub mod join;
+pub mod links;
+pub mod model;
+pub mod pki;
+pub mod proto;
+pub mod transport;

@@ -1,0 +1,299 @@
+//! The desired-state model: what the controller wants a host to run.
+//!
+//! The controller renders one [`DesiredState`] per host; the agent persists the last one it
+//! applied and re-applies it at start without the controller (SPEC §2.3). While connected the
+//! controller sends [`Change`]s against a base generation instead of the whole state.
+//!
+//! Postcard has no schema evolution: enums here only ever gain variants at the end, and golden
+//! bytes in `proto::tests` pin the encoding.
+
+use std::collections::BTreeMap;
+
+use ring::digest::{SHA256, digest};
+use serde::{Deserialize, Serialize};
+
+/// The VPN protocols a service can run. New protocols are appended, never inserted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Protocol {
+    /// Shadowsocks through shadowsocks-rust's `ssmanager`, one port per user.
+    Shadowsocks,
+}
+
+impl Protocol {
+    /// The name operators type on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Shadowsocks => "shadowsocks",
+        }
+    }
+
+    /// Parses an operator-supplied protocol name.
+    pub fn parse(s: &str) -> Option<Protocol> {
+        match s.to_ascii_lowercase().as_str() {
+            "shadowsocks" | "ss" => Some(Protocol::Shadowsocks),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Protocol {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One VPN service on a host: a container the agent owns.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceSpec {
+    /// Fleet-wide service name, unique (for example `shadowsocks`). Names the container.
+    pub name: String,
+    pub protocol: Protocol,
+    /// The service's first port; per-user ports are allocated upwards from it.
+    pub port: u16,
+    /// Container image; `None` means the driver's default image.
+    pub image: Option<String>,
+    pub options: ServiceOptions,
+}
+
+/// Protocol-specific service settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ServiceOptions {
+    Shadowsocks {
+        /// AEAD cipher, for example `chacha20-ietf-poly1305` (Outline-compatible).
+        method: String,
+    },
+}
+
+/// One user as a host needs to know it: only users that are active and assigned to the host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserSpec {
+    /// Unique user name.
+    pub name: String,
+    /// Stable user id (UUID), also the VLESS id once that protocol exists.
+    pub id: String,
+    /// One credential per service the user may use on this host.
+    pub credentials: Vec<Credential>,
+}
+
+/// A user's credential for one service.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Credential {
+    Shadowsocks {
+        /// The service this credential belongs to.
+        service: String,
+        /// The user's own port on that service.
+        port: u16,
+        password: String,
+    },
+}
+
+impl Credential {
+    /// The service this credential belongs to.
+    pub fn service(&self) -> &str {
+        match self {
+            Credential::Shadowsocks { service, .. } => service,
+        }
+    }
+}
+
+/// One edit of a host's desired state, sent in a delta.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Change {
+    UpsertService(ServiceSpec),
+    RemoveService { name: String },
+    UpsertUser(UserSpec),
+    RemoveUser { name: String },
+}
+
+/// An order-independent digest of a desired state (generation excluded).
+///
+/// It is the XOR of the SHA-256 of every item's encoding, so both sides can keep it up to date
+/// per change in O(1) instead of rehashing every user of a host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+pub struct Digest(pub [u8; 32]);
+
+impl Digest {
+    /// Toggles one item in or out of the digest.
+    pub fn toggle(&mut self, item: &Item<'_>) {
+        let bytes = postcard::to_stdvec(item).unwrap_or_default();
+        let h = digest(&SHA256, &bytes);
+        for (a, b) in self.0.iter_mut().zip(h.as_ref()) {
+            *a ^= b;
+        }
+    }
+
+    /// Short hex form for logs and the CLI.
+    pub fn short(&self) -> String {
+        hex::encode(&self.0[..6])
+    }
+}
+
+impl std::fmt::Display for Digest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&hex::encode(self.0))
+    }
+}
+
+/// What one digest entry hashes: a service or a user, tagged so the two never collide.
+#[derive(Debug, Serialize)]
+pub enum Item<'a> {
+    Service(&'a ServiceSpec),
+    User(&'a UserSpec),
+}
+
+/// The whole desired state of one host at one generation.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct DesiredState {
+    /// Monotonic per host; bumped by the controller on every change that touches the host.
+    pub generation: u64,
+    pub services: BTreeMap<String, ServiceSpec>,
+    pub users: BTreeMap<String, UserSpec>,
+}
+
+/// Why a delta could not be applied to a state; the agent answers with a resync request.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DeltaError {
+    /// The delta was computed against another generation than the one held.
+    #[error("delta base generation {base} does not match held generation {held}")]
+    Gap { base: u64, held: u64 },
+}
+
+impl DesiredState {
+    /// The digest of every service and user, independent of order and generation.
+    pub fn digest(&self) -> Digest {
+        let mut d = Digest::default();
+        for s in self.services.values() {
+            d.toggle(&Item::Service(s));
+        }
+        for u in self.users.values() {
+            d.toggle(&Item::User(u));
+        }
+        d
+    }
+
+    /// Applies a delta computed against `base`, moving to `generation`.
+    pub fn apply_delta(
+        &mut self,
+        base: u64,
+        generation: u64,
+        changes: &[Change],
+    ) -> Result<(), DeltaError> {
+        if base != self.generation {
+            return Err(DeltaError::Gap {
+                base,
+                held: self.generation,
+            });
+        }
+        for change in changes {
+            self.apply_change(change.clone());
+        }
+        self.generation = generation;
+        Ok(())
+    }
+
+    /// Applies one change in place (no generation bookkeeping).
+    pub fn apply_change(&mut self, change: Change) {
+        match change {
+            Change::UpsertService(s) => {
+                self.services.insert(s.name.clone(), s);
+            }
+            Change::RemoveService { name } => {
+                self.services.remove(&name);
+                for u in self.users.values_mut() {
+                    u.credentials.retain(|c| c.service() != name);
+                }
+            }
+            Change::UpsertUser(u) => {
+                self.users.insert(u.name.clone(), u);
+            }
+            Change::RemoveUser { name } => {
+                self.users.remove(&name);
+            }
+        }
+    }
+
+    /// The users holding a credential for `service`, with that credential.
+    pub fn users_of<'a>(
+        &'a self,
+        service: &'a str,
+    ) -> impl Iterator<Item = (&'a UserSpec, &'a Credential)> + 'a {
+        self.users.values().flat_map(move |u| {
+            u.credentials
+                .iter()
+                .filter(move |c| c.service() == service)
+                .map(move |c| (u, c))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ss(name: &str) -> ServiceSpec {
+        ServiceSpec {
+            name: name.into(),
+            protocol: Protocol::Shadowsocks,
+            port: 8388,
+            image: None,
+            options: ServiceOptions::Shadowsocks {
+                method: "chacha20-ietf-poly1305".into(),
+            },
+        }
+    }
+
+    fn user(name: &str, port: u16) -> UserSpec {
+        UserSpec {
+            name: name.into(),
+            id: format!("id-{name}"),
+            credentials: vec![Credential::Shadowsocks {
+                service: "ss".into(),
+                port,
+                password: format!("pw-{name}"),
+            }],
+        }
+    }
+
+    #[test]
+    fn digest_ignores_order_and_generation_but_sees_content() {
+        let mut a = DesiredState::default();
+        a.apply_change(Change::UpsertService(ss("ss")));
+        a.apply_change(Change::UpsertUser(user("alice", 8388)));
+        a.apply_change(Change::UpsertUser(user("bob", 8389)));
+        let mut b = DesiredState {
+            generation: 9,
+            ..Default::default()
+        };
+        b.apply_change(Change::UpsertUser(user("bob", 8389)));
+        b.apply_change(Change::UpsertUser(user("alice", 8388)));
+        b.apply_change(Change::UpsertService(ss("ss")));
+        assert_eq!(a.digest(), b.digest());
+        b.apply_change(Change::UpsertUser(user("bob", 8390)));
+        assert_ne!(a.digest(), b.digest());
+    }
+
+    #[test]
+    fn delta_on_the_wrong_base_is_a_gap_and_changes_nothing() {
+        let mut s = DesiredState {
+            generation: 4,
+            ..Default::default()
+        };
+        let err = s
+            .apply_delta(3, 5, &[Change::UpsertUser(user("alice", 1))])
+            .unwrap_err();
+        assert_eq!(err, DeltaError::Gap { base: 3, held: 4 });
+        assert!(s.users.is_empty());
+        s.apply_delta(4, 5, &[Change::UpsertUser(user("alice", 1))])
+            .unwrap();
+        assert_eq!(s.generation, 5);
+    }
+
+    #[test]
+    fn removing_a_service_drops_its_credentials() {
+        let mut s = DesiredState::default();
+        s.apply_change(Change::UpsertService(ss("ss")));
+        s.apply_change(Change::UpsertUser(user("alice", 8388)));
+        s.apply_change(Change::RemoveService { name: "ss".into() });
+        assert!(s.users_of("ss").next().is_none());
+    }
+}

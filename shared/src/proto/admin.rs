@@ -1,0 +1,185 @@
+//! Messages between the `vpn` CLI (or TUI) and the controller over the admin ALPN.
+//!
+//! One bidirectional QUIC stream per request: the CLI writes one [`AdminRequest`] frame and reads
+//! one [`AdminResponse`] frame. Enums only ever gain variants at the end.
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::Protocol;
+
+/// Which hosts a service or a user is placed on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Servers {
+    /// Every host, including hosts added later.
+    All,
+    /// Only these hosts, by name.
+    Named(Vec<String>),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AdminRequest {
+    /// First frame of every admin stream is a request; the version travels in each one.
+    ServersAdd { name: String, expires_secs: u64 },
+    ServersList,
+    ServersShow { name: String },
+    ServersRemove { name: String },
+    ServicesDeploy(DeployService),
+    ServicesList,
+    ServicesShow { name: String },
+    ServicesRemove { name: String, wait: bool },
+    UsersAdd(AddUser),
+    UsersList,
+    UsersShow { name: String },
+    UsersRemove { name: String, wait: bool },
+    UsersSuspend { name: String, wait: bool },
+    UsersResume { name: String, wait: bool },
+    UsersLink { name: String, server: Option<String>, protocol: Option<Protocol> },
+    Status,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeployService {
+    pub protocol: Protocol,
+    /// Service name; defaults to the protocol's name when `None`.
+    pub name: Option<String>,
+    pub port: u16,
+    pub servers: Servers,
+    pub image: Option<String>,
+    /// Shadowsocks cipher; `None` picks the Outline-compatible default.
+    pub method: Option<String>,
+    pub wait: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AddUser {
+    pub name: String,
+    pub email: Option<String>,
+    pub note: Option<String>,
+    /// `None` means every protocol.
+    pub protocols: Option<Vec<Protocol>>,
+    pub servers: Servers,
+    pub wait: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AdminResponse {
+    /// The request failed; `kind` maps to the CLI's exit code.
+    Error { kind: ErrorKind, message: String },
+    ServerAdded(ServerAdded),
+    Servers(Vec<ServerInfo>),
+    Server(ServerInfo),
+    Services(Vec<ServiceInfo>),
+    Service(ServiceInfo),
+    Users(Vec<UserInfo>),
+    User(UserInfo),
+    Links(Vec<LinkInfo>),
+    Status(StatusInfo),
+    /// A change was stored; `hosts` says how each targeted host took it.
+    Applied(Applied),
+}
+
+/// Error classes, mapped by the CLI onto SPEC §2.7 exit codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ErrorKind {
+    /// Unknown, duplicate or malformed input (exit 65).
+    BadData,
+    /// The caller's identity may not do this.
+    Forbidden,
+    /// The controller failed internally (exit 70).
+    Internal,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerAdded {
+    pub name: String,
+    pub host_id: String,
+    pub join: String,
+    pub expires_at: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerInfo {
+    pub name: String,
+    pub host_id: String,
+    pub online: bool,
+    pub enrolled: bool,
+    pub address: Option<String>,
+    pub agent_version: Option<String>,
+    /// Unix seconds.
+    pub last_seen: Option<i64>,
+    pub desired_generation: u64,
+    pub acked_generation: Option<u64>,
+    pub cert_not_after: Option<i64>,
+    pub services: Vec<String>,
+    pub users: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceInfo {
+    pub name: String,
+    pub protocol: Protocol,
+    pub port: u16,
+    pub port_span: u16,
+    pub image: Option<String>,
+    pub all_servers: bool,
+    pub servers: Vec<String>,
+    pub options: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserInfo {
+    pub name: String,
+    pub id: String,
+    pub email: Option<String>,
+    pub note: Option<String>,
+    pub status: String,
+    pub all_servers: bool,
+    pub servers: Vec<String>,
+    pub protocols: Option<Vec<Protocol>>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinkInfo {
+    pub server: String,
+    pub service: String,
+    pub protocol: Protocol,
+    pub url: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusInfo {
+    pub controller_version: String,
+    pub hosts_total: u64,
+    pub hosts_online: u64,
+    pub services: u64,
+    pub users_total: u64,
+    pub users_active: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Applied {
+    /// What was changed, for example `user alice added`.
+    pub summary: String,
+    pub hosts: Vec<HostApply>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostApply {
+    pub server: String,
+    pub generation: u64,
+    pub state: HostApplyState,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum HostApplyState {
+    /// The host acked the generation with every resource ok.
+    Applied,
+    /// The host acked but some resources failed: `resource: message` lines.
+    Failed(Vec<String>),
+    /// Offline or no ack in time; the host gets the change on reconnect.
+    Pending,
+    /// Not waited for (`--no-wait`).
+    NotWaited,
+}

@@ -1,0 +1,125 @@
+//! Messages of the agent session and of enrollment.
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::{Change, Digest, ServiceSpec, UserSpec};
+
+/// Sent by an agent on its session stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AgentMsg {
+    /// First frame: who the agent says it is and what it already runs.
+    Hello(AgentHello),
+    /// Sent more often than the controller's idle timeout.
+    KeepAlive,
+    /// Result of applying a full state or a delta.
+    Ack(Ack),
+    /// The agent cannot apply a delta (gap or digest mismatch) and wants the full state.
+    ResyncRequest { reason: String },
+}
+
+/// The agent's opening frame.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentHello {
+    pub min_version: u16,
+    pub max_version: u16,
+    /// The host whose desired state the agent asks for; must be the identity in its certificate.
+    pub host_id: String,
+    pub agent_version: String,
+    /// Generation and digest of the state the agent applied last (from disk), if any.
+    pub applied: Option<(u64, Digest)>,
+    /// Address clients should use for this host, if configured on the agent.
+    pub public_address: Option<String>,
+}
+
+/// Outcome of one apply.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ack {
+    pub generation: u64,
+    pub digest: Digest,
+    pub results: Vec<ResourceResult>,
+}
+
+/// Outcome for one resource (a service container, a user on a service).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResourceResult {
+    /// For example `service/shadowsocks` or `user/alice@shadowsocks`.
+    pub resource: String,
+    pub outcome: Outcome,
+}
+
+impl ResourceResult {
+    pub fn ok(resource: impl Into<String>) -> Self {
+        ResourceResult {
+            resource: resource.into(),
+            outcome: Outcome::Ok,
+        }
+    }
+
+    pub fn error(resource: impl Into<String>, message: impl Into<String>) -> Self {
+        ResourceResult {
+            resource: resource.into(),
+            outcome: Outcome::Error(message.into()),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Outcome {
+    Ok,
+    Error(String),
+}
+
+/// Sent by the controller on an agent's session stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ControllerMsg {
+    /// Answer to `Hello`: the negotiated version.
+    Welcome { version: u16, host_name: String },
+    /// One chunk of the host's full desired state; `last` closes it.
+    FullState(StateChunk),
+    /// Changes against `base_generation`, moving the host to `generation`.
+    Delta {
+        base_generation: u64,
+        generation: u64,
+        digest: Digest,
+        changes: Vec<Change>,
+    },
+    KeepAlive,
+    /// The controller refuses the session; the connection closes after this frame.
+    Refused { reason: String },
+}
+
+/// A chunk of a full state. A state larger than one frame is sent as several chunks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StateChunk {
+    pub generation: u64,
+    /// Digest of the whole state, to check after the last chunk.
+    pub digest: Digest,
+    pub index: u32,
+    pub last: bool,
+    pub services: Vec<ServiceSpec>,
+    pub users: Vec<UserSpec>,
+}
+
+/// Sent by a joining agent over the enrollment ALPN.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnrollRequest {
+    pub version: u16,
+    pub token: String,
+    /// PEM certificate signing request; the private key stays on the host.
+    pub csr_pem: String,
+    pub agent_version: String,
+}
+
+/// The controller's answer to an enrollment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EnrollResponse {
+    Accepted {
+        host_id: String,
+        host_name: String,
+        cert_pem: String,
+        ca_pem: String,
+    },
+    Refused {
+        reason: String,
+    },
+}

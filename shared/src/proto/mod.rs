@@ -1,0 +1,33 @@
+//! The wire protocol between agents, admins and the controller.
+//!
+//! Every message is a postcard-encoded frame behind a 4-byte big-endian length (see [`frame`]).
+//! The role and the protocol major version are named by the QUIC ALPN (`vpn-agent/1`,
+//! `vpn-admin/1`, `vpn-enroll/1`); inside a connection the first frames negotiate the minor
+//! version. Enums only ever gain variants at the end; `tests.rs` pins the bytes of every message.
+
+pub mod admin;
+pub mod frame;
+mod messages;
+
+#[cfg(test)]
+mod tests;
+
+pub use messages::*;
+
+/// ALPN for agents' long-lived sessions.
+pub const ALPN_AGENT: &[u8] = b"vpn-agent/1";
+/// ALPN for operators' CLI and TUI.
+pub const ALPN_ADMIN: &[u8] = b"vpn-admin/1";
+/// ALPN for enrollment with a join token (no client certificate yet).
+pub const ALPN_ENROLL: &[u8] = b"vpn-enroll/1";
+
+/// The protocol version this build speaks; peers agree on `min(theirs, ours)` if both support it.
+pub const PROTOCOL_VERSION: u16 = 1;
+/// The oldest protocol version this build still speaks.
+pub const MIN_PROTOCOL_VERSION: u16 = 1;
+
+/// Picks the highest version both sides support, if any.
+pub fn negotiate(peer_min: u16, peer_max: u16) -> Option<u16> {
+    let v = peer_max.min(PROTOCOL_VERSION);
+    (v >= peer_min && v >= MIN_PROTOCOL_VERSION).then_some(v)
+}

@@ -1,0 +1,267 @@
+//! Golden bytes: the encoding of every message is pinned in `golden/*.hex`.
+//!
+//! Postcard has no schema evolution, so a change here is a wire break. Run with
+//! `GOLDEN_UPDATE=1` to rewrite the files only when adding a new message or variant at the end.
+
+use std::path::PathBuf;
+
+use super::admin::*;
+use super::*;
+use crate::model::{Change, Credential, Digest, Protocol, ServiceOptions, ServiceSpec, UserSpec};
+
+fn service() -> ServiceSpec {
+    ServiceSpec {
+        name: "ss".into(),
+        protocol: Protocol::Shadowsocks,
+        port: 8388,
+        image: Some("img:1".into()),
+        options: ServiceOptions::Shadowsocks {
+            method: "chacha20-ietf-poly1305".into(),
+        },
+    }
+}
+
+fn user() -> UserSpec {
+    UserSpec {
+        name: "alice".into(),
+        id: "0b4e".into(),
+        credentials: vec![Credential::Shadowsocks {
+            service: "ss".into(),
+            port: 8389,
+            password: "pw".into(),
+        }],
+    }
+}
+
+fn samples() -> Vec<(&'static str, Vec<u8>)> {
+    let d = Digest([7; 32]);
+    let enc = |v: &dyn erased::Enc| v.bytes();
+    vec![
+        ("agent_hello", enc(&AgentMsg::Hello(AgentHello {
+            min_version: 1,
+            max_version: 1,
+            host_id: "h1".into(),
+            agent_version: "0.1.0".into(),
+            applied: Some((3, d)),
+            public_address: None,
+        }))),
+        ("agent_keepalive", enc(&AgentMsg::KeepAlive)),
+        ("agent_ack", enc(&AgentMsg::Ack(Ack {
+            generation: 4,
+            digest: d,
+            results: vec![ResourceResult::ok("service/ss"), ResourceResult::error("user/a@ss", "x")],
+        }))),
+        ("agent_resync", enc(&AgentMsg::ResyncRequest { reason: "gap".into() })),
+        ("ctl_welcome", enc(&ControllerMsg::Welcome { version: 1, host_name: "h".into() })),
+        ("ctl_full_state", enc(&ControllerMsg::FullState(StateChunk {
+            generation: 5,
+            digest: d,
+            index: 0,
+            last: true,
+            services: vec![service()],
+            users: vec![user()],
+        }))),
+        ("ctl_delta", enc(&ControllerMsg::Delta {
+            base_generation: 5,
+            generation: 6,
+            digest: d,
+            changes: vec![
+                Change::UpsertService(service()),
+                Change::RemoveService { name: "ss".into() },
+                Change::UpsertUser(user()),
+                Change::RemoveUser { name: "bob".into() },
+            ],
+        })),
+        ("ctl_keepalive", enc(&ControllerMsg::KeepAlive)),
+        ("ctl_refused", enc(&ControllerMsg::Refused { reason: "no".into() })),
+        ("enroll_request", enc(&EnrollRequest {
+            version: 1,
+            token: "t".into(),
+            csr_pem: "csr".into(),
+            agent_version: "0.1.0".into(),
+        })),
+        ("enroll_accepted", enc(&EnrollResponse::Accepted {
+            host_id: "h1".into(),
+            host_name: "n".into(),
+            cert_pem: "c".into(),
+            ca_pem: "ca".into(),
+        })),
+        ("enroll_refused", enc(&EnrollResponse::Refused { reason: "r".into() })),
+        ("admin_requests", enc(&admin_requests())),
+        ("admin_responses", enc(&admin_responses())),
+    ]
+}
+
+fn admin_requests() -> Vec<AdminRequest> {
+    vec![
+        AdminRequest::ServersAdd { name: "h".into(), expires_secs: 3600 },
+        AdminRequest::ServersList,
+        AdminRequest::ServersShow { name: "h".into() },
+        AdminRequest::ServersRemove { name: "h".into() },
+        AdminRequest::ServicesDeploy(DeployService {
+            protocol: Protocol::Shadowsocks,
+            name: None,
+            port: 8388,
+            servers: Servers::All,
+            image: None,
+            method: Some("m".into()),
+            wait: true,
+        }),
+        AdminRequest::ServicesList,
+        AdminRequest::ServicesShow { name: "s".into() },
+        AdminRequest::ServicesRemove { name: "s".into(), wait: false },
+        AdminRequest::UsersAdd(AddUser {
+            name: "a".into(),
+            email: Some("e".into()),
+            note: None,
+            protocols: Some(vec![Protocol::Shadowsocks]),
+            servers: Servers::Named(vec!["h".into()]),
+            wait: true,
+        }),
+        AdminRequest::UsersList,
+        AdminRequest::UsersShow { name: "a".into() },
+        AdminRequest::UsersRemove { name: "a".into(), wait: true },
+        AdminRequest::UsersSuspend { name: "a".into(), wait: true },
+        AdminRequest::UsersResume { name: "a".into(), wait: true },
+        AdminRequest::UsersLink { name: "a".into(), server: None, protocol: None },
+        AdminRequest::Status,
+    ]
+}
+
+fn admin_responses() -> Vec<AdminResponse> {
+    let server = ServerInfo {
+        name: "h".into(),
+        host_id: "id".into(),
+        online: true,
+        enrolled: true,
+        address: Some("a".into()),
+        agent_version: None,
+        last_seen: Some(1),
+        desired_generation: 2,
+        acked_generation: Some(2),
+        cert_not_after: None,
+        services: vec!["ss".into()],
+        users: 3,
+    };
+    let service = ServiceInfo {
+        name: "ss".into(),
+        protocol: Protocol::Shadowsocks,
+        port: 1,
+        port_span: 2,
+        image: None,
+        all_servers: true,
+        servers: vec![],
+        options: "{}".into(),
+    };
+    let user = UserInfo {
+        name: "a".into(),
+        id: "i".into(),
+        email: None,
+        note: None,
+        status: "active".into(),
+        all_servers: true,
+        servers: vec![],
+        protocols: None,
+        created_at: 1,
+        updated_at: 2,
+    };
+    vec![
+        AdminResponse::Error { kind: ErrorKind::BadData, message: "m".into() },
+        AdminResponse::ServerAdded(ServerAdded {
+            name: "h".into(),
+            host_id: "i".into(),
+            join: "j".into(),
+            expires_at: 9,
+        }),
+        AdminResponse::Servers(vec![server.clone()]),
+        AdminResponse::Server(server),
+        AdminResponse::Services(vec![service.clone()]),
+        AdminResponse::Service(service),
+        AdminResponse::Users(vec![user.clone()]),
+        AdminResponse::User(user),
+        AdminResponse::Links(vec![LinkInfo {
+            server: "h".into(),
+            service: "ss".into(),
+            protocol: Protocol::Shadowsocks,
+            url: "ss://x".into(),
+        }]),
+        AdminResponse::Status(StatusInfo {
+            controller_version: "0.1.0".into(),
+            hosts_total: 1,
+            hosts_online: 1,
+            services: 1,
+            users_total: 1,
+            users_active: 1,
+        }),
+        AdminResponse::Applied(Applied {
+            summary: "s".into(),
+            hosts: vec![
+                HostApply { server: "h".into(), generation: 1, state: HostApplyState::Applied },
+                HostApply {
+                    server: "h".into(),
+                    generation: 1,
+                    state: HostApplyState::Failed(vec!["x".into()]),
+                },
+                HostApply { server: "h".into(), generation: 1, state: HostApplyState::Pending },
+                HostApply { server: "h".into(), generation: 1, state: HostApplyState::NotWaited },
+            ],
+        }),
+    ]
+}
+
+/// Lets `samples` hold values of different types in one list.
+mod erased {
+    pub trait Enc {
+        fn bytes(&self) -> Vec<u8>;
+    }
+    impl<T: serde::Serialize> Enc for T {
+        fn bytes(&self) -> Vec<u8> {
+            postcard::to_stdvec(self).expect("sample encodes")
+        }
+    }
+}
+
+#[test]
+fn every_message_encodes_to_its_golden_bytes() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("src/proto/golden");
+    let update = std::env::var_os("GOLDEN_UPDATE").is_some();
+    let mut mismatches = Vec::new();
+    for (name, bytes) in samples() {
+        let path = dir.join(format!("{name}.hex"));
+        let actual = hex::encode(&bytes);
+        if update {
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(&path, format!("{actual}\n")).unwrap();
+            continue;
+        }
+        let expected = std::fs::read_to_string(&path)
+            .unwrap_or_else(|_| panic!("missing golden file {}", path.display()));
+        if expected.trim() != actual {
+            mismatches.push(format!("{name}: expected {} got {actual}", expected.trim()));
+        }
+    }
+    assert!(mismatches.is_empty(), "wire encoding changed:\n{}", mismatches.join("\n"));
+}
+
+#[test]
+fn every_golden_sample_decodes_back() {
+    for (name, bytes) in samples() {
+        let ok = match name {
+            n if n.starts_with("agent_") => postcard::from_bytes::<AgentMsg>(&bytes).is_ok(),
+            n if n.starts_with("ctl_") => postcard::from_bytes::<ControllerMsg>(&bytes).is_ok(),
+            "enroll_request" => postcard::from_bytes::<EnrollRequest>(&bytes).is_ok(),
+            n if n.starts_with("enroll_") => postcard::from_bytes::<EnrollResponse>(&bytes).is_ok(),
+            "admin_requests" => postcard::from_bytes::<Vec<AdminRequest>>(&bytes).is_ok(),
+            "admin_responses" => postcard::from_bytes::<Vec<AdminResponse>>(&bytes).is_ok(),
+            _ => false,
+        };
+        assert!(ok, "{name} does not decode");
+    }
+}
+
+#[test]
+fn versions_negotiate_to_the_highest_common_one() {
+    assert_eq!(negotiate(1, 1), Some(1));
+    assert_eq!(negotiate(1, 9), Some(PROTOCOL_VERSION));
+    assert_eq!(negotiate(PROTOCOL_VERSION + 1, PROTOCOL_VERSION + 3), None);
+}
