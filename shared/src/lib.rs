@@ -9,6 +9,7 @@
 //! - [`links`]: client links (SIP002 `ss://`).
 
 pub mod context;
+pub mod fsutil;
 pub mod join;
 pub mod links;
 pub mod model;

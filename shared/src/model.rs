@@ -226,6 +226,84 @@ impl DesiredState {
     }
 }
 
+/// A desired state with its digest kept up to date change by change.
+///
+/// Both the controller's session (to know the digest the agent must answer with) and the agent
+/// use it; a change costs O(1) digest work instead of rehashing the whole state.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TrackedState {
+    state: DesiredState,
+    digest: Digest,
+}
+
+impl TrackedState {
+    pub fn new(state: DesiredState) -> Self {
+        let digest = state.digest();
+        TrackedState { state, digest }
+    }
+
+    pub fn state(&self) -> &DesiredState {
+        &self.state
+    }
+
+    pub fn digest(&self) -> Digest {
+        self.digest
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.state.generation
+    }
+
+    /// Applies a delta (see [`DesiredState::apply_delta`]) and updates the digest.
+    pub fn apply_delta(
+        &mut self,
+        base: u64,
+        generation: u64,
+        changes: &[Change],
+    ) -> Result<(), DeltaError> {
+        if base != self.state.generation {
+            return Err(DeltaError::Gap {
+                base,
+                held: self.state.generation,
+            });
+        }
+        for change in changes {
+            self.apply_change(change.clone());
+        }
+        self.state.generation = generation;
+        Ok(())
+    }
+
+    fn apply_change(&mut self, change: Change) {
+        match &change {
+            Change::UpsertService(s) => {
+                if let Some(old) = self.state.services.get(&s.name) {
+                    self.digest.toggle(&Item::Service(old));
+                }
+                self.digest.toggle(&Item::Service(s));
+            }
+            Change::RemoveService { .. } => {
+                // Credentials of the service disappear from every user: rehash once.
+                self.state.apply_change(change);
+                self.digest = self.state.digest();
+                return;
+            }
+            Change::UpsertUser(u) => {
+                if let Some(old) = self.state.users.get(&u.name) {
+                    self.digest.toggle(&Item::User(old));
+                }
+                self.digest.toggle(&Item::User(u));
+            }
+            Change::RemoveUser { name } => {
+                if let Some(old) = self.state.users.get(name) {
+                    self.digest.toggle(&Item::User(old));
+                }
+            }
+        }
+        self.state.apply_change(change);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -286,6 +364,25 @@ mod tests {
         s.apply_delta(4, 5, &[Change::UpsertUser(user("alice", 1))])
             .unwrap();
         assert_eq!(s.generation, 5);
+    }
+
+    #[test]
+    fn tracked_digest_matches_a_full_rehash_after_every_change() {
+        let mut t = TrackedState::default();
+        let changes = [
+            Change::UpsertService(ss("ss")),
+            Change::UpsertUser(user("alice", 8388)),
+            Change::UpsertUser(user("bob", 8389)),
+            Change::UpsertUser(user("alice", 8390)),
+            Change::RemoveUser { name: "bob".into() },
+            Change::RemoveUser { name: "nobody".into() },
+            Change::RemoveService { name: "ss".into() },
+        ];
+        for (i, c) in changes.iter().enumerate() {
+            let g = i as u64;
+            t.apply_delta(g, g + 1, std::slice::from_ref(c)).unwrap();
+            assert_eq!(t.digest(), t.state().digest(), "after {c:?}");
+        }
     }
 
     #[test]

@@ -162,6 +162,13 @@ impl Ca {
     }
 }
 
+/// Checks that a CSR parses and its signature verifies, without signing it.
+pub fn check_csr(csr_pem: &str) -> Result<(), PkiError> {
+    CertificateSigningRequestParams::from_pem(csr_pem)
+        .map(|_| ())
+        .map_err(|e| PkiError::Csr(e.to_string()))
+}
+
 /// Generates a host key and a CSR for it; returns `(key_pem, csr_pem)`.
 pub fn generate_csr() -> Result<(String, String), PkiError> {
     let key = KeyPair::generate()?;

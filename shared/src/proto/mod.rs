@@ -31,3 +31,13 @@ pub fn negotiate(peer_min: u16, peer_max: u16) -> Option<u16> {
     let v = peer_max.min(PROTOCOL_VERSION);
     (v >= peer_min && v >= MIN_PROTOCOL_VERSION).then_some(v)
 }
+
+/// QUIC application close codes.
+pub mod close {
+    /// Orderly shutdown.
+    pub const SHUTDOWN: u32 = 0;
+    /// The peer is not authorized (wrong identity, revoked host, wrong host's state).
+    pub const REFUSED: u32 = 1;
+    /// Malformed, truncated or oversized frame, or an unexpected message.
+    pub const PROTOCOL: u32 = 2;
+}

@@ -1,0 +1,264 @@
+//! Applying a desired state to this host: containers through [`docker`], users through drivers.
+//!
+//! Apply is idempotent and per object (SPEC §2.3): a container is recreated only when its own
+//! spec hash changed, users are added and removed hot through the engine's API, and only this
+//! host's labelled containers are ever removed.
+
+pub mod docker;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use tokio::sync::Mutex;
+use tracing::{info, warn};
+use vpn_shared::model::{DesiredState, Protocol, ServiceSpec};
+use vpn_shared::proto::ResourceResult;
+
+use self::docker::{Docker, EnsureOutcome, LABEL_HOST};
+use crate::drivers::{self, service_resource, shadowsocks, user_resource};
+
+/// How long [`Applier::reconcile_users`] waits for a manager that was just restarted by Docker.
+const RECONCILE_READY: Duration = Duration::from_secs(2);
+
+/// Applies desired states to the local Docker engine on behalf of one host.
+#[derive(Debug)]
+pub struct Applier {
+    pub docker: Docker,
+    pub host_id: String,
+    /// The agent's data directory; per-service run directories live in `run/` under it.
+    pub data_dir: PathBuf,
+    /// `host` in production; tests may use `container:NAME`.
+    pub network_mode: String,
+    /// Serializes `apply` and `reconcile_users` so two of them never race on one manager.
+    lock: Mutex<()>,
+}
+
+/// What [`Applier::apply_report`] did, for callers and tests that need more than results.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ApplyReport {
+    pub results: Vec<ResourceResult>,
+    /// Per service name, what happened to its container.
+    pub containers: BTreeMap<String, EnsureOutcome>,
+    /// Manager `add`s and `remove`s made over all services.
+    pub adds: usize,
+    pub removes: usize,
+    /// Stale containers of this host that were removed.
+    pub removed: Vec<String>,
+}
+
+/// Keeps names usable as Docker container names and as single path components.
+fn sanitize(s: &str) -> String {
+    let out: String = s
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    if out.is_empty() { "x".into() } else { out }
+}
+
+impl Applier {
+    pub fn new(docker: Docker, host_id: &str, data_dir: &Path, network_mode: &str) -> Self {
+        Applier {
+            docker,
+            host_id: host_id.to_owned(),
+            data_dir: data_dir.to_owned(),
+            network_mode: network_mode.to_owned(),
+            lock: Mutex::new(()),
+        }
+    }
+
+    /// `vpn-<host-short>-<service>`; the host part keeps agents sharing an engine apart.
+    pub fn container_name(&self, service: &str) -> String {
+        let host: String = sanitize(&self.host_id).chars().take(12).collect();
+        format!("vpn-{host}-{}", sanitize(service))
+    }
+
+    /// Where a service's manager socket lives (bind-mounted into its container).
+    pub fn run_dir(&self, service: &str) -> PathBuf {
+        self.data_dir.join("run").join(sanitize(service))
+    }
+
+    /// Applies `state`: one result per service and per user credential.
+    pub async fn apply(&self, state: &DesiredState) -> Vec<ResourceResult> {
+        self.apply_report(state).await.results
+    }
+
+    /// Like [`apply`](Self::apply), also saying which containers and ports changed.
+    pub async fn apply_report(&self, state: &DesiredState) -> ApplyReport {
+        let _guard = self.lock.lock().await;
+        let mut report = ApplyReport::default();
+        let mut keep = Vec::new();
+        for service in state.services.values() {
+            keep.push(self.container_name(&service.name));
+            match self.ensure_service(service).await {
+                Ok(outcome) => {
+                    report.containers.insert(service.name.clone(), outcome);
+                    let wait = shadowsocks::READY_TIMEOUT;
+                    let sr = self.run_driver(state, service, wait).await;
+                    report.adds += sr.adds;
+                    report.removes += sr.removes;
+                    report.results.extend(sr.results);
+                }
+                Err(msg) => {
+                    warn!(service = %service.name, error = %msg, "service container not ensured");
+                    report.results.extend(failed_service(state, service, &msg));
+                }
+            }
+        }
+        match self.docker.remove_stale(&self.host_id, &keep).await {
+            Ok(removed) => report.removed = removed,
+            Err(e) => report
+                .results
+                .push(ResourceResult::error("host/containers", e.to_string())),
+        }
+        info!(
+            host = %self.host_id,
+            generation = state.generation,
+            adds = report.adds,
+            removes = report.removes,
+            removed = report.removed.len(),
+            "state applied"
+        );
+        report
+    }
+
+    /// Re-reads every service's manager and re-adds or removes users; touches no container.
+    ///
+    /// Cheap when nothing changed (one `list` per service), so it can run every ~10 s and bring
+    /// users back after Docker restarted a container (a fresh ssmanager has no ports open).
+    pub async fn reconcile_users(&self, state: &DesiredState) -> Vec<ResourceResult> {
+        let _guard = self.lock.lock().await;
+        let mut results = Vec::new();
+        for service in state.services.values() {
+            let sr = self.run_driver(state, service, RECONCILE_READY).await;
+            if sr.adds + sr.removes > 0 {
+                info!(service = %service.name, adds = sr.adds, removes = sr.removes, "users reconciled");
+            }
+            results.extend(sr.results);
+        }
+        results
+    }
+
+    async fn ensure_service(&self, service: &ServiceSpec) -> Result<EnsureOutcome, String> {
+        let run_dir = self.run_dir(&service.name);
+        create_private_dir(&run_dir).map_err(|e| format!("run dir {}: {e}", run_dir.display()))?;
+        let name = self.container_name(&service.name);
+        let mut spec = match service.protocol {
+            Protocol::Shadowsocks => {
+                shadowsocks::render(service, &name, &run_dir, &self.network_mode)
+            }
+        }
+        .map_err(|e: drivers::DriverError| e.to_string())?;
+        spec.labels.insert(LABEL_HOST.into(), self.host_id.clone());
+        self.docker.ensure(&spec).await.map_err(|e| e.to_string())
+    }
+
+    async fn run_driver(
+        &self,
+        state: &DesiredState,
+        service: &ServiceSpec,
+        wait: Duration,
+    ) -> shadowsocks::ServiceReport {
+        let run_dir = self.run_dir(&service.name);
+        let report = match service.protocol {
+            Protocol::Shadowsocks => {
+                shadowsocks::apply_service(state, service, &run_dir, wait).await
+            }
+        };
+        if !report.closed.is_empty() {
+            let container = self.container_name(&service.name);
+            let ports = &report.closed;
+            match end_sessions(&self.docker, &container, ports).await {
+                Ok(n) => info!(%container, ?ports, sessions = n, "sessions of closed ports ended"),
+                Err(e) => {
+                    warn!(%container, ?ports, error = %e, "could not end sessions of closed ports")
+                }
+            }
+        }
+        report
+    }
+}
+
+/// Ends the TCP sessions on `ports` in the container's network namespace; returns how many.
+///
+/// ssmanager's `remove` aborts a port's listener but not the connections it already accepted
+/// (seen with shadowsocks-rust 1.25), while SPEC §2.4 wants a removed user's sessions ended. The
+/// kernel's SOCK_DESTROY (`ss -K`, CONFIG_INET_DIAG_DESTROY, on in common distribution kernels)
+/// resets exactly the sockets whose local port is one of `ports` — no other user's. Needs root,
+/// `nsenter` and `ss` on the host. A failure is logged, not fatal: the port itself is closed.
+async fn end_sessions(docker: &Docker, container: &str, ports: &[u16]) -> Result<usize, String> {
+    let pid = docker
+        .container_pid(container)
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("container {container} is not running"))?;
+    let filter: Vec<String> = ports.iter().map(|p| format!("sport = :{p}")).collect();
+    let mut cmd = tokio::process::Command::new("nsenter");
+    cmd.args([
+        "-t",
+        &pid.to_string(),
+        "-n",
+        "ss",
+        "-K",
+        "-H",
+        "-t",
+        "state",
+        "connected",
+    ])
+    .arg(format!("( {} )", filter.join(" or ")))
+    .kill_on_drop(true);
+    let out = tokio::time::timeout(Duration::from_secs(5), cmd.output())
+        .await
+        .map_err(|_| "ss -K timed out".to_owned())?
+        .map_err(|e| format!("nsenter ss -K: {e}"))?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if !out.status.success() || !stderr.trim().is_empty() {
+        return Err(format!("ss -K: {}", stderr.trim()));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .count())
+}
+
+/// Results for a service whose container could not be ensured, and for each of its users.
+fn failed_service(state: &DesiredState, service: &ServiceSpec, msg: &str) -> Vec<ResourceResult> {
+    let mut results = vec![ResourceResult::error(service_resource(&service.name), msg)];
+    for (user, _) in state.users_of(&service.name) {
+        let user_msg = format!("service {} not running: {msg}", service.name);
+        results.push(ResourceResult::error(
+            user_resource(&user.name, &service.name),
+            user_msg,
+        ));
+    }
+    results
+}
+
+/// Creates `dir` (and parents) readable by its owner only: the manager socket inside it has no
+/// authentication of its own.
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sanitize;
+
+    #[test]
+    fn sanitize_keeps_names_docker_and_path_safe() {
+        assert_eq!(sanitize("shadowsocks"), "shadowsocks");
+        assert_eq!(sanitize("../etc/x y"), "---etc-x-y");
+        assert_eq!(sanitize(""), "x");
+    }
+}

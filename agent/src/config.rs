@@ -1,0 +1,179 @@
+//! Agent configuration: `DIR/agent.toml` (written by `vpn-agent join`), then `VPN_AGENT_*`
+//! environment variables and flags (merged by clap).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// Controller `HOST:PORT`, from the join string.
+    pub controller: String,
+    /// This host's id (the identity in its certificate).
+    pub host_id: String,
+    pub host_name: String,
+    /// Docker network mode of service containers (`host` in production).
+    pub network_mode: Option<String>,
+    /// Address clients should use for this host (default: what the controller sees).
+    pub public_address: Option<String>,
+    /// Longest wait between reconnect attempts, humantime (default `30s`).
+    pub reconnect_max: Option<String>,
+}
+
+/// Where the agent keeps its files.
+#[derive(Debug, Clone)]
+pub struct Paths {
+    pub data_dir: PathBuf,
+    pub config: PathBuf,
+    pub ca_cert: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub state: PathBuf,
+}
+
+impl Paths {
+    pub fn new(data_dir: &Path) -> Paths {
+        let pki = data_dir.join("pki");
+        Paths {
+            data_dir: data_dir.to_path_buf(),
+            config: data_dir.join("agent.toml"),
+            ca_cert: pki.join("ca.pem"),
+            cert: pki.join("agent.pem"),
+            key: pki.join("agent.key"),
+            state: data_dir.join("state").join("desired.bin"),
+        }
+    }
+}
+
+/// Flags and environment over the file.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub network_mode: Option<String>,
+    pub public_address: Option<String>,
+    pub reconnect_max: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    pub controller: String,
+    pub host_id: String,
+    pub host_name: String,
+    pub network_mode: String,
+    pub public_address: Option<String>,
+    pub reconnect_max: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path} (has this host joined? run `vpn-agent join`): {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid value for `{field}`: {reason}")]
+    Invalid { field: &'static str, reason: String },
+}
+
+impl FileConfig {
+    pub fn load(path: &Path) -> Result<FileConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.message().to_string(),
+        })
+    }
+}
+
+impl Config {
+    pub fn resolve(file: FileConfig, over: Overrides) -> Result<Config, ConfigError> {
+        let network_mode = over
+            .network_mode
+            .or(file.network_mode)
+            .unwrap_or_else(|| "host".into());
+        if network_mode != "host" && !network_mode.starts_with("container:") {
+            return Err(ConfigError::Invalid {
+                field: "network_mode",
+                reason: format!("{network_mode:?}: expected `host` or `container:NAME`"),
+            });
+        }
+        let reconnect = over
+            .reconnect_max
+            .or(file.reconnect_max)
+            .unwrap_or_else(|| "30s".into());
+        let reconnect_max =
+            humantime::parse_duration(&reconnect).map_err(|e| ConfigError::Invalid {
+                field: "reconnect_max",
+                reason: format!("{reconnect:?}: {e}"),
+            })?;
+        Ok(Config {
+            controller: file.controller,
+            host_id: file.host_id,
+            host_name: file.host_name,
+            network_mode,
+            public_address: over.public_address.or(file.public_address),
+            reconnect_max,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file() -> FileConfig {
+        FileConfig {
+            controller: "127.0.0.1:7443".into(),
+            host_id: "h".into(),
+            host_name: "n".into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn defaults_and_overrides() {
+        let c = Config::resolve(file(), Overrides::default()).unwrap();
+        assert_eq!(c.network_mode, "host");
+        assert_eq!(c.reconnect_max, Duration::from_secs(30));
+        let c = Config::resolve(
+            file(),
+            Overrides {
+                network_mode: Some("container:x".into()),
+                reconnect_max: Some("2s".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(c.network_mode, "container:x");
+        assert_eq!(c.reconnect_max, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn bad_values_name_their_field() {
+        for (over, field) in [
+            (
+                Overrides {
+                    network_mode: Some("bridge".into()),
+                    ..Default::default()
+                },
+                "network_mode",
+            ),
+            (
+                Overrides {
+                    reconnect_max: Some("soon".into()),
+                    ..Default::default()
+                },
+                "reconnect_max",
+            ),
+        ] {
+            let err = Config::resolve(file(), over).unwrap_err().to_string();
+            assert!(err.contains(field), "{err}");
+        }
+    }
+}

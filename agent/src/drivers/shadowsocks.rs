@@ -1,0 +1,312 @@
+//! Shadowsocks through shadowsocks-rust's `ssmanager`: one container per service, one port per
+//! user, users opened and closed hot through the manager API so no other user is disturbed.
+//!
+//! - [`render`]: the container spec of a service (pure).
+//! - [`plan`]: which ports to close and open, from the desired users and the manager's `list`.
+//! - [`apply_service`]: waits for the manager, executes the plan, reports per resource.
+//! - [`manager`]: the manager API client.
+
+pub mod manager;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use tracing::{info, warn};
+use vpn_shared::model::{Credential, DesiredState, ServiceOptions, ServiceSpec};
+use vpn_shared::proto::ResourceResult;
+
+use self::manager::{ListedPort, ManagerClient, ManagerError};
+use super::{DriverError, service_resource, user_resource};
+use crate::apply::docker::ContainerSpec;
+
+/// Image used when the service names none; built locally by `deploy/images/shadowsocks-rust`.
+pub const DEFAULT_IMAGE: &str = "vpn-fleet/shadowsocks-rust:local";
+/// Ciphers both shadowsocks-rust and Outline clients accept (AEAD only).
+pub const METHODS: &[&str] = &["chacha20-ietf-poly1305", "aes-256-gcm", "aes-128-gcm"];
+/// How long [`apply_service`] waits for a freshly (re)created manager to answer.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long one manager request may take.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The manager's socket inside a service's run directory.
+pub fn socket_path(run_dir: &Path) -> PathBuf {
+    run_dir.join("manager.sock")
+}
+
+fn method_of(service: &ServiceSpec) -> Result<&str, DriverError> {
+    #[allow(unreachable_patterns)] // other protocols' options will join this enum
+    let method = match &service.options {
+        ServiceOptions::Shadowsocks { method } => method.as_str(),
+        _ => {
+            return Err(DriverError::WrongOptions {
+                service: service.name.clone(),
+            });
+        }
+    };
+    if !METHODS.contains(&method) {
+        return Err(DriverError::UnsupportedMethod {
+            service: service.name.clone(),
+            method: method.to_owned(),
+        });
+    }
+    Ok(method)
+}
+
+/// The container of one Shadowsocks service. The caller adds its host label.
+///
+/// The manager API listens on a UNIX datagram socket in `run_dir` (the agent's
+/// `<data_dir>/run/<service>/`, mode 0700), never on a UDP port: the API has no authentication,
+/// and with host networking a loopback port would be reachable by every local process — and by
+/// every VPN user, whose traffic the server relays to 127.0.0.1 too. Only root can reach the
+/// socket file. The directory is mounted at the *same* path inside the container because ssmanager
+/// answers to the client's socket path as the client bound it, resolved in the container.
+///
+/// The method is the manager's default cipher on the command line as well as sent with each
+/// `add`: `list` does not report methods, so a method change must change the spec hash, which
+/// recreates the container and re-adds every port.
+pub fn render(
+    service: &ServiceSpec,
+    container_name: &str,
+    run_dir: &Path,
+    network_mode: &str,
+) -> Result<ContainerSpec, DriverError> {
+    let method = method_of(service)?;
+    let dir = run_dir.display().to_string();
+    if dir.contains(':') {
+        return Err(DriverError::BadPath(run_dir.to_owned()));
+    }
+    let cmd = [
+        "ssmanager",
+        "--manager-addr",
+        &socket_path(run_dir).display().to_string(),
+        "--server-host",
+        "0.0.0.0",
+        "-U", // TCP and UDP, as Outline clients expect
+        "--encrypt-method",
+        method,
+    ];
+    Ok(ContainerSpec {
+        name: container_name.to_owned(),
+        image: service
+            .image
+            .clone()
+            .unwrap_or_else(|| DEFAULT_IMAGE.into()),
+        cmd: cmd.iter().map(|s| (*s).to_owned()).collect(),
+        env: Vec::new(),
+        binds: vec![format!("{dir}:{dir}")],
+        network_mode: network_mode.to_owned(),
+        labels: BTreeMap::from([
+            ("vpn-fleet.service".into(), service.name.clone()),
+            ("vpn-fleet.protocol".into(), "shadowsocks".into()),
+        ]),
+    })
+}
+
+/// One user's port on a service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserPort {
+    pub user: String,
+    pub port: u16,
+    pub password: String,
+}
+
+/// The ports `service` should have open, and errors for users whose port another user holds.
+pub fn desired_ports(state: &DesiredState, service: &str) -> (Vec<UserPort>, Vec<ResourceResult>) {
+    let mut by_port: BTreeMap<u16, UserPort> = BTreeMap::new();
+    let mut conflicts = Vec::new();
+    for (user, cred) in state.users_of(service) {
+        #[allow(irrefutable_let_patterns)] // other protocols' credentials will join this enum
+        let Credential::Shadowsocks { port, password, .. } = cred else {
+            continue;
+        };
+        if let Some(holder) = by_port.get(port) {
+            let msg = format!("port {port} is already held by user {}", holder.user);
+            conflicts.push(ResourceResult::error(
+                user_resource(&user.name, service),
+                msg,
+            ));
+            continue;
+        }
+        by_port.insert(
+            *port,
+            UserPort {
+                user: user.name.clone(),
+                port: *port,
+                password: password.clone(),
+            },
+        );
+    }
+    (by_port.into_values().collect(), conflicts)
+}
+
+/// Manager changes that bring `listed` to `desired`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Plan {
+    /// Ports to close: not desired, or desired with another password.
+    pub removes: Vec<u16>,
+    /// Ports to open: missing, or reopened with their new password.
+    pub adds: Vec<UserPort>,
+}
+
+impl Plan {
+    pub fn is_empty(&self) -> bool {
+        self.removes.is_empty() && self.adds.is_empty()
+    }
+}
+
+/// Compares by port and password only: a changed password closes and reopens that port alone.
+pub fn plan(desired: &[UserPort], listed: &[ListedPort]) -> Plan {
+    let open: BTreeMap<u16, &str> = listed
+        .iter()
+        .map(|l| (l.port, l.password.as_str()))
+        .collect();
+    let wanted: BTreeMap<u16, &UserPort> = desired.iter().map(|d| (d.port, d)).collect();
+    let mut plan = Plan::default();
+    for (port, password) in &open {
+        match wanted.get(port) {
+            Some(d) if d.password == *password => {}
+            _ => plan.removes.push(*port),
+        }
+    }
+    for (port, d) in &wanted {
+        if open.get(port) != Some(&d.password.as_str()) {
+            plan.adds.push((*d).clone());
+        }
+    }
+    plan
+}
+
+/// What [`apply_service`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ServiceReport {
+    pub results: Vec<ResourceResult>,
+    /// Manager calls made; both zero when the service already matched.
+    pub adds: usize,
+    pub removes: usize,
+    /// Ports closed through the manager. ssmanager only stops their listeners: connections
+    /// already accepted carry on, so the caller ends them (see `Applier`).
+    pub closed: Vec<u16>,
+}
+
+/// Brings the manager of `service` to the state's users and reports each resource.
+///
+/// Waits up to `ready_within` for the manager to answer (it may just have been (re)created).
+pub async fn apply_service(
+    state: &DesiredState,
+    service: &ServiceSpec,
+    run_dir: &Path,
+    ready_within: Duration,
+) -> ServiceReport {
+    let name = service.name.as_str();
+    let (desired, conflicts) = desired_ports(state, name);
+    let mut report = ServiceReport {
+        results: conflicts,
+        ..Default::default()
+    };
+    let fail_all = |mut report: ServiceReport, msg: String| {
+        warn!(service = name, error = %msg, "shadowsocks service not applied");
+        report
+            .results
+            .push(ResourceResult::error(service_resource(name), &msg));
+        for d in &desired {
+            let user_msg = format!("service {name} not ready: {msg}");
+            report.results.push(ResourceResult::error(
+                user_resource(&d.user, name),
+                user_msg,
+            ));
+        }
+        report
+    };
+    let method = match method_of(service) {
+        Ok(m) => m,
+        Err(e) => return fail_all(report, e.to_string()),
+    };
+    let client = match ManagerClient::bind(run_dir, &socket_path(run_dir), REQUEST_TIMEOUT) {
+        Ok(c) => c,
+        Err(e) => return fail_all(report, e.to_string()),
+    };
+    let listed = match list_when_ready(&client, ready_within).await {
+        Ok(l) => l,
+        Err(e) => return fail_all(report, e.to_string()),
+    };
+    let plan = plan(&desired, &listed);
+    let mut failed: BTreeMap<u16, String> = BTreeMap::new();
+    let mut service_errors = Vec::new();
+    for port in &plan.removes {
+        report.removes += 1;
+        match client.remove(*port).await {
+            Ok(()) => {
+                info!(service = name, port, "shadowsocks port closed");
+                report.closed.push(*port);
+            }
+            Err(e) => {
+                failed.insert(*port, e.to_string());
+                service_errors.push(format!("closing port {port}: {e}"));
+            }
+        }
+    }
+    for add in &plan.adds {
+        report.adds += 1;
+        match client.add(add.port, &add.password, method).await {
+            Ok(()) => {
+                // A reopened port (changed password) is fine even if closing it failed.
+                failed.remove(&add.port);
+                info!(service = name, user = %add.user, port = add.port, "shadowsocks port opened");
+            }
+            Err(e) => {
+                failed.insert(add.port, e.to_string());
+            }
+        }
+    }
+    // ssmanager answers `ok` to an add whose port it could not bind, so look again.
+    let open: BTreeSet<(u16, String)> = if plan.is_empty() {
+        listed.into_iter().map(|l| (l.port, l.password)).collect()
+    } else {
+        match client.list().await {
+            Ok(l) => l.into_iter().map(|l| (l.port, l.password)).collect(),
+            Err(e) => return fail_all(report, e.to_string()),
+        }
+    };
+    for d in &desired {
+        let resource = user_resource(&d.user, name);
+        let result = if let Some(err) = failed.get(&d.port) {
+            ResourceResult::error(resource, err.as_str())
+        } else if open.contains(&(d.port, d.password.clone())) {
+            ResourceResult::ok(resource)
+        } else {
+            let msg = format!("port {} did not open (already in use on the host?)", d.port);
+            ResourceResult::error(resource, msg)
+        };
+        report.results.push(result);
+    }
+    report.results.push(if service_errors.is_empty() {
+        ResourceResult::ok(service_resource(name))
+    } else {
+        ResourceResult::error(service_resource(name), service_errors.join("; "))
+    });
+    report
+}
+
+/// Lists the manager's ports, retrying until it answers or `within` has passed.
+async fn list_when_ready(
+    client: &ManagerClient,
+    within: Duration,
+) -> Result<Vec<ListedPort>, ManagerError> {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match client.list().await {
+            Ok(l) => return Ok(l),
+            Err(e @ (ManagerError::Io { .. } | ManagerError::Timeout { .. }))
+                if tokio::time::Instant::now() < deadline =>
+            {
+                tracing::debug!(socket = %client.server_path().display(), error = %e, "manager not ready yet");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,19 @@
+//! The per-host agent: applies the controller's desired state to this host.
+//!
+//! # Layout
+//! - [`session`]: the control channel and the fail-static loop (saved state first, reconnect
+//!   with jittered backoff, full state / delta / ack).
+//! - [`enroll`]: `vpn-agent join` — CSR enrollment pinning the controller's CA.
+//! - [`config`]: `agent.toml`, env and flags; where files live.
+//! - [`state`]: the last applied state on disk (atomic, 0600).
+//! - [`backoff`]: reconnect delays.
+//! - [`apply`]: the applier and its thin Docker layer (labelled containers, spec-hash recreate).
+//! - [`drivers`]: per-protocol container specs and hot user changes (ssmanager for Shadowsocks).
+
+pub mod apply;
+pub mod backoff;
+pub mod config;
+pub mod drivers;
+pub mod enroll;
+pub mod session;
+pub mod state;

@@ -1,0 +1,278 @@
+//! The agent's side of the control channel, and the fail-static loop around it.
+//!
+//! `run` applies the state saved on disk before anything else (the controller may be down for a
+//! week), then dials the controller forever with jittered exponential backoff. Connected, it
+//! applies full states and deltas, persists each applied state, and acks with the generation,
+//! the digest and per-resource results. Whether connected or not, users are reconciled every
+//! few seconds so a restarted container gets its users back.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use quinn::RecvStream;
+use tokio::sync::mpsc;
+use tracing::{debug, error, info, warn};
+use vpn_shared::model::{DesiredState, TrackedState};
+use vpn_shared::proto::frame::{FrameError, MAX_FRAME, read_frame, write_frame};
+use vpn_shared::proto::{
+    ALPN_AGENT, Ack, AgentHello, AgentMsg, ControllerMsg, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION,
+    ResourceResult, StateChunk,
+};
+use vpn_shared::transport::{self, SERVER_NAME};
+
+use crate::apply::Applier;
+use crate::backoff;
+use crate::config::{Config, Paths};
+use crate::state;
+
+/// Application keep-alive, well inside the controller's idle timeout.
+const KEEP_ALIVE: Duration = Duration::from_secs(5);
+/// Users are re-checked against the running services this often.
+const RECONCILE_EVERY: Duration = Duration::from_secs(10);
+
+/// The agent: its configuration, applier and the state it last applied.
+pub struct Agent {
+    pub config: Config,
+    pub paths: Paths,
+    pub applier: Applier,
+    pub current: TrackedState,
+    /// Results of the last apply, re-sent in acks.
+    last_results: Vec<ResourceResult>,
+}
+
+enum SessionEnd {
+    /// The controller refused this host; wait the maximum before trying again.
+    Refused(String),
+    Lost(String),
+}
+
+impl Agent {
+    pub fn new(config: Config, paths: Paths, applier: Applier) -> Agent {
+        Agent {
+            config,
+            paths,
+            applier,
+            current: TrackedState::default(),
+            last_results: Vec::new(),
+        }
+    }
+
+    /// Runs until SIGINT/SIGTERM.
+    pub async fn run(mut self) -> anyhow::Result<()> {
+        match state::load(&self.paths.state) {
+            Ok(Some(saved)) => {
+                info!(generation = saved.generation, services = saved.services.len(), users = saved.users.len(), "re-applying the last saved state without the controller");
+                self.apply(saved).await;
+            }
+            Ok(None) => info!("no saved state yet; waiting for the controller"),
+            Err(e) => warn!(error = %e, "saved state unusable"),
+        }
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .context("installing the SIGTERM handler")?;
+        let mut attempt = 0u32;
+        loop {
+            let started = tokio::time::Instant::now();
+            let end = tokio::select! {
+                end = self.session() => end,
+                _ = tokio::signal::ctrl_c() => return Ok(()),
+                _ = term.recv() => return Ok(()),
+            };
+            if started.elapsed() > Duration::from_secs(30) {
+                attempt = 0;
+            }
+            let wait = match &end {
+                SessionEnd::Refused(reason) => {
+                    error!(%reason, "the controller refused this host");
+                    self.config.reconnect_max
+                }
+                SessionEnd::Lost(reason) => {
+                    warn!(%reason, attempt, "controller session ended");
+                    backoff::delay(attempt, self.config.reconnect_max, backoff::random_unit())
+                }
+            };
+            attempt = attempt.saturating_add(1);
+            debug!(wait_ms = wait.as_millis() as u64, "reconnecting after a pause");
+            let deadline = tokio::time::Instant::now() + wait;
+            loop {
+                let tick = tokio::time::Instant::now() + RECONCILE_EVERY;
+                tokio::select! {
+                    _ = tokio::time::sleep_until(deadline.min(tick)) => {}
+                    _ = tokio::signal::ctrl_c() => return Ok(()),
+                    _ = term.recv() => return Ok(()),
+                }
+                if tokio::time::Instant::now() >= deadline {
+                    break;
+                }
+                self.reconcile().await;
+            }
+        }
+    }
+
+    /// Applies a whole state, persists it and remembers the results.
+    async fn apply(&mut self, state: DesiredState) {
+        let results = self.applier.apply(&state).await;
+        let failed = results.iter().filter(|r| r.outcome != vpn_shared::proto::Outcome::Ok).count();
+        if let Err(e) = state::save(&self.paths.state, &state) {
+            error!(error = %e, "cannot persist the applied state");
+        }
+        info!(generation = state.generation, failed, "applied");
+        self.current = TrackedState::new(state);
+        self.last_results = results;
+    }
+
+    async fn reconcile(&mut self) {
+        let results = self.applier.reconcile_users(self.current.state()).await;
+        for r in results.iter().filter(|r| r.outcome != vpn_shared::proto::Outcome::Ok) {
+            warn!(resource = %r.resource, outcome = ?r.outcome, "reconcile failed");
+        }
+    }
+
+    async fn session(&mut self) -> SessionEnd {
+        let lost = |e: String| SessionEnd::Lost(e);
+        let read = |p: &std::path::Path| std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()));
+        let (ca, cert, key) = match (read(&self.paths.ca_cert), read(&self.paths.cert), read(&self.paths.key)) {
+            (Ok(a), Ok(b), Ok(c)) => (a, b, c),
+            (a, b, c) => return lost(format!("identity files unreadable: {:?}", [a.err(), b.err(), c.err()])),
+        };
+        let addr = match tokio::net::lookup_host(&self.config.controller).await.map(|mut a| a.next()) {
+            Ok(Some(a)) => a,
+            Ok(None) => return lost(format!("{} did not resolve", self.config.controller)),
+            Err(e) => return lost(format!("resolving {}: {e}", self.config.controller)),
+        };
+        let client = match transport::client_config(&ca, &cert, &key, ALPN_AGENT) {
+            Ok(c) => c,
+            Err(e) => return lost(e.to_string()),
+        };
+        let endpoint = match transport::client_endpoint(addr) {
+            Ok(e) => e,
+            Err(e) => return lost(e.to_string()),
+        };
+        let conn = match endpoint.connect_with(client, addr, SERVER_NAME) {
+            Ok(connecting) => match tokio::time::timeout(Duration::from_secs(10), connecting).await {
+                Ok(Ok(c)) => c,
+                Ok(Err(e)) => return lost(format!("connecting to {addr}: {e}")),
+                Err(_) => return lost(format!("connecting to {addr}: timed out")),
+            },
+            Err(e) => return lost(e.to_string()),
+        };
+        let end = self.serve(&conn).await;
+        conn.close(0u32.into(), b"agent session ended");
+        endpoint.close(0u32.into(), b"");
+        end
+    }
+
+    async fn serve(&mut self, conn: &quinn::Connection) -> SessionEnd {
+        let lost = |e: String| SessionEnd::Lost(e);
+        let (mut send, recv) = match conn.open_bi().await {
+            Ok(s) => s,
+            Err(e) => return lost(e.to_string()),
+        };
+        let hello = AgentMsg::Hello(AgentHello {
+            min_version: MIN_PROTOCOL_VERSION,
+            max_version: PROTOCOL_VERSION,
+            host_id: self.config.host_id.clone(),
+            agent_version: env!("CARGO_PKG_VERSION").to_string(),
+            applied: (self.current.generation() > 0).then(|| (self.current.generation(), self.current.digest())),
+            public_address: self.config.public_address.clone(),
+        });
+        if let Err(e) = write_frame(&mut send, &hello).await {
+            return lost(e.to_string());
+        }
+        let (tx, mut msgs) = mpsc::channel(16);
+        let reader = tokio::spawn(read_loop(recv, tx));
+        let mut keep_alive = tokio::time::interval(KEEP_ALIVE);
+        let mut reconcile = tokio::time::interval(RECONCILE_EVERY);
+        reconcile.reset();
+        let mut chunks: Vec<StateChunk> = Vec::new();
+        let end = loop {
+            let msg = tokio::select! {
+                m = msgs.recv() => m,
+                _ = keep_alive.tick() => {
+                    if let Err(e) = write_frame(&mut send, &AgentMsg::KeepAlive).await {
+                        break lost(e.to_string());
+                    }
+                    continue;
+                }
+                _ = reconcile.tick() => { self.reconcile().await; continue; }
+            };
+            let reply = match msg {
+                None => break lost(conn.close_reason().map_or("connection closed".into(), |r| r.to_string())),
+                Some(Err(e)) => break lost(format!("protocol error: {e}")),
+                Some(Ok(ControllerMsg::Refused { reason })) => break SessionEnd::Refused(reason),
+                Some(Ok(ControllerMsg::Welcome { version, host_name })) => {
+                    info!(version, host = %host_name, "connected to the controller");
+                    None
+                }
+                Some(Ok(ControllerMsg::KeepAlive)) => None,
+                Some(Ok(ControllerMsg::FullState(chunk))) => {
+                    let last = chunk.last;
+                    chunks.push(chunk);
+                    if last { Some(self.on_full_state(std::mem::take(&mut chunks)).await) } else { None }
+                }
+                Some(Ok(ControllerMsg::Delta { base_generation, generation, digest, changes })) => {
+                    let mut next = self.current.clone();
+                    match next.apply_delta(base_generation, generation, &changes) {
+                        Err(e) => Some(AgentMsg::ResyncRequest { reason: e.to_string() }),
+                        Ok(()) if next.digest() != digest => Some(AgentMsg::ResyncRequest {
+                            reason: format!("digest mismatch at generation {generation}"),
+                        }),
+                        Ok(()) => {
+                            debug!(base_generation, generation, changes = changes.len(), "delta");
+                            self.apply(next.state().clone()).await;
+                            Some(self.ack())
+                        }
+                    }
+                }
+            };
+            if let Some(reply) = reply
+                && let Err(e) = write_frame(&mut send, &reply).await
+            {
+                break lost(e.to_string());
+            }
+        };
+        reader.abort();
+        end
+    }
+
+    async fn on_full_state(&mut self, chunks: Vec<StateChunk>) -> AgentMsg {
+        let mut state = DesiredState::default();
+        let mut expected = None;
+        for (i, chunk) in chunks.into_iter().enumerate() {
+            if chunk.index as usize != i {
+                return AgentMsg::ResyncRequest { reason: format!("chunk {} out of order", chunk.index) };
+            }
+            state.generation = chunk.generation;
+            expected = Some(chunk.digest);
+            state.services.extend(chunk.services.into_iter().map(|s| (s.name.clone(), s)));
+            state.users.extend(chunk.users.into_iter().map(|u| (u.name.clone(), u)));
+        }
+        if expected != Some(state.digest()) {
+            return AgentMsg::ResyncRequest { reason: "full state digest mismatch".into() };
+        }
+        info!(generation = state.generation, services = state.services.len(), users = state.users.len(), "full state received");
+        self.apply(state).await;
+        self.ack()
+    }
+
+    fn ack(&self) -> AgentMsg {
+        AgentMsg::Ack(Ack {
+            generation: self.current.generation(),
+            digest: self.current.digest(),
+            results: self.last_results.clone(),
+        })
+    }
+}
+
+async fn read_loop(mut recv: RecvStream, tx: mpsc::Sender<Result<ControllerMsg, FrameError>>) {
+    loop {
+        let item = match read_frame::<_, ControllerMsg>(&mut recv, MAX_FRAME).await {
+            Ok(Some(m)) => Ok(m),
+            Ok(None) => break,
+            Err(e) => Err(e),
+        };
+        let stop = item.is_err();
+        if tx.send(item).await.is_err() || stop {
+            break;
+        }
+    }
+}

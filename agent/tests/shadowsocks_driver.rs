@@ -1,0 +1,385 @@
+//! End to end against the real Docker engine: the `Applier` runs the locally built ssmanager
+//! image with host networking on ports 39xxx, and real `sslocal` clients carry traffic to an echo
+//! server on 127.0.0.1. Checks hot user changes (another user's open connection survives),
+//! idempotent re-apply, users coming back after a container restart, and that stale removal
+//! spares another host's containers. Needs Docker; fails (does not skip) without it.
+
+// Test code: a panic is the failure report (clippy's in-test allowances skip helper functions).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::{SocketAddr, TcpListener as StdTcpListener, UdpSocket};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::time::timeout;
+use vpn_agent::apply::docker::{Docker, EnsureOutcome, LABEL_HOST};
+use vpn_agent::apply::{Applier, ApplyReport};
+use vpn_agent::drivers::shadowsocks::{DEFAULT_IMAGE, manager::ManagerClient, socket_path};
+use vpn_shared::model::*;
+use vpn_shared::proto::Outcome;
+
+const METHOD: &str = "chacha20-ietf-poly1305";
+const SERVICE: &str = "ss-it";
+
+/// Force-removes every container of the given hosts, also when the test panics.
+struct Cleanup(Vec<String>);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        for host in &self.0 {
+            let filter = format!("label={LABEL_HOST}={host}");
+            let Ok(out) = Command::new("docker")
+                .args(["ps", "-aq", "--filter", &filter])
+                .output()
+            else {
+                continue;
+            };
+            for id in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+                let _ = Command::new("docker").args(["rm", "-f", id]).output();
+            }
+        }
+    }
+}
+
+/// Kills a child process on drop.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn cargo_bin(name: &str) -> PathBuf {
+    let home = std::env::var("CARGO_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").unwrap()).join(".cargo"));
+    let p = home.join("bin").join(name);
+    assert!(
+        p.exists(),
+        "{} missing: run `cargo install shadowsocks-rust`",
+        p.display()
+    );
+    p
+}
+
+async fn ensure_image(docker: &Docker) {
+    if docker.client().inspect_image(DEFAULT_IMAGE).await.is_ok() {
+        return;
+    }
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../deploy/images/shadowsocks-rust/build.sh");
+    let status = Command::new("bash").arg(&script).status().unwrap();
+    assert!(status.success(), "{} failed", script.display());
+}
+
+/// A base port with it and the next one free for TCP and UDP on all addresses.
+fn free_port_pair() -> u16 {
+    let start = 39000 + (std::process::id() % 400) as u16 * 2;
+    (0..200)
+        .map(|i| 39000 + (start - 39000 + i * 2) % 800)
+        .find(|&p| {
+            (p..p + 2).all(|q| {
+                StdTcpListener::bind(("0.0.0.0", q)).is_ok()
+                    && UdpSocket::bind(("0.0.0.0", q)).is_ok()
+            })
+        })
+        .expect("no free port pair in 39000..39800")
+}
+
+fn free_local_port() -> u16 {
+    StdTcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn echo_server() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let (mut r, mut w) = s.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            });
+        }
+    });
+    addr
+}
+
+/// Starts `sslocal` for one user and waits until its SOCKS5 port accepts.
+async fn sslocal(server_port: u16, password: &str) -> (Proc, SocketAddr) {
+    let socks: SocketAddr = format!("127.0.0.1:{}", free_local_port()).parse().unwrap();
+    // Wrapped at once so a panic below still kills it.
+    let child = Proc(
+        Command::new(cargo_bin("sslocal"))
+            .args([
+                "-b",
+                &socks.to_string(),
+                "-s",
+                &format!("127.0.0.1:{server_port}"),
+            ])
+            .args(["-m", METHOD, "-k", password])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    for _ in 0..50 {
+        if TcpStream::connect(socks).await.is_ok() {
+            return (child, socks);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("sslocal on {socks} did not start");
+}
+
+/// A SOCKS5 CONNECT (no auth, IPv4) through `socks` to `target`.
+async fn socks_connect(socks: SocketAddr, target: SocketAddr) -> std::io::Result<TcpStream> {
+    let SocketAddr::V4(t) = target else {
+        unreachable!()
+    };
+    let mut s = TcpStream::connect(socks).await?;
+    s.write_all(&[5, 1, 0]).await?;
+    let mut hello = [0u8; 2];
+    s.read_exact(&mut hello).await?;
+    let mut req = vec![5, 1, 0, 1];
+    req.extend(t.ip().octets());
+    req.extend(t.port().to_be_bytes());
+    s.write_all(&req).await?;
+    let mut rep = [0u8; 10];
+    s.read_exact(&mut rep).await?;
+    if rep[1] != 0 {
+        return Err(std::io::Error::other(format!("socks reply {}", rep[1])));
+    }
+    Ok(s)
+}
+
+/// Sends `payload` and reads the echo back, in at most 5 s.
+async fn roundtrip(s: &mut TcpStream, payload: &[u8]) -> std::io::Result<Vec<u8>> {
+    let mut back = vec![0u8; payload.len()];
+    let exchange = async {
+        s.write_all(payload).await?;
+        s.read_exact(&mut back).await?;
+        Ok::<_, std::io::Error>(())
+    };
+    timeout(Duration::from_secs(5), exchange)
+        .await
+        .map_err(|_| std::io::Error::other("timed out"))??;
+    Ok(back)
+}
+
+fn state(base: u16, users: &[(&str, u16, &str)]) -> DesiredState {
+    let mut s = DesiredState::default();
+    let service = ServiceSpec {
+        name: SERVICE.into(),
+        protocol: Protocol::Shadowsocks,
+        port: base,
+        image: None,
+        options: ServiceOptions::Shadowsocks {
+            method: METHOD.into(),
+        },
+    };
+    s.services.insert(SERVICE.into(), service);
+    for (name, port, password) in users {
+        let credentials = vec![Credential::Shadowsocks {
+            service: SERVICE.into(),
+            port: *port,
+            password: (*password).into(),
+        }];
+        let user = UserSpec {
+            name: (*name).into(),
+            id: format!("id-{name}"),
+            credentials,
+        };
+        s.users.insert((*name).into(), user);
+    }
+    s
+}
+
+fn assert_all_ok(report: &ApplyReport, expected: usize) {
+    for r in &report.results {
+        assert_eq!(r.outcome, Outcome::Ok, "{}", r.resource);
+    }
+    assert_eq!(report.results.len(), expected, "{:?}", report.results);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shadowsocks_users_change_hot_through_the_applier() {
+    // Shown for a failing test or with --nocapture.
+    let _ = tracing_subscriber::fmt()
+        .with_test_writer()
+        .with_env_filter("vpn_agent=debug")
+        .try_init();
+    let docker = Docker::connect().await.unwrap_or_else(|e| {
+        panic!("this test needs the local Docker engine (/var/run/docker.sock): {e}")
+    });
+    ensure_image(&docker).await;
+    let (host, other_host) = (
+        format!("it{}a", std::process::id()),
+        format!("it{}b", std::process::id()),
+    );
+    let _cleanup = Cleanup(vec![host.clone(), other_host.clone()]);
+    timeout(Duration::from_secs(60), story(docker, host, other_host))
+        .await
+        .expect("story took over 60 s");
+}
+
+async fn story(docker: Docker, host: String, other_host: String) {
+    let dir = tempfile::tempdir().unwrap();
+    let applier = Applier::new(docker.clone(), &host, dir.path(), "host");
+    let other = Applier::new(
+        docker.clone(),
+        &other_host,
+        &dir.path().join("other"),
+        "host",
+    );
+    let echo = echo_server().await;
+    let base = free_port_pair();
+    let (pa, pb) = (base, base + 1);
+    let full = state(base, &[("alice", pa, "pw-alice"), ("bob", pb, "pw-bob")]);
+    let without_alice = state(base, &[("bob", pb, "pw-bob")]);
+
+    // Another agent on the same engine: its container must survive our stale removal.
+    assert_all_ok(&other.apply_report(&state(base, &[])).await, 1);
+
+    let r = applier.apply_report(&full).await;
+    assert_all_ok(&r, 3);
+    assert_eq!(r.containers[SERVICE], EnsureOutcome::Created);
+    assert_eq!((r.adds, r.removes), (2, 0));
+
+    let (_sa, socks_a) = sslocal(pa, "pw-alice").await;
+    let (_sb, socks_b) = sslocal(pb, "pw-bob").await;
+    let payload: Vec<u8> = (0..65536u32).map(|i| (i * 31 % 251) as u8).collect();
+    let mut a1 = socks_connect(socks_a, echo).await.unwrap();
+    assert_eq!(
+        roundtrip(&mut a1, &payload).await.unwrap(),
+        payload,
+        "alice's bytes"
+    );
+    let mut b1 = socks_connect(socks_b, echo).await.unwrap();
+    assert_eq!(roundtrip(&mut b1, b"b-1").await.unwrap(), b"b-1");
+
+    // Remove alice: only her port closes, bob's open connection carries on.
+    let r = applier.apply_report(&without_alice).await;
+    assert_all_ok(&r, 2);
+    assert_eq!(
+        (r.containers[SERVICE], r.adds, r.removes),
+        (EnsureOutcome::Unchanged, 0, 1)
+    );
+    // ssmanager alone leaves accepted connections open; the applier ends them (`ss -K`).
+    let after = roundtrip(&mut a1, b"a-after").await;
+    assert!(
+        after.is_err(),
+        "alice's open connection survived her removal: {after:?}"
+    );
+    let new_a = match socks_connect(socks_a, echo).await {
+        Ok(mut s) => roundtrip(&mut s, b"a-new").await.map(|_| ()),
+        Err(e) => Err(e),
+    };
+    assert!(
+        new_a.is_err(),
+        "a new connection of a removed user must fail"
+    );
+    assert_eq!(roundtrip(&mut b1, b"b-2").await.unwrap(), b"b-2");
+
+    // Re-add alice: her new connections work, bob's connection still does.
+    let r = applier.apply_report(&full).await;
+    assert_all_ok(&r, 3);
+    assert_eq!(
+        (r.containers[SERVICE], r.adds, r.removes),
+        (EnsureOutcome::Unchanged, 1, 0)
+    );
+    let mut a2 = socks_connect(socks_a, echo).await.unwrap();
+    assert_eq!(roundtrip(&mut a2, &payload).await.unwrap(), payload);
+    assert_eq!(roundtrip(&mut b1, b"b-3").await.unwrap(), b"b-3");
+
+    // Same state again: nothing recreated, no manager call, counters keep counting.
+    let name = applier.container_name(SERVICE);
+    let id_before = docker.list_managed(&host).await.unwrap();
+    let run_dir = applier.run_dir(SERVICE);
+    let client =
+        ManagerClient::bind(&run_dir, &socket_path(&run_dir), Duration::from_secs(2)).unwrap();
+    let stats_before = client.stats().await.unwrap();
+    let r = applier.apply_report(&full).await;
+    assert_all_ok(&r, 3);
+    assert_eq!(
+        (r.containers[SERVICE], r.adds, r.removes),
+        (EnsureOutcome::Unchanged, 0, 0)
+    );
+    assert_eq!(docker.list_managed(&host).await.unwrap(), id_before);
+    let stats_after = client.stats().await.unwrap();
+    assert!(
+        stats_after[&pb] >= stats_before[&pb] && stats_before[&pb] > 0,
+        "{stats_after:?}"
+    );
+    assert_eq!(roundtrip(&mut b1, b"b-4").await.unwrap(), b"b-4");
+
+    // Docker restarts the container: a fresh ssmanager has no ports until reconcile_users.
+    let out = Command::new("docker")
+        .args(["restart", "-t", "1", &name])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let results = applier.reconcile_users(&full).await;
+    assert!(
+        results.iter().all(|r| r.outcome == Outcome::Ok),
+        "{results:?}"
+    );
+    let mut ports: Vec<u16> = client
+        .list()
+        .await
+        .unwrap()
+        .iter()
+        .map(|l| l.port)
+        .collect();
+    ports.sort();
+    assert_eq!(ports, vec![pa, pb]);
+    let mut a3 = socks_connect(socks_a, echo).await.unwrap();
+    assert_eq!(roundtrip(&mut a3, b"a-3").await.unwrap(), b"a-3");
+    drop(client);
+
+    // A stopped container is started again, and its fresh manager gets every user back.
+    let out = Command::new("docker")
+        .args(["stop", "-t", "1", &name])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r = applier.apply_report(&full).await;
+    assert_all_ok(&r, 3);
+    assert_eq!((r.containers[SERVICE], r.adds), (EnsureOutcome::Started, 2));
+
+    // A spec change (here the method) recreates the container; users are added to the new one.
+    let mut changed = full.clone();
+    if let Some(s) = changed.services.get_mut(SERVICE) {
+        s.options = ServiceOptions::Shadowsocks {
+            method: "aes-256-gcm".into(),
+        };
+    }
+    let r = applier.apply_report(&changed).await;
+    assert_all_ok(&r, 3);
+    assert_eq!(
+        (r.containers[SERVICE], r.adds),
+        (EnsureOutcome::Recreated, 2)
+    );
+
+    // An empty state removes our container only.
+    let r = applier.apply_report(&DesiredState::default()).await;
+    assert_eq!(r.removed, vec![name]);
+    assert!(docker.list_managed(&host).await.unwrap().is_empty());
+    assert_eq!(docker.list_managed(&other_host).await.unwrap().len(), 1);
+}

@@ -1,0 +1,222 @@
+//! The command line: clap derive types for the noun-verb tree (SPEC §2.7).
+//!
+//! Parsing only; turning a parsed command into an admin request lives in `commands`. Value
+//! parsers here reject bad operator input (port 0, unknown protocol, zero duration) before any
+//! network work, so clap reports them as usage errors (exit 2) naming the flag.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use vpn_shared::model::Protocol;
+
+/// Operate a VPN fleet through its controller.
+#[derive(Debug, Parser)]
+#[command(name = "vpn", version, propagate_version = true, max_term_width = 100)]
+pub struct Cli {
+    /// Output format; `plain` is tab-separated without a header, for scripts.
+    #[arg(
+        short,
+        long,
+        global = true,
+        value_enum,
+        value_name = "FORMAT",
+        default_value_t = Format::Table,
+        env = "VPN_OUTPUT",
+        display_order = 100
+    )]
+    pub output: Format,
+
+    /// Context file with the controller address and admin credentials
+    /// [default: ~/.config/vpn/config.toml].
+    #[arg(
+        long,
+        global = true,
+        value_name = "FILE",
+        env = "VPN_CONFIG",
+        display_order = 101
+    )]
+    pub config: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Output formats. (Plain comments, not doc comments: clap would list them in every `--help`.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    // Aligned columns for people.
+    Table,
+    // The response payload as pretty JSON.
+    Json,
+    // The response payload as YAML.
+    Yaml,
+    // One record per line, tab-separated, no header.
+    Plain,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Hosts running the agent.
+    #[command(subcommand)]
+    Servers(ServersCmd),
+    /// VPN services deployed on hosts.
+    #[command(subcommand)]
+    Services(ServicesCmd),
+    /// VPN users and their client links.
+    #[command(subcommand)]
+    Users(UsersCmd),
+    /// Fleet summary.
+    Status,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ServersCmd {
+    /// Register a host and print the join string for `vpn-agent join`.
+    Add {
+        /// Host name, unique in the fleet (for example fra-1).
+        name: String,
+        /// How long the join string stays valid (for example 30m, 1h, 2d).
+        #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = parse_duration)]
+        expires: Duration,
+    },
+    /// List hosts.
+    List,
+    /// Show one host.
+    Show { name: String },
+    /// Remove a host and revoke its certificate.
+    Remove { name: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ServicesCmd {
+    /// Deploy a VPN service on hosts.
+    Deploy(DeployArgs),
+    /// List services.
+    List,
+    /// Show one service.
+    Show { name: String },
+    /// Remove a service from every host it runs on.
+    Remove {
+        name: String,
+        #[command(flatten)]
+        wait: WaitArgs,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct DeployArgs {
+    /// Protocol to run (shadowsocks).
+    #[arg(value_parser = parse_protocol)]
+    pub protocol: Protocol,
+    /// First port of the service (1-65535).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    pub port: u16,
+    /// Service name [default: the protocol's name].
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+    /// Container image [default: the driver's image].
+    #[arg(long, value_name = "IMAGE")]
+    pub image: Option<String>,
+    /// Shadowsocks cipher [default: chacha20-ietf-poly1305].
+    #[arg(long, value_name = "METHOD")]
+    pub method: Option<String>,
+    #[command(flatten)]
+    pub target: Target,
+    #[command(flatten)]
+    pub wait: WaitArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UsersCmd {
+    /// Add a user.
+    Add(AddUserArgs),
+    /// List users.
+    List,
+    /// Show one user.
+    Show { name: String },
+    /// Remove a user from every host.
+    Remove {
+        name: String,
+        #[command(flatten)]
+        wait: WaitArgs,
+    },
+    /// Cut a user off without deleting them.
+    Suspend {
+        name: String,
+        #[command(flatten)]
+        wait: WaitArgs,
+    },
+    /// Give a suspended user access again.
+    Resume {
+        name: String,
+        #[command(flatten)]
+        wait: WaitArgs,
+    },
+    /// Print a user's client links.
+    Link {
+        name: String,
+        /// Only links for this host.
+        #[arg(long, value_name = "NAME")]
+        server: Option<String>,
+        /// Only links for this protocol.
+        #[arg(long, value_name = "P", value_parser = parse_protocol)]
+        protocol: Option<Protocol>,
+        /// Also print each link as a QR code (table output only).
+        #[arg(long)]
+        qr: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct AddUserArgs {
+    /// User name, unique in the fleet.
+    pub name: String,
+    /// Contact address, for operators' records.
+    #[arg(long, value_name = "E")]
+    pub email: Option<String>,
+    /// Free-form note for operators.
+    #[arg(long, value_name = "T")]
+    pub note: Option<String>,
+    /// Protocols the user may use, comma-separated [default: all].
+    #[arg(long, value_name = "P,...", value_delimiter = ',', value_parser = parse_protocol)]
+    pub protocols: Option<Vec<Protocol>>,
+    #[command(flatten)]
+    pub target: Target,
+    #[command(flatten)]
+    pub wait: WaitArgs,
+}
+
+/// Which hosts a service or user goes to: exactly one of the two flags.
+#[derive(Debug, Args)]
+#[group(required = true, multiple = false)]
+pub struct Target {
+    /// Every host, including hosts added later.
+    #[arg(long)]
+    pub all_servers: bool,
+    /// Only this host; repeat or separate with commas.
+    #[arg(long = "server", value_name = "NAME", value_delimiter = ',')]
+    pub servers: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct WaitArgs {
+    /// Return once the change is stored instead of waiting for hosts to apply it.
+    #[arg(long)]
+    pub no_wait: bool,
+}
+
+fn parse_protocol(s: &str) -> Result<Protocol, String> {
+    Protocol::parse(s).ok_or_else(|| format!("unknown protocol `{s}`"))
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| e.to_string())?;
+    if d.is_zero() {
+        return Err("must be longer than zero".into());
+    }
+    Ok(d)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,161 @@
+//! The client against an in-process fake controller speaking the real transport and framing.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use vpn_shared::context::CliContext;
+use vpn_shared::pki::{Ca, Identity};
+use vpn_shared::proto::admin::{AdminRequest, AdminResponse, ErrorKind};
+use vpn_shared::proto::frame;
+use vpn_shared::transport;
+
+use super::Client;
+use crate::error::CliError;
+
+const DAY: Duration = Duration::from_secs(86400);
+
+/// A fresh directory per test (no tempfile in this crate's dependencies).
+fn scratch_dir() -> PathBuf {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("vpn-cli-test-{}-{n}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Writes an admin certificate issued by `ca` and a context file pointing at `controller`.
+fn context(dir: &Path, ca: &Ca, controller: &str) -> (CliContext, PathBuf) {
+    let (cert, key) = ca.issue(&Identity::Admin("ops".into()), &[], DAY).unwrap();
+    let write = |name: &str, text: &str| {
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    };
+    let ctx = CliContext {
+        controller: controller.into(),
+        ca_cert: write("ca.pem", ca.cert_pem()),
+        admin_cert: write("admin.pem", &cert.cert_pem),
+        admin_key: write("admin.key", &key),
+    };
+    let path = write("config.toml", &ctx.to_toml());
+    (ctx, path)
+}
+
+/// Serves one admin stream: reads the request, answers with `answer(request)` or, for `None`,
+/// finishes the stream without answering. Returns the request it got.
+fn fake_controller(
+    ca: &Ca,
+    answer: fn(&AdminRequest) -> Option<AdminResponse>,
+) -> (SocketAddr, tokio::task::JoinHandle<AdminRequest>) {
+    let dns = vec![transport::SERVER_NAME.to_string()];
+    let (cert, key) = ca.issue(&Identity::Controller, &dns, DAY).unwrap();
+    let config = transport::server_config(ca.cert_pem(), &cert.cert_pem, &key).unwrap();
+    let endpoint = quinn::Endpoint::server(config, "127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = endpoint.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        let conn = endpoint.accept().await.unwrap().await.unwrap();
+        let (mut send, mut recv) = conn.accept_bi().await.unwrap();
+        let req: AdminRequest = frame::read_frame(&mut recv, frame::MAX_FRAME)
+            .await
+            .unwrap()
+            .unwrap();
+        if let Some(resp) = answer(&req) {
+            frame::write_frame(&mut send, &resp).await.unwrap();
+        }
+        send.finish().unwrap();
+        conn.closed().await;
+        req
+    });
+    (addr, task)
+}
+
+#[tokio::test]
+async fn one_request_one_response_over_mtls() {
+    let ca = Ca::generate("test ca").unwrap();
+    let (addr, server) = fake_controller(&ca, |_| {
+        Some(AdminResponse::Error {
+            kind: ErrorKind::BadData,
+            message: "user alice not found".into(),
+        })
+    });
+    let dir = scratch_dir();
+    let (ctx, path) = context(&dir, &ca, &addr.to_string());
+    let client = Client::connect(&ctx, &path).await.unwrap();
+    let req = AdminRequest::UsersShow {
+        name: "alice".into(),
+    };
+    let resp = client.request(&req).await.unwrap();
+    client.close().await;
+    assert!(matches!(
+        resp,
+        AdminResponse::Error {
+            kind: ErrorKind::BadData,
+            ..
+        }
+    ));
+    assert_eq!(server.await.unwrap(), req);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn a_stream_closed_without_an_answer_is_a_protocol_error() {
+    let ca = Ca::generate("test ca").unwrap();
+    let (addr, _server) = fake_controller(&ca, |_| None);
+    let dir = scratch_dir();
+    let (ctx, path) = context(&dir, &ca, &addr.to_string());
+    let client = Client::connect(&ctx, &path).await.unwrap();
+    let err = client.request(&AdminRequest::Status).await.unwrap_err();
+    assert!(matches!(err, CliError::Protocol(_)), "{err:?}");
+    assert_eq!(err.exit_code(), 76);
+    client.close().await;
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn a_controller_with_another_ca_is_unavailable() {
+    let ca = Ca::generate("ours").unwrap();
+    let theirs = Ca::generate("theirs").unwrap();
+    let (addr, _server) = fake_controller(&theirs, |_| None);
+    let dir = scratch_dir();
+    let (ctx, path) = context(&dir, &ca, &addr.to_string());
+    let Err(err) = Client::connect(&ctx, &path).await else {
+        panic!("the handshake must fail");
+    };
+    assert_eq!(err.exit_code(), 69);
+    let prefix = format!("controller unavailable at {addr}: ");
+    assert!(err.to_string().starts_with(&prefix), "{err}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn bad_context_contents_are_configuration_errors() {
+    let ca = Ca::generate("test ca").unwrap();
+    let dir = scratch_dir();
+    let (ctx, path) = context(&dir, &ca, "vpn.example.com");
+    let Err(err) = Client::connect(&ctx, &path).await else {
+        panic!("an address without a port is invalid");
+    };
+    assert_eq!(err.exit_code(), 78);
+    let want = format!(
+        "invalid controller address `vpn.example.com` in {}: expected HOST:PORT",
+        path.display()
+    );
+    assert_eq!(err.to_string(), want);
+
+    let missing = CliContext {
+        controller: "127.0.0.1:7443".into(),
+        admin_key: dir.join("nope.key"),
+        ..ctx
+    };
+    let Err(err) = Client::connect(&missing, &path).await else {
+        panic!("a missing key file is an error");
+    };
+    assert_eq!(err.exit_code(), 78);
+    assert!(
+        err.to_string().starts_with("cannot read admin_key "),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}

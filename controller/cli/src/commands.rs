@@ -1,0 +1,145 @@
+//! Runs a parsed command: build its admin request, send it, print the answer.
+//!
+//! Every command is exactly one request and one response; the mapping is the pure
+//! [`to_request`], tested without a controller.
+
+use vpn_shared::context::CliContext;
+use vpn_shared::proto::admin::{
+    AddUser, AdminRequest, AdminResponse, DeployService, HostApplyState, Servers,
+};
+
+use crate::cli::{Cli, Command, ServersCmd, ServicesCmd, Target, UsersCmd};
+use crate::client::Client;
+use crate::error::CliError;
+use crate::{output, render};
+
+pub async fn run(cli: Cli) -> Result<(), CliError> {
+    let request = to_request(&cli.command);
+    let path = cli.config.clone().unwrap_or_else(CliContext::default_path);
+    let ctx = CliContext::load(&path).map_err(|e| CliError::Config(e.to_string()))?;
+    tracing::debug!(context = %path.display(), controller = %ctx.controller, ?request, "sending");
+
+    let client = Client::connect(&ctx, &path).await?;
+    let response = client.request(&request).await;
+    let printed = response.and_then(|resp| {
+        let opts = render::Opts {
+            format: cli.output,
+            qr: wants_qr(&cli.command),
+            now: unix_now(),
+            hints: output::stdout_is_terminal(),
+        };
+        output::stdout(&render::render(&resp, &opts)?)?;
+        host_failures(&resp)
+    });
+    // Printed before closing so the operator is not kept waiting on the close handshake.
+    client.close().await;
+    printed
+}
+
+/// The admin request a command stands for.
+pub fn to_request(command: &Command) -> AdminRequest {
+    match command {
+        Command::Servers(cmd) => match cmd {
+            ServersCmd::Add { name, expires } => AdminRequest::ServersAdd {
+                name: name.clone(),
+                expires_secs: expires.as_secs().max(1),
+            },
+            ServersCmd::List => AdminRequest::ServersList,
+            ServersCmd::Show { name } => AdminRequest::ServersShow { name: name.clone() },
+            ServersCmd::Remove { name } => AdminRequest::ServersRemove { name: name.clone() },
+        },
+        Command::Services(cmd) => match cmd {
+            ServicesCmd::Deploy(a) => AdminRequest::ServicesDeploy(DeployService {
+                protocol: a.protocol,
+                name: a.name.clone(),
+                port: a.port,
+                servers: servers(&a.target),
+                image: a.image.clone(),
+                method: a.method.clone(),
+                wait: !a.wait.no_wait,
+            }),
+            ServicesCmd::List => AdminRequest::ServicesList,
+            ServicesCmd::Show { name } => AdminRequest::ServicesShow { name: name.clone() },
+            ServicesCmd::Remove { name, wait } => AdminRequest::ServicesRemove {
+                name: name.clone(),
+                wait: !wait.no_wait,
+            },
+        },
+        Command::Users(cmd) => users_request(cmd),
+        Command::Status => AdminRequest::Status,
+    }
+}
+
+fn users_request(cmd: &UsersCmd) -> AdminRequest {
+    match cmd {
+        UsersCmd::Add(a) => AdminRequest::UsersAdd(AddUser {
+            name: a.name.clone(),
+            email: a.email.clone(),
+            note: a.note.clone(),
+            protocols: a.protocols.clone(),
+            servers: servers(&a.target),
+            wait: !a.wait.no_wait,
+        }),
+        UsersCmd::List => AdminRequest::UsersList,
+        UsersCmd::Show { name } => AdminRequest::UsersShow { name: name.clone() },
+        UsersCmd::Remove { name, wait } => AdminRequest::UsersRemove {
+            name: name.clone(),
+            wait: !wait.no_wait,
+        },
+        UsersCmd::Suspend { name, wait } => AdminRequest::UsersSuspend {
+            name: name.clone(),
+            wait: !wait.no_wait,
+        },
+        UsersCmd::Resume { name, wait } => AdminRequest::UsersResume {
+            name: name.clone(),
+            wait: !wait.no_wait,
+        },
+        UsersCmd::Link {
+            name,
+            server,
+            protocol,
+            ..
+        } => AdminRequest::UsersLink {
+            name: name.clone(),
+            server: server.clone(),
+            protocol: *protocol,
+        },
+    }
+}
+
+fn servers(target: &Target) -> Servers {
+    if target.all_servers {
+        Servers::All
+    } else {
+        Servers::Named(target.servers.clone())
+    }
+}
+
+fn wants_qr(command: &Command) -> bool {
+    matches!(command, Command::Users(UsersCmd::Link { qr: true, .. }))
+}
+
+/// After an `Applied` answer is printed: exit 1 if any host reported failures.
+pub fn host_failures(resp: &AdminResponse) -> Result<(), CliError> {
+    let AdminResponse::Applied(applied) = resp else {
+        return Ok(());
+    };
+    let failed = applied
+        .hosts
+        .iter()
+        .filter(|h| matches!(h.state, HostApplyState::Failed(_)))
+        .count();
+    if failed == 0 {
+        return Ok(());
+    }
+    Err(CliError::HostsFailed {
+        failed,
+        total: applied.hosts.len(),
+    })
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}

@@ -1,0 +1,126 @@
+//! Turns an [`AdminResponse`] into the text `vpn` prints, in the format chosen with `-o`.
+//!
+//! Pure functions of the response and [`Opts`] (the clock is a parameter), so every format is
+//! pinned by snapshot tests in `tests.rs`. Printing happens in `output`.
+//!
+//! - `table` ([`table`]): aligned columns and key/value views for people.
+//! - `json` / `yaml`: the response payload (the struct inside the enum), stable field names.
+//! - `plain` ([`plain`]): one record per line, tab-separated, no header, for scripts.
+
+mod plain;
+mod table;
+
+#[cfg(test)]
+mod tests;
+
+use serde::Serialize;
+use vpn_shared::proto::admin::{AdminResponse, ErrorKind};
+
+use crate::cli::Format;
+use crate::error::CliError;
+
+/// How to render a response.
+#[derive(Debug, Clone, Copy)]
+pub struct Opts {
+    pub format: Format,
+    /// `users link --qr`: follow each link with its QR code (table format only).
+    pub qr: bool,
+    /// Unix seconds, for "3s ago".
+    pub now: i64,
+    /// Whether a person is reading (stdout is a terminal): adds hints in table format.
+    pub hints: bool,
+}
+
+/// Renders a response; the controller's `Error` answer becomes the matching [`CliError`].
+pub fn render(resp: &AdminResponse, opts: &Opts) -> Result<String, CliError> {
+    match opts.format {
+        Format::Table => table::render(resp, opts),
+        Format::Plain => plain::render(resp),
+        Format::Json | Format::Yaml => structured(resp, opts.format),
+    }
+}
+
+/// The error a refused request turns into.
+fn refused(kind: ErrorKind, message: &str) -> CliError {
+    CliError::Remote {
+        kind,
+        message: message.to_string(),
+    }
+}
+
+fn structured(resp: &AdminResponse, format: Format) -> Result<String, CliError> {
+    match resp {
+        AdminResponse::Error { kind, message } => Err(refused(*kind, message)),
+        AdminResponse::ServerAdded(p) => encode(p, format),
+        AdminResponse::Servers(p) => encode(p, format),
+        AdminResponse::Server(p) => encode(p, format),
+        AdminResponse::Services(p) => encode(p, format),
+        AdminResponse::Service(p) => encode(p, format),
+        AdminResponse::Users(p) => encode(p, format),
+        AdminResponse::User(p) => encode(p, format),
+        AdminResponse::Links(p) => encode(p, format),
+        AdminResponse::Status(p) => encode(p, format),
+        AdminResponse::Applied(p) => encode(p, format),
+    }
+}
+
+fn encode<T: Serialize>(payload: &T, format: Format) -> Result<String, CliError> {
+    let text = if format == Format::Yaml {
+        serde_norway::to_string(payload).map_err(|e| CliError::Render(e.to_string()))?
+    } else {
+        let mut s =
+            serde_json::to_string_pretty(payload).map_err(|e| CliError::Render(e.to_string()))?;
+        s.push('\n');
+        s
+    };
+    Ok(text)
+}
+
+/// `3s ago`, `5m ago`, `2h ago`, `4d ago`; `never` without a time.
+pub fn ago(now: i64, then: Option<i64>) -> String {
+    let Some(then) = then else {
+        return "never".into();
+    };
+    let secs = now - then;
+    match secs {
+        ..0 => "just now".into(),
+        0..60 => format!("{secs}s ago"),
+        60..3600 => format!("{}m ago", secs / 60),
+        3600..86400 => format!("{}h ago", secs / 3600),
+        _ => format!("{}d ago", secs / 86400),
+    }
+}
+
+/// RFC 3339 UTC, to the second (`2025-01-31T12:00:00Z`).
+pub fn timestamp(unix: i64) -> String {
+    match u64::try_from(unix) {
+        Ok(secs) => {
+            let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs);
+            humantime::format_rfc3339_seconds(t).to_string()
+        }
+        Err(_) => unix.to_string(),
+    }
+}
+
+/// The date part of [`timestamp`] (`2025-01-31`).
+pub fn date(unix: i64) -> String {
+    let mut s = timestamp(unix);
+    if s.len() > 10 && s.is_char_boundary(10) {
+        s.truncate(10);
+    }
+    s
+}
+
+/// `all`, the names joined by commas, or `-` for none.
+pub fn server_list(all: bool, names: &[String]) -> String {
+    if all { "all".into() } else { dash_join(names) }
+}
+
+/// Items joined by commas, or `-` for none.
+pub fn dash_join<T: std::fmt::Display>(items: &[T]) -> String {
+    if items.is_empty() {
+        return "-".into();
+    }
+    let parts: Vec<String> = items.iter().map(ToString::to_string).collect();
+    parts.join(",")
+}

@@ -1,0 +1,146 @@
+//! Snapshot tests: each format of each answer against text written out here.
+//!
+//! Fixtures live here; `table` pins the people-facing format, `formats` the others.
+
+mod formats;
+mod table;
+
+use vpn_shared::model::Protocol;
+use vpn_shared::proto::admin::{
+    AdminResponse, Applied, ErrorKind, HostApply, HostApplyState, LinkInfo, ServerAdded,
+    ServerInfo, StatusInfo, UserInfo,
+};
+
+use super::{Opts, ago, render};
+use crate::cli::Format;
+use crate::commands::host_failures;
+use crate::error::CliError;
+
+/// 2025-01-31T12:00:00Z.
+const NOW: i64 = 1_738_324_800;
+
+fn opts(format: Format) -> Opts {
+    Opts {
+        format,
+        qr: false,
+        now: NOW,
+        hints: false,
+    }
+}
+
+fn show(resp: &AdminResponse, opts: &Opts) -> String {
+    match render(resp, opts) {
+        Ok(s) => s,
+        Err(e) => panic!("render failed: {e}"),
+    }
+}
+
+fn servers() -> AdminResponse {
+    AdminResponse::Servers(vec![
+        ServerInfo {
+            name: "fra-1".into(),
+            host_id: "h-1".into(),
+            online: true,
+            enrolled: true,
+            address: Some("203.0.113.7".into()),
+            agent_version: Some("0.1.0".into()),
+            last_seen: Some(NOW - 3),
+            desired_generation: 7,
+            acked_generation: Some(7),
+            cert_not_after: Some(NOW + 86400),
+            services: vec!["ss".into()],
+            users: 12,
+        },
+        ServerInfo {
+            name: "ams-2".into(),
+            host_id: "h-2".into(),
+            online: false,
+            enrolled: true,
+            address: None,
+            agent_version: Some("0.1.0".into()),
+            last_seen: Some(NOW - 7200),
+            desired_generation: 9,
+            acked_generation: Some(6),
+            cert_not_after: None,
+            services: vec!["ss".into(), "ss-alt".into()],
+            users: 3,
+        },
+        ServerInfo {
+            name: "nyc-3".into(),
+            host_id: "h-3".into(),
+            online: false,
+            enrolled: false,
+            address: None,
+            agent_version: None,
+            last_seen: None,
+            desired_generation: 1,
+            acked_generation: None,
+            cert_not_after: None,
+            services: vec![],
+            users: 0,
+        },
+    ])
+}
+
+fn alice() -> UserInfo {
+    UserInfo {
+        name: "alice".into(),
+        id: "8d0c5c1e".into(),
+        email: Some("alice@example.com".into()),
+        note: None,
+        status: "active".into(),
+        all_servers: true,
+        servers: vec![],
+        protocols: None,
+        created_at: NOW - 86400,
+        updated_at: NOW,
+    }
+}
+
+fn users() -> AdminResponse {
+    let bob = UserInfo {
+        name: "bob".into(),
+        id: "77aa".into(),
+        email: None,
+        note: Some("tab\there".into()),
+        status: "suspended".into(),
+        all_servers: false,
+        servers: vec!["fra-1".into(), "ams-2".into()],
+        protocols: Some(vec![Protocol::Shadowsocks]),
+        created_at: NOW,
+        updated_at: NOW,
+    };
+    AdminResponse::Users(vec![alice(), bob])
+}
+
+fn links() -> AdminResponse {
+    let link = |server: &str, url: &str| LinkInfo {
+        server: server.into(),
+        service: "ss".into(),
+        protocol: Protocol::Shadowsocks,
+        url: url.into(),
+    };
+    AdminResponse::Links(vec![
+        link("fra-1", "ss://Y2hhY2hhMjA@203.0.113.7:8388#fra-1"),
+        link("ams-2", "ss://Y2hhY2hhMjA@198.51.100.2:8388#ams-2"),
+    ])
+}
+
+fn applied() -> AdminResponse {
+    let host = |server: &str, state| HostApply {
+        server: server.into(),
+        generation: 7,
+        state,
+    };
+    AdminResponse::Applied(Applied {
+        summary: "user alice added".into(),
+        hosts: vec![
+            host("fra-1", HostApplyState::Applied),
+            host("ams-2", HostApplyState::Pending),
+            host(
+                "nyc-3",
+                HostApplyState::Failed(vec!["service ss: port 8388 in use".into()]),
+            ),
+        ],
+    })
+}

@@ -1,0 +1,168 @@
+//! The `table` format, and what the same answers look like in the other formats.
+
+use super::*;
+
+#[test]
+fn servers_table() {
+    let want = "\
+NAME   STATUS      ADDRESS      VERSION  LAST SEEN  GENERATION  SERVICES   USERS
+fra-1  online      203.0.113.7  0.1.0    3s ago     7/7         ss         12
+ams-2  offline     -            0.1.0    2h ago     6/9         ss,ss-alt  3
+nyc-3  not joined  -            -        never      -/1         -          0
+";
+    assert_eq!(show(&servers(), &opts(Format::Table)), want);
+}
+
+#[test]
+fn users_table_and_plain() {
+    let want = "\
+NAME   STATUS     SERVERS      PROTOCOLS    CREATED
+alice  active     all          all          2025-01-30
+bob    suspended  fra-1,ams-2  shadowsocks  2025-01-31
+";
+    assert_eq!(show(&users(), &opts(Format::Table)), want);
+    let want = "\
+alice\tactive\tall\tall\t1738238400\t8d0c5c1e\talice@example.com
+bob\tsuspended\tfra-1,ams-2\tshadowsocks\t1738324800\t77aa\t-
+";
+    assert_eq!(show(&users(), &opts(Format::Plain)), want);
+}
+
+#[test]
+fn user_show_table() {
+    let want = "\
+Name:       alice
+ID:         8d0c5c1e
+Status:     active
+Email:      alice@example.com
+Note:       -
+Servers:    all
+Protocols:  all
+Created:    2025-01-30T12:00:00Z
+Updated:    2025-01-31T12:00:00Z
+";
+    assert_eq!(
+        show(&AdminResponse::User(alice()), &opts(Format::Table)),
+        want
+    );
+}
+
+#[test]
+fn links_table_with_qr_prints_each_url_then_its_code() {
+    let with_qr = Opts {
+        qr: true,
+        ..opts(Format::Table)
+    };
+    let out = show(&links(), &with_qr);
+    let mut blocks = out.split("\n\n");
+    for url in [
+        "ss://Y2hhY2hhMjA@203.0.113.7:8388#fra-1",
+        "ss://Y2hhY2hhMjA@198.51.100.2:8388#ams-2",
+    ] {
+        let Some(block) = blocks.next() else {
+            panic!("missing block for {url} in\n{out}");
+        };
+        let mut lines = block.lines();
+        assert!(
+            lines
+                .next()
+                .is_some_and(|l| l.ends_with("ss (shadowsocks)"))
+        );
+        assert_eq!(lines.next(), Some(url));
+        let code: Vec<&str> = lines.collect();
+        assert!(code.len() > 10, "a QR code follows the URL:\n{block}");
+        assert!(code.iter().all(|l| l.chars().all(|c| " ▀▄█".contains(c))));
+    }
+}
+
+#[test]
+fn qr_is_half_blocks_with_a_quiet_zone() {
+    let code = crate::render::table::qr("ss://x");
+    let lines: Vec<&str> = code.lines().collect();
+    // Version 1 is 21 modules plus a 4-module quiet zone each side: 29 wide, 15 rows of two.
+    assert_eq!(lines.len(), 15);
+    assert!(lines.iter().all(|l| l.chars().count() == 29));
+    // Light-on-dark: the quiet zone is solid blocks.
+    assert!(lines[0].chars().all(|c| c == '█'));
+}
+
+#[test]
+fn applied_lists_hosts_then_the_summary_and_failures_exit_1() {
+    let want = "\
+fra-1  applied gen 7
+ams-2  pending gen 7 (offline or no ack yet)
+nyc-3  failed gen 7: service ss: port 8388 in use
+user alice added
+";
+    let resp = applied();
+    assert_eq!(show(&resp, &opts(Format::Table)), want);
+    let want = "\
+fra-1\tapplied\t7
+ams-2\tpending\t7
+nyc-3\tfailed\t7\tservice ss: port 8388 in use
+";
+    assert_eq!(show(&resp, &opts(Format::Plain)), want);
+    let err = host_failures(&resp).err();
+    assert!(matches!(
+        err,
+        Some(CliError::HostsFailed {
+            failed: 1,
+            total: 3
+        })
+    ));
+    assert_eq!(err.map(|e| e.exit_code()), Some(1));
+}
+
+#[test]
+fn server_added_prints_the_join_string_and_the_agent_command() {
+    let resp = AdminResponse::ServerAdded(ServerAdded {
+        name: "fra-1".into(),
+        host_id: "h-1".into(),
+        join: "vpnj1.abc".into(),
+        expires_at: NOW + 3600,
+    });
+    let want = "\
+server fra-1 added; the join string is valid until 2025-01-31T13:00:00Z (1h)
+
+join string:
+  vpnj1.abc
+
+run this on the new host as root:
+  vpn-agent join vpnj1.abc
+";
+    assert_eq!(show(&resp, &opts(Format::Table)), want);
+    let with_hints = Opts {
+        hints: true,
+        ..opts(Format::Table)
+    };
+    let hint = "\nthe host shows up in `vpn servers list` once it has joined\n";
+    assert_eq!(show(&resp, &with_hints), format!("{want}{hint}"));
+    assert_eq!(show(&resp, &opts(Format::Plain)), "vpnj1.abc\n");
+}
+
+#[test]
+fn status_table() {
+    let resp = AdminResponse::Status(StatusInfo {
+        controller_version: "0.1.0".into(),
+        hosts_total: 3,
+        hosts_online: 2,
+        services: 1,
+        users_total: 10,
+        users_active: 9,
+    });
+    let want = "\
+Controller:  0.1.0
+Hosts:       3 (2 online)
+Services:    1
+Users:       10 (9 active)
+";
+    assert_eq!(show(&resp, &opts(Format::Table)), want);
+}
+
+#[test]
+fn empty_lists_say_so_in_table_and_print_nothing_in_plain() {
+    let resp = AdminResponse::Users(vec![]);
+    assert_eq!(show(&resp, &opts(Format::Table)), "no users\n");
+    assert_eq!(show(&resp, &opts(Format::Plain)), "");
+    assert_eq!(show(&resp, &opts(Format::Json)), "[]\n");
+}

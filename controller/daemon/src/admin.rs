@@ -1,0 +1,284 @@
+//! The admin API: one request per bidirectional stream from a `vpn` CLI holding an admin
+//! certificate. Mutations go through [`Controller::mutate`], which stores, pushes to online
+//! hosts and (unless told not to) waits for their acks.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tracing::{info, warn};
+use vpn_shared::join::JoinString;
+use vpn_shared::model::{Protocol, ServiceOptions};
+use vpn_shared::pki::Identity;
+use vpn_shared::proto::admin::*;
+use vpn_shared::proto::frame::{read_frame, write_frame};
+use vpn_shared::proto::close;
+use vpn_shared::transport::peer_identity;
+
+use crate::enroll::{new_token, token_hash};
+use crate::fleet::not_waited;
+use crate::server::{Controller, now};
+use crate::store::{HostRow, Mutation, NewService, NewUser, StoreError, UserStatus};
+use crate::views;
+
+/// Admin requests are small; larger frames are refused.
+const MAX_REQUEST: usize = 1 << 20;
+/// Ciphers Outline and the common shadowsocks clients accept with a plain password.
+const SS_METHODS: &[&str] = &["chacha20-ietf-poly1305", "aes-256-gcm", "aes-128-gcm"];
+
+type Reply = Result<AdminResponse, AdminError>;
+
+/// A request that failed, with the class the CLI maps onto its exit code.
+pub struct AdminError {
+    kind: ErrorKind,
+    message: String,
+}
+
+/// Lifts store results into admin results.
+pub trait AdminErrorExt<T> {
+    fn bad(self) -> Result<T, AdminError>;
+}
+
+impl<T> AdminErrorExt<T> for Result<T, StoreError> {
+    fn bad(self) -> Result<T, AdminError> {
+        self.map_err(AdminError::from)
+    }
+}
+
+impl AdminError {
+    pub fn bad_data(message: impl Into<String>) -> Self {
+        Self::bad(message)
+    }
+
+    fn bad(message: impl Into<String>) -> Self {
+        AdminError {
+            kind: ErrorKind::BadData,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<StoreError> for AdminError {
+    fn from(e: StoreError) -> Self {
+        let kind = match e {
+            StoreError::NotFound { .. }
+            | StoreError::Duplicate { .. }
+            | StoreError::Invalid { .. }
+            | StoreError::PortsExhausted { .. } => ErrorKind::BadData,
+            _ => ErrorKind::Internal,
+        };
+        AdminError {
+            kind,
+            message: e.to_string(),
+        }
+    }
+}
+
+pub async fn serve(ctl: Arc<Controller>, conn: quinn::Connection) {
+    let remote = conn.remote_address();
+    let Some(Identity::Admin(admin)) = peer_identity(&conn) else {
+        ctl.metrics.refused("admin_without_admin_certificate");
+        warn!(%remote, "admin ALPN without an admin certificate, refused");
+        conn.close(close::REFUSED.into(), b"admin certificate required");
+        return;
+    };
+    while let Ok((mut send, mut recv)) = conn.accept_bi().await {
+        let ctl = ctl.clone();
+        let admin = admin.clone();
+        tokio::spawn(async move {
+            let response = match read_frame::<_, AdminRequest>(&mut recv, MAX_REQUEST).await {
+                Ok(Some(req)) => {
+                    let what = format!("{req:?}");
+                    let reply = handle(&ctl, req).await;
+                    match reply {
+                        Ok(r) => r,
+                        Err(e) => {
+                            info!(%admin, request = %truncate(&what), error = %e.message, "admin request failed");
+                            AdminResponse::Error { kind: e.kind, message: e.message }
+                        }
+                    }
+                }
+                Ok(None) => return,
+                Err(e) => {
+                    warn!(%admin, error = %e, "malformed admin request");
+                    AdminResponse::Error {
+                        kind: ErrorKind::BadData,
+                        message: format!("malformed request: {e}"),
+                    }
+                }
+            };
+            let _ = write_frame(&mut send, &response).await;
+            let _ = send.finish();
+        });
+    }
+}
+
+fn truncate(s: &str) -> &str {
+    s.get(..200).unwrap_or(s)
+}
+
+async fn handle(ctl: &Controller, req: AdminRequest) -> Reply {
+    match req {
+        AdminRequest::ServersAdd { name, expires_secs } => servers_add(ctl, name, expires_secs).await,
+        AdminRequest::ServersList => Ok(AdminResponse::Servers(views::servers(ctl).await?)),
+        AdminRequest::ServersShow { name } => {
+            let all = views::servers(ctl).await?;
+            let found = all.into_iter().find(|s| s.name == name);
+            found
+                .map(AdminResponse::Server)
+                .ok_or_else(|| AdminError::bad(format!("server {name} not found")))
+        }
+        AdminRequest::ServersRemove { name } => {
+            let host = ctl.store.remove_host(&name, now()).await?;
+            ctl.fleet.revoke(&host.id);
+            info!(host = %host.name, host_id = %host.id, "host removed and revoked");
+            Ok(AdminResponse::Applied(Applied {
+                summary: format!("server {name} removed; its certificate is revoked"),
+                hosts: Vec::new(),
+            }))
+        }
+        AdminRequest::ServicesDeploy(d) => services_deploy(ctl, d).await,
+        AdminRequest::ServicesList => Ok(AdminResponse::Services(views::services(ctl).await?)),
+        AdminRequest::ServicesShow { name } => {
+            let all = views::services(ctl).await?;
+            let found = all.into_iter().find(|s| s.name == name);
+            found
+                .map(AdminResponse::Service)
+                .ok_or_else(|| AdminError::bad(format!("service {name} not found")))
+        }
+        AdminRequest::ServicesRemove { name, wait } => {
+            let summary = format!("service {name} removed");
+            mutate(ctl, wait, summary, ctl.store.remove_service(&name)).await
+        }
+        AdminRequest::UsersAdd(u) => {
+            let summary = format!("user {} added", u.name);
+            let new = NewUser {
+                name: u.name,
+                email: u.email,
+                note: u.note,
+                servers: u.servers,
+                protocols: u.protocols,
+            };
+            mutate(ctl, u.wait, summary, ctl.store.add_user(new, now())).await
+        }
+        AdminRequest::UsersList => {
+            let users = ctl.store.users().await?;
+            Ok(AdminResponse::Users(users.iter().map(views::user).collect()))
+        }
+        AdminRequest::UsersShow { name } => match ctl.store.user(&name).await? {
+            Some(d) => Ok(AdminResponse::User(views::user(&d.user))),
+            None => Err(AdminError::bad(format!("user {name} not found"))),
+        },
+        AdminRequest::UsersRemove { name, wait } => {
+            let summary = format!("user {name} removed");
+            mutate(ctl, wait, summary, ctl.store.remove_user(&name)).await
+        }
+        AdminRequest::UsersSuspend { name, wait } => {
+            let summary = format!("user {name} suspended");
+            let m = ctl.store.set_user_status(&name, UserStatus::Suspended, now());
+            mutate(ctl, wait, summary, m).await
+        }
+        AdminRequest::UsersResume { name, wait } => {
+            let summary = format!("user {name} resumed");
+            let m = ctl.store.set_user_status(&name, UserStatus::Active, now());
+            mutate(ctl, wait, summary, m).await
+        }
+        AdminRequest::UsersLink {
+            name,
+            server,
+            protocol,
+        } => views::links(ctl, &name, server.as_deref(), protocol)
+            .await
+            .map(AdminResponse::Links),
+        AdminRequest::Status => views::status(ctl).await.map(AdminResponse::Status),
+    }
+}
+
+async fn servers_add(ctl: &Controller, name: String, expires_secs: u64) -> Reply {
+    if expires_secs == 0 || expires_secs > 30 * 86_400 {
+        return Err(AdminError::bad(
+            "invalid --expires: must be between 1s and 30d",
+        ));
+    }
+    let token = new_token().map_err(|_| AdminError {
+        kind: ErrorKind::Internal,
+        message: "the system random generator failed".into(),
+    })?;
+    let expires_at = now() + expires_secs as i64;
+    let host = ctl
+        .store
+        .add_host(&name, &token_hash(&token), expires_at, now())
+        .await?;
+    let join = JoinString {
+        controller: ctl.config.public_address.clone(),
+        ca_sha256: ctl.ca.fingerprint(),
+        token,
+    };
+    info!(host = %host.name, host_id = %host.id, expires_at, "join token issued");
+    Ok(AdminResponse::ServerAdded(ServerAdded {
+        name: host.name,
+        host_id: host.id,
+        join: join.encode(),
+        expires_at,
+    }))
+}
+
+async fn services_deploy(ctl: &Controller, d: DeployService) -> Reply {
+    if d.port == 0 {
+        return Err(AdminError::bad("invalid --port: must be 1-65535"));
+    }
+    let options = match d.protocol {
+        Protocol::Shadowsocks => {
+            let method = d.method.unwrap_or_else(|| SS_METHODS[0].to_string());
+            if !SS_METHODS.contains(&method.as_str()) {
+                return Err(AdminError::bad(format!(
+                    "invalid --method {method:?}: expected one of {}",
+                    SS_METHODS.join(", ")
+                )));
+            }
+            ServiceOptions::Shadowsocks { method }
+        }
+    };
+    let name = d.name.unwrap_or_else(|| d.protocol.as_str().to_string());
+    let summary = format!("service {name} deployed");
+    let new = NewService {
+        name,
+        protocol: d.protocol,
+        port: d.port,
+        port_span: None,
+        image: d.image,
+        options,
+        servers: d.servers,
+    };
+    mutate(ctl, d.wait, summary, ctl.store.deploy_service(new, now())).await
+}
+
+/// Stores a change, queues its pushes under the change lock, then waits for acks if asked.
+async fn mutate<T>(
+    ctl: &Controller,
+    wait: bool,
+    summary: String,
+    change: impl std::future::Future<Output = Result<Mutation<T>, StoreError>>,
+) -> Reply {
+    let pushes = {
+        let _guard = ctl.fleet.change_lock.lock().await;
+        let m = change.await?;
+        ctl.fleet.dispatch(&m.pushes);
+        m.pushes
+    };
+    let names: HashMap<String, String> = ctl
+        .store
+        .hosts()
+        .await?
+        .into_iter()
+        .map(|h: HostRow| (h.id, h.name))
+        .collect();
+    let hosts = if wait {
+        let timeout = ctl.config.ack_timeout.max(Duration::from_millis(100));
+        ctl.fleet.wait_for_acks(&pushes, &names, timeout).await
+    } else {
+        not_waited(&pushes, &names)
+    };
+    info!(%summary, hosts = pushes.len(), "change stored");
+    Ok(AdminResponse::Applied(Applied { summary, hosts }))
+}

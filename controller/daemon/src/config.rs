@@ -1,0 +1,202 @@
+//! Controller configuration, layered: defaults, then `DIR/controller.toml`, then
+//! `VPN_CONTROLLER_*` environment variables and flags (clap merges those two).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Default QUIC port of the controller.
+pub const DEFAULT_PORT: u16 = 7443;
+
+/// The file form of the configuration; every field optional so flags and env can override.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// UDP address to listen on, for example `0.0.0.0:7443`.
+    pub listen: Option<String>,
+    /// `HOST:PORT` agents and admins dial; goes into join strings.
+    pub public_address: Option<String>,
+    /// Only `sqlite://PATH` for now.
+    pub database_url: Option<String>,
+    /// Lifetime of agent certificates, humantime (default `30d`).
+    pub agent_cert_lifetime: Option<String>,
+    /// How long fleet-wide changes wait for acks, humantime (default `10s`).
+    pub ack_timeout: Option<String>,
+}
+
+/// The effective configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub listen: String,
+    pub public_address: String,
+    pub database_path: PathBuf,
+    pub agent_cert_lifetime: Duration,
+    pub ack_timeout: Duration,
+}
+
+/// Overrides from the command line and the environment.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub listen: Option<String>,
+    pub public_address: Option<String>,
+    pub database_url: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid value for `{field}`: {reason}")]
+    Invalid { field: &'static str, reason: String },
+}
+
+pub fn config_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("controller.toml")
+}
+
+impl FileConfig {
+    /// Reads `DIR/controller.toml`; a missing file is an empty configuration.
+    pub fn load(data_dir: &Path) -> Result<FileConfig, ConfigError> {
+        let path = config_path(data_dir);
+        match std::fs::read_to_string(&path) {
+            Ok(text) => FileConfig::parse(&path, &text),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(FileConfig::default()),
+            Err(source) => Err(ConfigError::Read { path, source }),
+        }
+    }
+
+    pub fn parse(path: &Path, text: &str) -> Result<FileConfig, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.message().to_string(),
+        })
+    }
+}
+
+impl Config {
+    /// Layers overrides over the file over defaults, and validates the result.
+    pub fn resolve(
+        data_dir: &Path,
+        file: FileConfig,
+        over: Overrides,
+    ) -> Result<Config, ConfigError> {
+        let listen = over
+            .listen
+            .or(file.listen)
+            .unwrap_or_else(|| format!("0.0.0.0:{DEFAULT_PORT}"));
+        listen
+            .parse::<std::net::SocketAddr>()
+            .map_err(|e| ConfigError::Invalid {
+                field: "listen",
+                reason: format!("{listen:?}: {e}"),
+            })?;
+        let public_address = over
+            .public_address
+            .or(file.public_address)
+            .unwrap_or_else(|| listen.replace("0.0.0.0", "127.0.0.1"));
+        check_host_port("public_address", &public_address)?;
+        let database_path = match over.database_url.or(file.database_url) {
+            None => data_dir.join("controller.db"),
+            Some(url) => parse_database_url(&url)?,
+        };
+        Ok(Config {
+            data_dir: data_dir.to_path_buf(),
+            listen,
+            public_address,
+            database_path,
+            agent_cert_lifetime: duration(
+                "agent_cert_lifetime",
+                file.agent_cert_lifetime.as_deref(),
+                "30d",
+            )?,
+            ack_timeout: duration("ack_timeout", file.ack_timeout.as_deref(), "10s")?,
+        })
+    }
+}
+
+fn check_host_port(field: &'static str, value: &str) -> Result<(), ConfigError> {
+    let bad = |reason: &str| ConfigError::Invalid {
+        field,
+        reason: format!("{value:?}: {reason}"),
+    };
+    let (host, port) = value.rsplit_once(':').ok_or_else(|| bad("expected HOST:PORT"))?;
+    if host.is_empty() {
+        return Err(bad("empty host"));
+    }
+    match port.parse::<u16>() {
+        Ok(p) if p > 0 => Ok(()),
+        _ => Err(bad("port must be 1-65535")),
+    }
+}
+
+fn parse_database_url(url: &str) -> Result<PathBuf, ConfigError> {
+    match url.strip_prefix("sqlite://") {
+        Some(path) if !path.is_empty() => Ok(PathBuf::from(path)),
+        _ => Err(ConfigError::Invalid {
+            field: "database_url",
+            reason: format!("{url:?}: only sqlite://PATH is supported in this version"),
+        }),
+    }
+}
+
+fn duration(
+    field: &'static str,
+    value: Option<&str>,
+    default: &str,
+) -> Result<Duration, ConfigError> {
+    let text = value.unwrap_or(default);
+    humantime::parse_duration(text).map_err(|e| ConfigError::Invalid {
+        field,
+        reason: format!("{text:?}: {e}"),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn resolve(text: &str, over: Overrides) -> Result<Config, ConfigError> {
+        let dir = Path::new("/data");
+        let file = FileConfig::parse(&config_path(dir), text)?;
+        Config::resolve(dir, file, over)
+    }
+
+    #[test]
+    fn flags_win_over_the_file_which_wins_over_defaults() {
+        let c = resolve("listen = \"0.0.0.0:9000\"\n", Overrides::default()).unwrap();
+        assert_eq!(c.listen, "0.0.0.0:9000");
+        assert_eq!(c.public_address, "127.0.0.1:9000");
+        assert_eq!(c.database_path, PathBuf::from("/data/controller.db"));
+        let c = resolve(
+            "listen = \"0.0.0.0:9000\"\n",
+            Overrides {
+                listen: Some("127.0.0.1:9100".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(c.listen, "127.0.0.1:9100");
+    }
+
+    #[test]
+    fn invalid_files_name_the_field() {
+        let cases = [
+            ("listen = \"nope\"", "listen"),
+            ("public_address = \"host\"", "public_address"),
+            ("database_url = \"postgres://x\"", "database_url"),
+            ("ack_timeout = \"soon\"", "ack_timeout"),
+            ("colour = 1", "unknown field `colour`"),
+        ];
+        for (text, needle) in cases {
+            let err = resolve(text, Overrides::default()).unwrap_err().to_string();
+            assert!(err.contains(needle), "{text}: {err}");
+        }
+    }
+}

@@ -1,0 +1,23 @@
+//! The vpn-controller daemon.
+//!
+//! # Layout
+//! - [`config`]: layered configuration (file, env, flags).
+//! - [`init`]: `vpn-controller init` — CA, certificates, context file.
+//! - [`server`]: the QUIC endpoint; connections dispatched by ALPN.
+//! - [`session`]: one agent's session — full state, deltas, acks.
+//! - [`fleet`]: who is connected, queued pushes, ack waits.
+//! - [`enroll`]: join tokens and CSR signing.
+//! - [`admin`] and [`views`]: the operator API.
+//! - [`store`]: SQLite persistence and the per-host desired-state computation.
+//! - [`metrics`]: counters of notable events.
+
+pub mod admin;
+pub mod config;
+pub mod enroll;
+pub mod fleet;
+pub mod init;
+pub mod metrics;
+pub mod server;
+pub mod session;
+pub mod store;
+pub mod views;

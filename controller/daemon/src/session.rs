@@ -1,0 +1,352 @@
+//! One agent's session: authorize, send the full desired state, then stream deltas and collect
+//! acks until the connection ends.
+//!
+//! State machine: `Authorizing → Synced ⇄ (Delta sent, waiting for ack) → Closed`. A gap, a
+//! digest mismatch or the agent's `ResyncRequest` sends the full state again. The frame reader
+//! runs in its own task because reading a frame is not cancel-safe inside `select!`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use quinn::{RecvStream, SendStream};
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+use vpn_shared::model::TrackedState;
+use vpn_shared::pki::Identity;
+use vpn_shared::proto::frame::{FrameError, MAX_FRAME, read_frame, write_frame};
+use vpn_shared::proto::{AgentHello, AgentMsg, ControllerMsg, StateChunk, close, negotiate};
+use vpn_shared::transport::peer_identity;
+
+use crate::fleet::{AckState, Registration, SessionCommand};
+use crate::server::{Controller, now};
+use crate::store::HostPush;
+
+/// Users per full-state chunk: keeps every frame far below the frame limit.
+const USERS_PER_CHUNK: usize = 2_000;
+/// How long deltas are gathered before sending, so a burst becomes a few messages.
+const COALESCE: Duration = Duration::from_millis(20);
+/// How often a connected host's `last_seen` is written to the store.
+const SEEN_EVERY: Duration = Duration::from_secs(30);
+
+pub async fn run(ctl: Arc<Controller>, conn: quinn::Connection) {
+    let remote = conn.remote_address();
+    let Some(Identity::Agent(host_id)) = peer_identity(&conn) else {
+        ctl.metrics.refused("agent_without_agent_certificate");
+        warn!(%remote, "agent ALPN without an agent certificate, refused");
+        conn.close(close::REFUSED.into(), b"agent certificate required");
+        return;
+    };
+    let (mut send, recv) = match tokio::time::timeout(Duration::from_secs(10), conn.accept_bi()).await {
+        Ok(Ok(streams)) => streams,
+        _ => {
+            debug!(%remote, host = %host_id, "no session stream opened");
+            return;
+        }
+    };
+    let (msgs_tx, mut msgs) = mpsc::channel(64);
+    let reader = tokio::spawn(read_loop(recv, msgs_tx));
+    let hello = match tokio::time::timeout(Duration::from_secs(10), msgs.recv()).await {
+        Ok(Some(Ok(AgentMsg::Hello(hello)))) => hello,
+        other => {
+            warn!(%remote, host = %host_id, first = ?other.map(|m| m.map(|m| m.map(|_| ()))), "session did not start with hello");
+            conn.close(close::PROTOCOL.into(), b"expected hello");
+            return;
+        }
+    };
+    let Some((host_name, version)) = authorize(&ctl, &conn, &host_id, &hello, &mut send).await else {
+        return;
+    };
+    let address = hello
+        .public_address
+        .clone()
+        .unwrap_or_else(|| remote.ip().to_string());
+    if let Err(e) = ctl
+        .store
+        .record_seen(&host_id, &hello.agent_version, &address, now())
+        .await
+    {
+        warn!(host = %host_name, error = %e, "cannot record last seen");
+    }
+    let welcome = ControllerMsg::Welcome {
+        version,
+        host_name: host_name.clone(),
+    };
+    if write_frame(&mut send, &welcome).await.is_err() {
+        return;
+    }
+    let mut session = Session {
+        ctl: ctl.clone(),
+        host_id: host_id.clone(),
+        host_name: host_name.clone(),
+        send,
+        tracked: TrackedState::default(),
+    };
+    let applied = hello.applied.map(|(g, _)| g).unwrap_or_default();
+    let Ok(mut reg) = session.start(applied).await else {
+        return;
+    };
+    info!(host = %host_name, %remote, agent_version = %hello.agent_version, version, generation = session.tracked.generation(), "agent connected");
+    let reason = session.serve(&mut reg, &mut msgs, &address).await;
+    reader.abort();
+    ctl.fleet.unregister(&host_id, reg.session);
+    let _ = ctl
+        .store
+        .record_seen(&host_id, &hello.agent_version, &address, now())
+        .await;
+    match reason {
+        End::Revoked => {
+            let _ = write_frame(
+                &mut session.send,
+                &ControllerMsg::Refused {
+                    reason: "host removed".into(),
+                },
+            )
+            .await;
+            conn.close(close::REFUSED.into(), b"host removed");
+            info!(host = %host_name, "session closed: host removed");
+        }
+        End::Protocol(e) => {
+            warn!(host = %host_name, error = %e, "protocol error, closing session");
+            conn.close(close::PROTOCOL.into(), e.as_bytes());
+        }
+        End::Closed => info!(host = %host_name, "agent disconnected"),
+    }
+}
+
+/// Checks that the agent asks for its own state, exists, is not revoked, and shares a version.
+/// Returns the host name and the negotiated version, or refuses and closes.
+async fn authorize(
+    ctl: &Controller,
+    conn: &quinn::Connection,
+    host_id: &str,
+    hello: &AgentHello,
+    send: &mut SendStream,
+) -> Option<(String, u16)> {
+    let remote = conn.remote_address();
+    let refusal = if hello.host_id != host_id {
+        Some((
+            "other_host_state",
+            format!("agent {host_id} may not read the state of host {}", hello.host_id),
+        ))
+    } else {
+        match ctl.store.host(host_id).await {
+            Ok(Some(host)) => match negotiate(hello.min_version, hello.max_version) {
+                Some(v) => return Some((host.name, v)),
+                None => Some((
+                    "version",
+                    format!(
+                        "no common protocol version (agent {}-{})",
+                        hello.min_version, hello.max_version
+                    ),
+                )),
+            },
+            Ok(None) if ctl.store.is_revoked(host_id).await.unwrap_or(false) => {
+                Some(("revoked", format!("host {host_id} was removed (certificate revoked)")))
+            }
+            Ok(None) => Some(("unknown_host", format!("unknown host {host_id}"))),
+            Err(e) => Some(("store", format!("store unavailable: {e}"))),
+        }
+    };
+    let (metric, reason) = refusal?;
+    ctl.metrics.refused(metric);
+    warn!(%remote, host = %host_id, %reason, "agent session refused");
+    let _ = write_frame(send, &ControllerMsg::Refused { reason: reason.clone() }).await;
+    let _ = send.finish();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    conn.close(close::REFUSED.into(), reason.as_bytes());
+    None
+}
+
+enum End {
+    Closed,
+    Revoked,
+    Protocol(String),
+}
+
+struct Session {
+    ctl: Arc<Controller>,
+    host_id: String,
+    host_name: String,
+    send: SendStream,
+    /// What this host was sent, with its digest: what the agent's acks must match.
+    tracked: TrackedState,
+}
+
+impl Session {
+    /// Reads the full state and registers under the change lock, then sends the state.
+    async fn start(&mut self, applied_generation: u64) -> Result<Registration, ()> {
+        let guard = self.ctl.fleet.change_lock.lock().await;
+        let state = self.ctl.store.desired_state(&self.host_id).await;
+        let state = match state {
+            Ok(s) => s,
+            Err(e) => {
+                warn!(host = %self.host_name, error = %e, "cannot read desired state");
+                return Err(());
+            }
+        };
+        let ack = AckState {
+            generation: applied_generation,
+            results: Vec::new(),
+        };
+        let reg = self.ctl.fleet.register(&self.host_id, ack);
+        drop(guard);
+        self.tracked = TrackedState::new(state);
+        self.send_full().await.map_err(|_| ())?;
+        Ok(reg)
+    }
+
+    /// Sends the full state again. Pushes already queued are covered by it and dropped.
+    async fn resync(&mut self, reg: &mut Registration) -> Result<(), End> {
+        let guard = self.ctl.fleet.change_lock.lock().await;
+        let state = self
+            .ctl
+            .store
+            .desired_state(&self.host_id)
+            .await
+            .map_err(|e| End::Protocol(format!("cannot read desired state: {e}")))?;
+        while let Ok(cmd) = reg.rx.try_recv() {
+            if let SessionCommand::Revoke = cmd {
+                return Err(End::Revoked);
+            }
+        }
+        drop(guard);
+        self.tracked = TrackedState::new(state);
+        self.send_full()
+            .await
+            .map_err(|e| End::Protocol(e.to_string()))
+    }
+
+    async fn send_full(&mut self) -> Result<(), FrameError> {
+        let state = self.tracked.state();
+        let users: Vec<_> = state.users.values().cloned().collect();
+        let chunks: Vec<_> = users.chunks(USERS_PER_CHUNK).collect();
+        let count = chunks.len().max(1);
+        for i in 0..count {
+            let chunk = StateChunk {
+                generation: state.generation,
+                digest: self.tracked.digest(),
+                index: i as u32,
+                last: i + 1 == count,
+                services: if i == 0 {
+                    state.services.values().cloned().collect()
+                } else {
+                    Vec::new()
+                },
+                users: chunks.get(i).map(|c| c.to_vec()).unwrap_or_default(),
+            };
+            write_frame(&mut self.send, &ControllerMsg::FullState(chunk)).await?;
+        }
+        debug!(host = %self.host_name, generation = state.generation, users = users.len(), "full state sent");
+        Ok(())
+    }
+
+    async fn serve(
+        &mut self,
+        reg: &mut Registration,
+        msgs: &mut mpsc::Receiver<Result<AgentMsg, FrameError>>,
+        address: &str,
+    ) -> End {
+        let mut seen = tokio::time::Instant::now();
+        loop {
+            tokio::select! {
+                cmd = reg.rx.recv() => match cmd {
+                    Some(SessionCommand::Push(push)) => {
+                        if let Err(end) = self.push(reg, push).await { return end; }
+                    }
+                    Some(SessionCommand::Revoke) | None => return End::Revoked,
+                },
+                msg = msgs.recv() => match msg {
+                    None => return End::Closed,
+                    Some(Err(e)) => return End::Protocol(e.to_string()),
+                    Some(Ok(msg)) => {
+                        if seen.elapsed() > SEEN_EVERY {
+                            seen = tokio::time::Instant::now();
+                            let _ = self.ctl.store.record_seen(&self.host_id, "", address, now()).await;
+                        }
+                        if let Err(end) = self.handle(reg, msg).await { return end; }
+                    }
+                },
+            }
+        }
+    }
+
+    /// Sends one push and whatever else arrives within the coalescing window as one delta.
+    async fn push(&mut self, reg: &mut Registration, first: HostPush) -> Result<(), End> {
+        let mut batch = vec![first];
+        tokio::time::sleep(COALESCE).await;
+        while let Ok(cmd) = reg.rx.try_recv() {
+            match cmd {
+                SessionCommand::Push(p) => batch.push(p),
+                SessionCommand::Revoke => return Err(End::Revoked),
+            }
+        }
+        let base = self.tracked.generation();
+        let mut changes = Vec::new();
+        for p in batch {
+            if self
+                .tracked
+                .apply_delta(p.base_generation, p.generation, &p.changes)
+                .is_err()
+            {
+                warn!(host = %self.host_name, held = self.tracked.generation(), base = p.base_generation, "push out of sequence, resending full state");
+                return self.resync(reg).await;
+            }
+            changes.extend(p.changes);
+        }
+        let delta = ControllerMsg::Delta {
+            base_generation: base,
+            generation: self.tracked.generation(),
+            digest: self.tracked.digest(),
+            changes,
+        };
+        write_frame(&mut self.send, &delta)
+            .await
+            .map_err(|e| End::Protocol(e.to_string()))
+    }
+
+    async fn handle(&mut self, reg: &mut Registration, msg: AgentMsg) -> Result<(), End> {
+        match msg {
+            AgentMsg::KeepAlive => Ok(()),
+            AgentMsg::Ack(ack) => {
+                let expected = self.tracked.digest();
+                let _ = self
+                    .ctl
+                    .store
+                    .record_ack(&self.host_id, ack.generation, &ack.digest.to_string(), now())
+                    .await;
+                let failed = ack.results.iter().filter(|r| r.outcome != vpn_shared::proto::Outcome::Ok).count();
+                info!(host = %self.host_name, generation = ack.generation, digest = %ack.digest.short(), failed, "agent acked");
+                let mismatch = ack.generation == self.tracked.generation() && ack.digest != expected;
+                reg.acked.send_replace(AckState {
+                    generation: ack.generation,
+                    results: ack.results,
+                });
+                if mismatch {
+                    warn!(host = %self.host_name, generation = ack.generation, "digest mismatch, resending full state");
+                    return self.resync(reg).await;
+                }
+                Ok(())
+            }
+            AgentMsg::ResyncRequest { reason } => {
+                info!(host = %self.host_name, %reason, "agent asked for a resync");
+                self.resync(reg).await
+            }
+            AgentMsg::Hello(_) => Err(End::Protocol("hello in the middle of a session".into())),
+        }
+    }
+}
+
+async fn read_loop(mut recv: RecvStream, tx: mpsc::Sender<Result<AgentMsg, FrameError>>) {
+    loop {
+        let msg = read_frame::<_, AgentMsg>(&mut recv, MAX_FRAME).await;
+        let stop = !matches!(msg, Ok(Some(_)));
+        let item = match msg {
+            Ok(Some(m)) => Ok(m),
+            Ok(None) => break,
+            Err(e) => Err(e),
+        };
+        if tx.send(item).await.is_err() || stop {
+            break;
+        }
+    }
+}

@@ -1,0 +1,162 @@
+//! The controller's store: hosts, enrollment tokens, services, users and their credentials in one
+//! SQLite file (WAL, foreign keys on), with the schema embedded as migrations.
+//!
+//! Besides keeping rows, the store decides what each host must run: [`Store::desired_state`]
+//! renders a host's full state, and every mutation returns a [`Mutation`] whose [`HostPush`]es say
+//! which hosts changed, their new generations and the changes, computed in the same transaction
+//! as the write so a generation always names exactly one state. A single user change touches only
+//! that user's hosts — never hosts × users (SPEC §2.2).
+//!
+//! # Layout
+//! - [`error`](StoreError): what can go wrong, naming the thing.
+//! - `rows`: the public row and input types.
+//! - `validate`: operator-input checks, before anything is written.
+//! - `render`: pure rows → `UserSpec` / `DesiredState` / pushes.
+//! - `hosts`, `services`, `users`: the SQL of each noun; `state`: loaders shared by them and the
+//!   desired state; `ports`: per-user port allocation and secrets.
+//!
+//! Time is always the caller's `now` (unix seconds): the store never reads a clock.
+
+mod error;
+mod hosts;
+mod ports;
+mod render;
+mod rows;
+mod services;
+mod state;
+mod users;
+mod validate;
+
+#[cfg(test)]
+mod tests;
+
+use std::path::Path;
+use std::time::Duration;
+
+use ring::rand::SystemRandom;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Sqlite, SqlitePool, Transaction};
+use tokio::sync::{Mutex, MutexGuard};
+use vpn_shared::model::Change;
+
+pub use error::{Result, StoreError, TokenRefusal};
+pub use rows::{
+    CredentialRow, DEFAULT_PORT_SPAN, HostRow, NewService, NewUser, Servers, ServiceRow,
+    UserDetail, UserRow, UserStatus,
+};
+
+/// How long a connection waits for SQLite's write lock held by another process (a backup, say).
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Connections in the pool: WAL lets readers run beside the one writer.
+const MAX_CONNECTIONS: u32 = 4;
+
+/// The controller's database.
+pub struct Store {
+    pool: SqlitePool,
+    /// Serializes this process's write transactions. SQLite admits one writer at a time anyway;
+    /// queueing here is fair and wakes at once, where SQLite's busy handler sleeps and polls.
+    writer: Mutex<()>,
+    /// Source of credential secrets.
+    rng: SystemRandom,
+}
+
+/// The result of a mutation and what it changed on each host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mutation<T> {
+    pub value: T,
+    /// One entry per host whose desired state changed, sorted by host id.
+    pub pushes: Vec<HostPush>,
+}
+
+/// The delta one host needs after a mutation: applying `changes` to its state at
+/// `base_generation` gives exactly its desired state at `generation` (always `base + 1`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostPush {
+    pub host_id: String,
+    pub base_generation: u64,
+    pub generation: u64,
+    pub changes: Vec<Change>,
+}
+
+/// A write transaction together with this process's writer lock. The transaction is declared
+/// first so that, when dropped uncommitted, it rolls back before the lock is released.
+struct Write<'a> {
+    tx: Transaction<'a, Sqlite>,
+    _lock: MutexGuard<'a, ()>,
+}
+
+impl Store {
+    /// Opens (creating it, mode 0600, if missing) and migrates the database at `path`.
+    pub async fn open(path: &Path) -> Result<Store> {
+        create_private(path)?;
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .journal_mode(SqliteJournalMode::Wal)
+            // In WAL mode NORMAL survives a killed process (SPEC §4 item 1); only an OS crash
+            // can lose the last commits, and it costs no fsync per commit.
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(BUSY_TIMEOUT);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(MAX_CONNECTIONS)
+            .connect_with(options)
+            .await?;
+        sqlx::migrate!("./migrations").run(&pool).await?;
+        Ok(Store {
+            pool,
+            writer: Mutex::new(()),
+            rng: SystemRandom::new(),
+        })
+    }
+
+    /// Closes every connection, checkpointing the WAL.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// Starts a write transaction. `BEGIN IMMEDIATE` takes SQLite's write lock up front, so a
+    /// transaction that reads before it writes can never fail to upgrade its lock.
+    async fn write(&self) -> Result<Write<'_>> {
+        let lock = self.writer.lock().await;
+        let tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        Ok(Write { tx, _lock: lock })
+    }
+
+    /// Starts a read transaction: one consistent snapshot across several queries.
+    async fn read(&self) -> Result<Transaction<'_, Sqlite>> {
+        Ok(self.pool.begin().await?)
+    }
+}
+
+impl Write<'_> {
+    async fn commit(self) -> Result<()> {
+        self.tx.commit().await?;
+        Ok(())
+    }
+}
+
+/// Creates the database file readable by its owner only; SQLite gives the WAL and shared-memory
+/// files the same mode. An existing file is left as it is.
+fn create_private(path: &Path) -> Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let created = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path);
+    match created {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(source) => Err(StoreError::Create {
+            path: path.to_owned(),
+            source,
+        }),
+    }
+}
+
+/// Converts a generation for storage; SQLite integers are signed.
+fn generation_to_db(generation: u64) -> Result<i64> {
+    i64::try_from(generation)
+        .map_err(|_| StoreError::invalid("generation", format!("{generation} is out of range")))
+}

@@ -1,0 +1,96 @@
+//! Per-user ports and secrets for credentials.
+//!
+//! A service hands out ports from `port ..= port + port_span - 1`, always the lowest free one, and
+//! never one that another user holds. To find the lowest free port without scanning every held
+//! one, a service keeps a high-water mark (`next_port`: everything at or above it is free) and a
+//! list of ports given back below it (`free_ports`, filled by a trigger whenever a credential is
+//! deleted). The lowest free port is then the smallest listed one, or else the mark.
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use ring::rand::{SecureRandom, SystemRandom};
+use sqlx::{QueryBuilder, Sqlite, SqliteConnection};
+
+use super::error::{Result, StoreError};
+
+/// Bytes of randomness in a credential secret.
+const SECRET_BYTES: usize = 16;
+
+/// Rows per multi-row `INSERT` (4 parameters each, well under SQLite's parameter limit).
+const INSERT_CHUNK: usize = 500;
+
+/// Takes the `count` lowest free ports of `service`, in ascending order.
+pub(super) async fn allocate(
+    conn: &mut SqliteConnection,
+    service: &str,
+    count: usize,
+) -> Result<Vec<u16>> {
+    if count == 0 {
+        return Ok(Vec::new());
+    }
+    let limit = i64::try_from(count).unwrap_or(i64::MAX);
+    let mut ports: Vec<u16> = sqlx::query_scalar(
+        "DELETE FROM free_ports WHERE service = ?1 AND port IN \
+         (SELECT port FROM free_ports WHERE service = ?1 ORDER BY port LIMIT ?2) RETURNING port",
+    )
+    .bind(service)
+    .bind(limit)
+    .fetch_all(&mut *conn)
+    .await?;
+    ports.sort_unstable();
+
+    let missing = count - ports.len();
+    if missing > 0 {
+        let (first, span, next): (u32, u32, u32) =
+            sqlx::query_as("SELECT port, port_span, next_port FROM services WHERE name = ?1")
+                .bind(service)
+                .fetch_optional(&mut *conn)
+                .await?
+                .ok_or_else(|| StoreError::not_found("service", service))?;
+        let end = first + span; // one past the last port of the range
+        let wanted = u32::try_from(missing).unwrap_or(u32::MAX);
+        if next.saturating_add(wanted) > end {
+            return Err(StoreError::PortsExhausted {
+                service: service.to_owned(),
+            });
+        }
+        sqlx::query("UPDATE services SET next_port = ?1 WHERE name = ?2")
+            .bind(next + wanted)
+            .bind(service)
+            .execute(&mut *conn)
+            .await?;
+        // The range was validated to end at 65535 or below, so these fit.
+        ports.extend((next..next + wanted).filter_map(|p| u16::try_from(p).ok()));
+    }
+    Ok(ports)
+}
+
+/// A fresh secret: 16 random bytes, base64url without padding.
+pub(super) fn secret(rng: &SystemRandom) -> Result<String> {
+    let mut bytes = [0u8; SECRET_BYTES];
+    rng.fill(&mut bytes).map_err(|_| StoreError::Random)?;
+    Ok(URL_SAFE_NO_PAD.encode(bytes))
+}
+
+/// One credential to insert: `(user id, port, secret)`.
+pub(super) type NewCredential = (String, u16, String);
+
+/// Inserts credentials of one service in multi-row statements.
+pub(super) async fn insert_credentials(
+    conn: &mut SqliteConnection,
+    service: &str,
+    creds: &[NewCredential],
+) -> Result<()> {
+    for chunk in creds.chunks(INSERT_CHUNK) {
+        let mut q: QueryBuilder<'_, Sqlite> =
+            QueryBuilder::new("INSERT INTO credentials (user_id, service, port, secret) ");
+        q.push_values(chunk, |mut row, (user, port, secret)| {
+            row.push_bind(user)
+                .push_bind(service)
+                .push_bind(*port)
+                .push_bind(secret);
+        });
+        q.build().execute(&mut *conn).await?;
+    }
+    Ok(())
+}

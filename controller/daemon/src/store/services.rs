@@ -1,0 +1,260 @@
+//! Services: deploying one gives every allowed user a credential (a port and a secret) and tells
+//! its hosts about the service and those users' new specs; removing one tells its hosts to drop
+//! it, and the users' credentials for it go with it.
+
+use std::collections::{HashMap, HashSet};
+
+use sqlx::SqliteConnection;
+use vpn_shared::model::Change;
+
+use super::error::{Result, StoreError};
+use super::render::{self, HeldCredential, Placement};
+use super::rows::{
+    DEFAULT_PORT_SPAN, NewService, ServiceRow, parse_options, parse_protocol, parse_protocols,
+    servers,
+};
+use super::state::{self, Owner};
+use super::{Mutation, Store, ports, validate};
+
+/// A `services` row before its explicit server names are attached.
+type ServiceRaw = (String, String, u16, u16, Option<String>, String, bool, i64);
+
+const SERVICE_COLUMNS: &str =
+    "name, protocol, port, port_span, image, options, all_servers, created_at";
+
+/// Loads services (all, or the one named) with their explicit server names.
+async fn load_services(conn: &mut SqliteConnection, name: Option<&str>) -> Result<Vec<ServiceRow>> {
+    // `?1 IS NULL` selects every service; there are few, so no index is missed.
+    let sql = format!(
+        "SELECT {SERVICE_COLUMNS} FROM services WHERE ?1 IS NULL OR name = ?1 ORDER BY name"
+    );
+    let raw: Vec<ServiceRaw> = sqlx::query_as(&sql)
+        .bind(name)
+        .fetch_all(&mut *conn)
+        .await?;
+    let sql = "SELECT ss.service, h.name FROM service_servers ss JOIN hosts h ON h.id = ss.host_id \
+         WHERE ?1 IS NULL OR ss.service = ?1 ORDER BY h.name";
+    let links: Vec<(String, String)> = sqlx::query_as(sql).bind(name).fetch_all(conn).await?;
+    let mut names: HashMap<String, Vec<String>> = HashMap::new();
+    for (service, host) in links {
+        names.entry(service).or_default().push(host);
+    }
+    raw.into_iter()
+        .map(
+            |(name, protocol, port, port_span, image, options, all, created_at)| {
+                Ok(ServiceRow {
+                    protocol: parse_protocol(&protocol)?,
+                    options: parse_options(&options)?,
+                    servers: servers(all, names.remove(&name).unwrap_or_default()),
+                    name,
+                    port,
+                    port_span,
+                    image,
+                    created_at,
+                })
+            },
+        )
+        .collect()
+}
+
+impl Store {
+    /// Deploys a new service on its servers and gives every user whose protocols allow it a
+    /// credential. Its hosts get the service and the updated specs of their active users.
+    pub async fn deploy_service(&self, new: NewService, now: i64) -> Result<Mutation<ServiceRow>> {
+        let span = new.port_span.unwrap_or(DEFAULT_PORT_SPAN);
+        validate::service_name(&new.name)?;
+        validate::port_range(new.port, span)?;
+        validate::image(new.image.as_deref())?;
+        validate::options(new.protocol, &new.options)?;
+        let options = serde_json::to_string(&new.options)
+            .map_err(|e| StoreError::invalid("options", e.to_string()))?;
+
+        let mut w = self.write().await?;
+        let conn = &mut *w.tx;
+        if !load_services(conn, Some(&new.name)).await?.is_empty() {
+            return Err(StoreError::Duplicate {
+                what: "service",
+                name: new.name,
+            });
+        }
+        check_overlap(conn, new.port, span).await?;
+        let (all, host_ids) = state::resolve_servers(conn, &new.servers).await?;
+        sqlx::query(
+            "INSERT INTO services (name, protocol, port, port_span, next_port, image, options, \
+             all_servers, created_at) VALUES (?1, ?2, ?3, ?4, ?3, ?5, ?6, ?7, ?8)",
+        )
+        .bind(&new.name)
+        .bind(new.protocol.as_str())
+        .bind(new.port)
+        .bind(span)
+        .bind(&new.image)
+        .bind(&options)
+        .bind(all)
+        .bind(now)
+        .execute(&mut *conn)
+        .await?;
+        for host in &host_ids {
+            sqlx::query("INSERT INTO service_servers (service, host_id) VALUES (?1, ?2)")
+                .bind(&new.name)
+                .bind(host)
+                .execute(&mut *conn)
+                .await?;
+        }
+        self.issue_credentials(conn, &new).await?;
+
+        let service = load_services(conn, Some(&new.name)).await?.pop();
+        let service = service.ok_or_else(|| StoreError::not_found("service", &new.name))?;
+        let pushes = deploy_pushes(conn, &service, all).await?;
+        w.commit().await?;
+        Ok(Mutation {
+            value: service,
+            pushes,
+        })
+    }
+
+    /// Gives every user allowed the service's protocol a port and a secret, in name order.
+    async fn issue_credentials(&self, conn: &mut SqliteConnection, new: &NewService) -> Result<()> {
+        let users: Vec<(String, Option<String>)> =
+            sqlx::query_as("SELECT id, protocols FROM users ORDER BY name")
+                .fetch_all(&mut *conn)
+                .await?;
+        let mut allowed = Vec::with_capacity(users.len());
+        for (id, protocols) in users {
+            if parse_protocols(protocols.as_deref())?.is_none_or(|p| p.contains(&new.protocol)) {
+                allowed.push(id);
+            }
+        }
+        let ports = ports::allocate(conn, &new.name, allowed.len()).await?;
+        let creds = allowed
+            .into_iter()
+            .zip(ports)
+            .map(|(id, port)| Ok((id, port, ports::secret(&self.rng)?)))
+            .collect::<Result<Vec<_>>>()?;
+        ports::insert_credentials(conn, &new.name, &creds).await
+    }
+
+    /// Every service, by name.
+    pub async fn services(&self) -> Result<Vec<ServiceRow>> {
+        let mut tx = self.read().await?;
+        let services = load_services(&mut tx, None).await?;
+        tx.commit().await?;
+        Ok(services)
+    }
+
+    /// One service by name.
+    pub async fn service(&self, name: &str) -> Result<Option<ServiceRow>> {
+        let mut tx = self.read().await?;
+        let service = load_services(&mut tx, Some(name)).await?.pop();
+        tx.commit().await?;
+        Ok(service)
+    }
+
+    /// Removes a service and every credential for it; its hosts are told to drop it (which also
+    /// drops those credentials from their users). The ports return to nobody: the range goes too.
+    pub async fn remove_service(&self, name: &str) -> Result<Mutation<ServiceRow>> {
+        let mut w = self.write().await?;
+        let conn = &mut *w.tx;
+        let service = load_services(conn, Some(name)).await?.pop();
+        let service = service.ok_or_else(|| StoreError::not_found("service", name))?;
+        let all = matches!(service.servers, super::Servers::All);
+        let bumped = state::bump(conn, all, Owner::Service(name)).await?;
+        // Credentials first, while the service row still exists, then the ports the trigger
+        // listed as free, then the service itself.
+        for sql in [
+            "DELETE FROM credentials WHERE service = ?1",
+            "DELETE FROM free_ports WHERE service = ?1",
+            "DELETE FROM services WHERE name = ?1",
+        ] {
+            sqlx::query(sql).bind(name).execute(&mut *conn).await?;
+        }
+        w.commit().await?;
+        let pushes = render::pushes(bumped, |_| {
+            vec![Change::RemoveService { name: name.into() }]
+        });
+        Ok(Mutation {
+            value: service,
+            pushes,
+        })
+    }
+}
+
+/// Refuses a port range that overlaps another service's.
+async fn check_overlap(conn: &mut SqliteConnection, port: u16, span: u16) -> Result<()> {
+    let last = u32::from(port) + u32::from(span) - 1;
+    let other: Option<(String, u32, u32)> = sqlx::query_as(
+        "SELECT name, port, port + port_span - 1 FROM services \
+         WHERE port <= ?2 AND port + port_span - 1 >= ?1 ORDER BY port LIMIT 1",
+    )
+    .bind(port)
+    .bind(last)
+    .fetch_optional(conn)
+    .await?;
+    match other {
+        Some((name, first, end)) => Err(StoreError::invalid(
+            "port",
+            format!("ports {port}..={last} overlap service {name} ({first}..={end})"),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// The pushes of a deploy: bumps the service's hosts and sends each the service plus the fresh
+/// spec of every active user placed there that just got a credential for it.
+async fn deploy_pushes(
+    conn: &mut SqliteConnection,
+    service: &ServiceRow,
+    all: bool,
+) -> Result<Vec<super::HostPush>> {
+    let bumped = state::bump(conn, all, Owner::Service(&service.name)).await?;
+    const HOLDERS: &str = "u.status = 'active' AND u.id IN \
+        (SELECT user_id FROM credentials WHERE service = ?1)";
+    let users: Vec<(String, String, bool)> = sqlx::query_as(&format!(
+        "SELECT u.id, u.name, u.all_servers FROM users u WHERE {HOLDERS} ORDER BY u.name"
+    ))
+    .bind(&service.name)
+    .fetch_all(&mut *conn)
+    .await?;
+    let links: Vec<(String, String)> = sqlx::query_as(&format!(
+        "SELECT us.user_id, us.host_id FROM user_servers us JOIN users u ON u.id = us.user_id \
+         WHERE {HOLDERS}"
+    ))
+    .bind(&service.name)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut explicit: HashMap<String, HashSet<String>> = HashMap::new();
+    for (user, host) in links {
+        explicit.entry(user).or_default().insert(host);
+    }
+    let sql = format!(
+        "SELECT c.user_id, c.service, s.protocol, c.port, c.secret FROM credentials c \
+         JOIN services s ON s.name = c.service JOIN users u ON u.id = c.user_id WHERE {HOLDERS}"
+    );
+    let mut held = state::held_where(conn, &sql, &service.name).await?;
+    let placements = state::service_placements(conn).await?;
+
+    let holders: Vec<(String, String, Placement, Vec<HeldCredential>)> = users
+        .into_iter()
+        .map(|(id, name, all)| {
+            let placement = if all {
+                Placement::All
+            } else {
+                Placement::Hosts(explicit.remove(&id).unwrap_or_default())
+            };
+            let creds = held.remove(&id).unwrap_or_default();
+            (id, name, placement, creds)
+        })
+        .collect();
+    let spec = service.spec();
+    Ok(render::pushes(bumped, |host| {
+        let on_host = |s: &str| placements.get(s).is_some_and(|p| p.contains(host));
+        let mut changes = vec![Change::UpsertService(spec.clone())];
+        for (id, name, placement, creds) in &holders {
+            if placement.contains(host) {
+                changes.push(Change::UpsertUser(render::user_spec(
+                    id, name, creds, on_host,
+                )));
+            }
+        }
+        changes
+    }))
+}

@@ -1,0 +1,212 @@
+//! Desired state per host, and the loaders the mutations share to compute their pushes inside
+//! their own transaction: placement of services and users, credentials, generation bumps.
+
+use std::collections::{HashMap, HashSet};
+
+use sqlx::SqliteConnection;
+use vpn_shared::model::{Change, DesiredState, ServiceSpec};
+
+use super::error::{Result, StoreError};
+use super::render::{self, ActiveUser, HeldCredential, Placement};
+use super::rows::{Servers, parse_options, parse_protocol};
+use super::{HostPush, Store};
+
+/// Whose host membership decides which hosts a bump touches.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Owner<'a> {
+    User(&'a str),
+    Service(&'a str),
+}
+
+/// Raises by one the generation of every host the owner is placed on (all hosts when `all`),
+/// returning each host's id and new generation.
+pub(super) async fn bump(
+    conn: &mut SqliteConnection,
+    all: bool,
+    owner: Owner<'_>,
+) -> Result<Vec<(String, u64)>> {
+    let (sql, key) = match owner {
+        Owner::User(id) => (
+            "UPDATE hosts SET generation = generation + 1 WHERE ?1 OR id IN \
+             (SELECT host_id FROM user_servers WHERE user_id = ?2) RETURNING id, generation",
+            id,
+        ),
+        Owner::Service(name) => (
+            "UPDATE hosts SET generation = generation + 1 WHERE ?1 OR id IN \
+             (SELECT host_id FROM service_servers WHERE service = ?2) RETURNING id, generation",
+            name,
+        ),
+    };
+    let bumped = sqlx::query_as::<_, (String, u64)>(sql)
+        .bind(all)
+        .bind(key)
+        .fetch_all(conn)
+        .await?;
+    Ok(bumped)
+}
+
+/// Resolves operator-given server names to host ids: `(all, ids)`, names deduplicated.
+pub(super) async fn resolve_servers(
+    conn: &mut SqliteConnection,
+    servers: &Servers,
+) -> Result<(bool, Vec<String>)> {
+    let Servers::Named(names) = servers else {
+        return Ok((true, Vec::new()));
+    };
+    let mut ids = Vec::with_capacity(names.len());
+    let mut seen = HashSet::new();
+    for name in names.iter().filter(|n| seen.insert(n.as_str())) {
+        let id: Option<String> = sqlx::query_scalar("SELECT id FROM hosts WHERE name = ?1")
+            .bind(name)
+            .fetch_optional(&mut *conn)
+            .await?;
+        ids.push(id.ok_or_else(|| StoreError::not_found("server", name))?);
+    }
+    Ok((false, ids))
+}
+
+/// Where every service is placed, by service name.
+pub(super) async fn service_placements(
+    conn: &mut SqliteConnection,
+) -> Result<HashMap<String, Placement>> {
+    let services: Vec<(String, bool)> = sqlx::query_as("SELECT name, all_servers FROM services")
+        .fetch_all(&mut *conn)
+        .await?;
+    let links: Vec<(String, String)> =
+        sqlx::query_as("SELECT service, host_id FROM service_servers")
+            .fetch_all(&mut *conn)
+            .await?;
+    let mut placements: HashMap<String, Placement> = services
+        .into_iter()
+        .map(|(name, all)| {
+            let p = if all {
+                Placement::All
+            } else {
+                Placement::Hosts(HashSet::new())
+            };
+            (name, p)
+        })
+        .collect();
+    for (service, host) in links {
+        if let Some(Placement::Hosts(hosts)) = placements.get_mut(&service) {
+            hosts.insert(host);
+        }
+    }
+    Ok(placements)
+}
+
+/// A stored credential row: `(user id, service, protocol, port, secret)`.
+type HeldRow = (String, String, String, u16, String);
+
+fn held(row: HeldRow) -> Result<(String, HeldCredential)> {
+    let (user, service, protocol, port, secret) = row;
+    let protocol = parse_protocol(&protocol)?;
+    Ok((
+        user,
+        HeldCredential {
+            service,
+            protocol,
+            port,
+            secret,
+        },
+    ))
+}
+
+/// Loads credentials with a query returning [`HeldRow`]s bound to `key`, grouped by user.
+pub(super) async fn held_where(
+    conn: &mut SqliteConnection,
+    sql: &str,
+    key: &str,
+) -> Result<HashMap<String, Vec<HeldCredential>>> {
+    let rows: Vec<HeldRow> = sqlx::query_as(sql).bind(key).fetch_all(conn).await?;
+    let rows = rows.into_iter().map(held).collect::<Result<Vec<_>>>()?;
+    Ok(render::group_held(rows))
+}
+
+/// Pushes for one user whose presence changed on every host it is placed on: its fresh spec
+/// (`upsert`) or its removal. Bumps those hosts. Work is O(user's hosts × its credentials).
+pub(super) async fn push_user(
+    conn: &mut SqliteConnection,
+    user_id: &str,
+    name: &str,
+    all: bool,
+    upsert: bool,
+) -> Result<Vec<HostPush>> {
+    let bumped = bump(conn, all, Owner::User(user_id)).await?;
+    if !upsert {
+        return Ok(render::pushes(bumped, |_| {
+            vec![Change::RemoveUser { name: name.into() }]
+        }));
+    }
+    const SQL: &str = "SELECT c.user_id, c.service, s.protocol, c.port, c.secret \
+        FROM credentials c JOIN services s ON s.name = c.service WHERE c.user_id = ?1";
+    let mut by_user = held_where(conn, SQL, user_id).await?;
+    let held = by_user.remove(user_id).unwrap_or_default();
+    let placements = service_placements(conn).await?;
+    Ok(render::pushes(bumped, |host| {
+        let on_host = |s: &str| placements.get(s).is_some_and(|p| p.contains(host));
+        vec![Change::UpsertUser(render::user_spec(
+            user_id, name, &held, on_host,
+        ))]
+    }))
+}
+
+impl Store {
+    /// The full desired state of one host at its current generation: its services and its active
+    /// users, each with only the credentials of services on that host.
+    pub async fn desired_state(&self, host_id: &str) -> Result<DesiredState> {
+        let mut tx = self.read().await?;
+        let generation: Option<u64> =
+            sqlx::query_scalar("SELECT generation FROM hosts WHERE id = ?1")
+                .bind(host_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let generation = generation.ok_or_else(|| StoreError::not_found("host", host_id))?;
+
+        let rows: Vec<(String, String, u16, Option<String>, String)> = sqlx::query_as(
+            "SELECT name, protocol, port, image, options FROM services WHERE all_servers \
+             OR name IN (SELECT service FROM service_servers WHERE host_id = ?1)",
+        )
+        .bind(host_id)
+        .fetch_all(&mut *tx)
+        .await?;
+        let services = rows
+            .into_iter()
+            .map(|(name, protocol, port, image, options)| {
+                Ok(ServiceSpec {
+                    name,
+                    protocol: parse_protocol(&protocol)?,
+                    port,
+                    image,
+                    options: parse_options(&options)?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+
+        const ON_HOST: &str = "u.status = 'active' AND (u.all_servers \
+            OR u.id IN (SELECT user_id FROM user_servers WHERE host_id = ?1))";
+        let users: Vec<(String, String)> =
+            sqlx::query_as(&format!("SELECT u.id, u.name FROM users u WHERE {ON_HOST}"))
+                .bind(host_id)
+                .fetch_all(&mut *tx)
+                .await?;
+        let sql = format!(
+            "SELECT c.user_id, c.service, s.protocol, c.port, c.secret FROM credentials c \
+             JOIN services s ON s.name = c.service JOIN users u ON u.id = c.user_id \
+             WHERE {ON_HOST} AND (s.all_servers \
+             OR s.name IN (SELECT service FROM service_servers WHERE host_id = ?1))"
+        );
+        let mut held = held_where(&mut tx, &sql, host_id).await?;
+        tx.commit().await?;
+
+        let users: Vec<ActiveUser> = users
+            .into_iter()
+            .map(|(id, name)| ActiveUser {
+                held: held.remove(&id).unwrap_or_default(),
+                id,
+                name,
+            })
+            .collect();
+        Ok(render::desired_state(generation, services, &users))
+    }
+}

@@ -1,0 +1,268 @@
+//! Users: adding one issues its credentials and puts it on its hosts; suspending, resuming and
+//! removing it take it off or put it back. Each change touches only that user's hosts. Listing
+//! is a fixed number of queries however many users there are (100,000 is the target).
+
+use std::collections::HashMap;
+
+use sqlx::SqliteConnection;
+
+use super::error::{Result, StoreError};
+use super::rows::{
+    CredentialRow, HOST_COLUMNS, HostRow, NewUser, UserDetail, UserRow, UserStatus,
+    format_protocols, parse_options, parse_protocol, parse_protocols, parse_status, servers,
+};
+use super::{Mutation, Store, ports, state, validate};
+
+/// A `users` row before its explicit server names are attached.
+type UserRaw = (
+    String,
+    String,
+    Option<String>,
+    Option<String>,
+    String,
+    bool,
+    Option<String>,
+    i64,
+    i64,
+);
+
+const USER_COLUMNS: &str =
+    "id, name, email, note, status, all_servers, protocols, created_at, updated_at";
+
+fn user_row(raw: UserRaw, names: Vec<String>) -> Result<UserRow> {
+    let (id, name, email, note, status, all, protocols, created_at, updated_at) = raw;
+    Ok(UserRow {
+        status: parse_status(&status)?,
+        servers: servers(all, names),
+        protocols: parse_protocols(protocols.as_deref())?,
+        id,
+        name,
+        email,
+        note,
+        created_at,
+        updated_at,
+    })
+}
+
+/// Loads one user by name with its explicit server names.
+async fn load_user(conn: &mut SqliteConnection, name: &str) -> Result<Option<UserRow>> {
+    let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE name = ?1");
+    let Some(raw) = sqlx::query_as::<_, UserRaw>(&sql)
+        .bind(name)
+        .fetch_optional(&mut *conn)
+        .await?
+    else {
+        return Ok(None);
+    };
+    let names: Vec<String> = sqlx::query_scalar(
+        "SELECT h.name FROM user_servers us JOIN hosts h ON h.id = us.host_id \
+         WHERE us.user_id = ?1 ORDER BY h.name",
+    )
+    .bind(&raw.0)
+    .fetch_all(conn)
+    .await?;
+    user_row(raw, names).map(Some)
+}
+
+async fn require_user(conn: &mut SqliteConnection, name: &str) -> Result<UserRow> {
+    load_user(conn, name)
+        .await?
+        .ok_or_else(|| StoreError::not_found("user", name))
+}
+
+fn is_all(user: &UserRow) -> bool {
+    matches!(user.servers, super::Servers::All)
+}
+
+impl Store {
+    /// Adds an active user with a credential for every deployed service its protocols allow,
+    /// and puts it on its hosts.
+    pub async fn add_user(&self, new: NewUser, now: i64) -> Result<Mutation<UserRow>> {
+        validate::user_name(&new.name)?;
+        validate::email(new.email.as_deref())?;
+        validate::note(new.note.as_deref())?;
+        let protocols = validate::protocols(new.protocols)?;
+
+        let mut w = self.write().await?;
+        let conn = &mut *w.tx;
+        if load_user(conn, &new.name).await?.is_some() {
+            return Err(StoreError::Duplicate {
+                what: "user",
+                name: new.name,
+            });
+        }
+        let (all, host_ids) = state::resolve_servers(conn, &new.servers).await?;
+        let id = uuid::Uuid::new_v4().to_string();
+        sqlx::query(
+            "INSERT INTO users (id, name, email, note, status, all_servers, protocols, \
+             created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8)",
+        )
+        .bind(&id)
+        .bind(&new.name)
+        .bind(&new.email)
+        .bind(&new.note)
+        .bind(UserStatus::Active.as_str())
+        .bind(all)
+        .bind(format_protocols(protocols.as_deref()))
+        .bind(now)
+        .execute(&mut *conn)
+        .await?;
+        for host in &host_ids {
+            sqlx::query("INSERT INTO user_servers (user_id, host_id) VALUES (?1, ?2)")
+                .bind(&id)
+                .bind(host)
+                .execute(&mut *conn)
+                .await?;
+        }
+
+        let services: Vec<(String, String)> =
+            sqlx::query_as("SELECT name, protocol FROM services ORDER BY name")
+                .fetch_all(&mut *conn)
+                .await?;
+        for (service, protocol) in services {
+            let protocol = parse_protocol(&protocol)?;
+            if protocols.as_ref().is_none_or(|p| p.contains(&protocol)) {
+                let port = ports::allocate(conn, &service, 1).await?;
+                let creds: Vec<_> = port
+                    .into_iter()
+                    .map(|port| Ok((id.clone(), port, ports::secret(&self.rng)?)))
+                    .collect::<Result<_>>()?;
+                ports::insert_credentials(conn, &service, &creds).await?;
+            }
+        }
+
+        let pushes = state::push_user(conn, &id, &new.name, all, true).await?;
+        let user = require_user(conn, &new.name).await?;
+        w.commit().await?;
+        Ok(Mutation {
+            value: user,
+            pushes,
+        })
+    }
+
+    /// Every user, by name, in a fixed number of queries.
+    pub async fn users(&self) -> Result<Vec<UserRow>> {
+        let mut tx = self.read().await?;
+        let sql = format!("SELECT {USER_COLUMNS} FROM users ORDER BY name");
+        let raw: Vec<UserRaw> = sqlx::query_as(&sql).fetch_all(&mut *tx).await?;
+        let links: Vec<(String, String)> = sqlx::query_as(
+            "SELECT us.user_id, h.name FROM user_servers us JOIN hosts h ON h.id = us.host_id \
+             ORDER BY h.name",
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        let mut names: HashMap<String, Vec<String>> = HashMap::new();
+        for (user, host) in links {
+            names.entry(user).or_default().push(host);
+        }
+        raw.into_iter()
+            .map(|raw| {
+                let n = names.remove(&raw.0).unwrap_or_default();
+                user_row(raw, n)
+            })
+            .collect()
+    }
+
+    /// One user with its credentials and the hosts it is assigned to.
+    pub async fn user(&self, name: &str) -> Result<Option<UserDetail>> {
+        let mut tx = self.read().await?;
+        let Some(user) = load_user(&mut tx, name).await? else {
+            return Ok(None);
+        };
+        let creds: Vec<(String, String, u16, String, String)> = sqlx::query_as(
+            "SELECT c.service, s.protocol, c.port, c.secret, s.options FROM credentials c \
+             JOIN services s ON s.name = c.service WHERE c.user_id = ?1 ORDER BY c.service",
+        )
+        .bind(&user.id)
+        .fetch_all(&mut *tx)
+        .await?;
+        let sql = format!(
+            "SELECT {HOST_COLUMNS} FROM hosts WHERE ?1 OR id IN \
+             (SELECT host_id FROM user_servers WHERE user_id = ?2) ORDER BY name"
+        );
+        let hosts: Vec<HostRow> = sqlx::query_as(&sql)
+            .bind(is_all(&user))
+            .bind(&user.id)
+            .fetch_all(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        let credentials = creds
+            .into_iter()
+            .map(|(service, protocol, port, secret, options)| {
+                Ok(CredentialRow {
+                    service,
+                    protocol: parse_protocol(&protocol)?,
+                    port,
+                    secret,
+                    options: parse_options(&options)?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Some(UserDetail {
+            user,
+            credentials,
+            hosts,
+        }))
+    }
+
+    /// Changes a user's status. Leaving `Active` takes the user off its hosts; entering it puts
+    /// the user back. Any other change (or none) pushes nothing.
+    pub async fn set_user_status(
+        &self,
+        name: &str,
+        status: UserStatus,
+        now: i64,
+    ) -> Result<Mutation<UserRow>> {
+        let mut w = self.write().await?;
+        let conn = &mut *w.tx;
+        let user = require_user(conn, name).await?;
+        if user.status == status {
+            return Ok(Mutation {
+                value: user,
+                pushes: Vec::new(),
+            });
+        }
+        sqlx::query("UPDATE users SET status = ?1, updated_at = ?2 WHERE id = ?3")
+            .bind(status.as_str())
+            .bind(now)
+            .bind(&user.id)
+            .execute(&mut *conn)
+            .await?;
+        let was = user.status == UserStatus::Active;
+        let is = status == UserStatus::Active;
+        let pushes = if was != is {
+            state::push_user(conn, &user.id, &user.name, is_all(&user), is).await?
+        } else {
+            Vec::new()
+        };
+        let user = require_user(conn, name).await?;
+        w.commit().await?;
+        Ok(Mutation {
+            value: user,
+            pushes,
+        })
+    }
+
+    /// Removes a user; its ports return to the services' free lists. An active user is taken
+    /// off its hosts; any other pushes nothing, since no host holds it.
+    pub async fn remove_user(&self, name: &str) -> Result<Mutation<UserRow>> {
+        let mut w = self.write().await?;
+        let conn = &mut *w.tx;
+        let user = require_user(conn, name).await?;
+        let pushes = if user.status == UserStatus::Active {
+            state::push_user(conn, &user.id, &user.name, is_all(&user), false).await?
+        } else {
+            Vec::new()
+        };
+        sqlx::query("DELETE FROM users WHERE id = ?1")
+            .bind(&user.id)
+            .execute(&mut *conn)
+            .await?;
+        w.commit().await?;
+        Ok(Mutation {
+            value: user,
+            pushes,
+        })
+    }
+}

@@ -1,0 +1,218 @@
+//! Checks of operator input before anything is written, so a bad value is refused with the
+//! field it came from and nothing is half-written (SPEC §4 item 6). Pure functions.
+
+use vpn_shared::model::{Protocol, ServiceOptions};
+
+use super::error::{Result, StoreError};
+
+/// A host name: `[a-z0-9][a-z0-9-]{0,62}` (a DNS label, so it can name containers and files).
+pub(crate) fn host_name(name: &str) -> Result<()> {
+    pattern(
+        name,
+        63,
+        |c| c.is_ascii_lowercase() || c.is_ascii_digit(),
+        |c| c == '-',
+    )
+    .map_err(|reason| StoreError::invalid("name", format!("server name {name:?} {reason}")))
+}
+
+/// A service name: `[a-z0-9][a-z0-9-]{0,31}` (it names the agent's container).
+pub(crate) fn service_name(name: &str) -> Result<()> {
+    pattern(
+        name,
+        32,
+        |c| c.is_ascii_lowercase() || c.is_ascii_digit(),
+        |c| c == '-',
+    )
+    .map_err(|reason| StoreError::invalid("name", format!("service name {name:?} {reason}")))
+}
+
+/// A user name: `[A-Za-z0-9][A-Za-z0-9._@-]{0,63}` (it becomes the Xray email and link label).
+pub(crate) fn user_name(name: &str) -> Result<()> {
+    pattern(
+        name,
+        64,
+        |c| c.is_ascii_alphanumeric(),
+        |c| matches!(c, '.' | '_' | '@' | '-'),
+    )
+    .map_err(|reason| StoreError::invalid("name", format!("user name {name:?} {reason}")))
+}
+
+/// `first` must hold for the first character; the others may also match `extra`.
+fn pattern(
+    value: &str,
+    max: usize,
+    first: impl Fn(char) -> bool,
+    extra: impl Fn(char) -> bool,
+) -> Result<(), String> {
+    let mut chars = value.chars();
+    let Some(c) = chars.next() else {
+        return Err("is empty".into());
+    };
+    if !first(c) {
+        return Err(format!("must start with a letter or digit, not {c:?}"));
+    }
+    if let Some(bad) = chars.find(|&c| !first(c) && !extra(c)) {
+        return Err(format!("contains {bad:?}"));
+    }
+    if value.chars().count() > max {
+        return Err(format!("is longer than {max} characters"));
+    }
+    Ok(())
+}
+
+/// An optional email: one `@` with text on both sides, no spaces, at most 254 characters.
+pub(crate) fn email(email: Option<&str>) -> Result<()> {
+    let Some(email) = email else { return Ok(()) };
+    let ok = email.len() <= 254
+        && !email.chars().any(|c| c.is_whitespace() || c.is_control())
+        && matches!(email.split_once('@'), Some((l, r)) if !l.is_empty() && !r.is_empty() && !r.contains('@'));
+    if ok {
+        Ok(())
+    } else {
+        Err(StoreError::invalid(
+            "email",
+            format!("{email:?} is not an email address"),
+        ))
+    }
+}
+
+/// An optional free-text note: at most 1024 characters, no control characters but newlines.
+pub(crate) fn note(note: Option<&str>) -> Result<()> {
+    let Some(note) = note else { return Ok(()) };
+    if note.chars().count() > 1024 {
+        return Err(StoreError::invalid(
+            "note",
+            "is longer than 1024 characters",
+        ));
+    }
+    if note
+        .chars()
+        .any(|c| c.is_control() && c != '\n' && c != '\t')
+    {
+        return Err(StoreError::invalid("note", "contains control characters"));
+    }
+    Ok(())
+}
+
+/// A service's port range `port ..= port + span - 1` must fit in 1..=65535.
+pub(crate) fn port_range(port: u16, span: u16) -> Result<()> {
+    if port == 0 {
+        return Err(StoreError::invalid("port", "must be between 1 and 65535"));
+    }
+    if span == 0 {
+        return Err(StoreError::invalid("port_span", "must be at least 1"));
+    }
+    let last = u32::from(port) + u32::from(span) - 1;
+    if last > u32::from(u16::MAX) {
+        return Err(StoreError::invalid(
+            "port",
+            format!("the range {port}..={last} of {span} ports goes past 65535"),
+        ));
+    }
+    Ok(())
+}
+
+/// An optional container image reference: non-empty, no whitespace.
+pub(crate) fn image(image: Option<&str>) -> Result<()> {
+    match image {
+        Some(i) if i.is_empty() || i.len() > 255 || i.chars().any(char::is_whitespace) => Err(
+            StoreError::invalid("image", format!("{i:?} is not an image reference")),
+        ),
+        _ => Ok(()),
+    }
+}
+
+/// The options must belong to the service's protocol.
+pub(crate) fn options(protocol: Protocol, options: &ServiceOptions) -> Result<()> {
+    match (protocol, options) {
+        (Protocol::Shadowsocks, ServiceOptions::Shadowsocks { method }) => {
+            if method.is_empty() || method.chars().any(|c| c.is_whitespace()) {
+                return Err(StoreError::invalid(
+                    "method",
+                    format!("{method:?} is not a cipher"),
+                ));
+            }
+            Ok(())
+        }
+    }
+}
+
+/// `Some` must name at least one protocol (`None` is the way to say "all"); duplicates go.
+pub(crate) fn protocols(protocols: Option<Vec<Protocol>>) -> Result<Option<Vec<Protocol>>> {
+    let Some(mut list) = protocols else {
+        return Ok(None);
+    };
+    if list.is_empty() {
+        return Err(StoreError::invalid(
+            "protocols",
+            "the list is empty; leave it out to allow every protocol",
+        ));
+    }
+    list.sort();
+    list.dedup();
+    Ok(Some(list))
+}
+
+/// A join token's SHA-256, as 64 lowercase hex digits.
+pub(crate) fn token_hash(hash: &str) -> Result<()> {
+    if hash.len() == 64
+        && hash
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
+        Ok(())
+    } else {
+        Err(StoreError::invalid(
+            "token",
+            "expected a SHA-256 as 64 lowercase hex digits",
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reason(r: Result<()>) -> String {
+        r.unwrap_err().to_string()
+    }
+
+    #[test]
+    fn names_follow_their_patterns() {
+        host_name("edge-1").unwrap();
+        host_name(&"a".repeat(63)).unwrap();
+        assert!(reason(host_name(&"a".repeat(64))).contains("longer than 63"));
+        assert!(reason(host_name("-edge")).starts_with("invalid name: server name"));
+        assert!(reason(host_name("Edge")).contains("must start"));
+        assert!(reason(host_name("")).contains("is empty"));
+        service_name("ss-1").unwrap();
+        assert!(reason(service_name(&"s".repeat(33))).contains("longer than 32"));
+        user_name("Alice.B_c@d-e").unwrap();
+        assert!(reason(user_name(".alice")).contains("must start"));
+        assert!(reason(user_name("al ice")).contains("' '"));
+    }
+
+    #[test]
+    fn port_ranges_fit_in_sixteen_bits() {
+        port_range(8388, 1000).unwrap();
+        port_range(65535, 1).unwrap();
+        assert!(reason(port_range(0, 1)).starts_with("invalid port"));
+        assert!(reason(port_range(1, 0)).starts_with("invalid port_span"));
+        assert!(reason(port_range(65000, 1000)).contains("65000..=65999"));
+    }
+
+    #[test]
+    fn free_text_fields_are_checked() {
+        email(Some("a@b.example")).unwrap();
+        assert!(reason(email(Some("a b@c"))).starts_with("invalid email"));
+        assert!(reason(email(Some("@c"))).starts_with("invalid email"));
+        note(Some("line\nline")).unwrap();
+        assert!(reason(note(Some("\u{7}"))).starts_with("invalid note"));
+        assert!(reason(image(Some(""))).starts_with("invalid image"));
+        let err = protocols(Some(vec![])).unwrap_err().to_string();
+        assert!(err.starts_with("invalid protocols"));
+        token_hash(&"ab".repeat(32)).unwrap();
+        assert!(reason(token_hash("AB")).starts_with("invalid token"));
+    }
+}

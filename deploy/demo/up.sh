@@ -1,0 +1,134 @@
+#!/usr/bin/env bash
+# Starts a local demo fleet in ./.demo/ and returns (daemons run in the background):
+#   - vpn-controller on UDP $VPN_DEMO_PORT (default 7443), data in .demo/controller;
+#   - two simulated VPN hosts, each a `vpn-fleet/pause:local` container with its own network
+#     namespace on the Docker network `vpn-demo`, a vpn-agent running inside that namespace
+#     (nsenter) and the Shadowsocks containers it starts sharing it;
+#   - shadowsocks deployed on both, user `demo` added, and a small web page served on
+#     127.0.0.1:8000 inside host 1's namespace (reachable only through the tunnel).
+# Then prints the user's links and how to try one. Stop everything with deploy/demo/down.sh.
+#
+# Env: VPN_DEMO_PORT (controller UDP port), VPN_DEMO_PROFILE (debug|release, default debug).
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+cd "$ROOT"
+export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
+DEMO="$ROOT/.demo"
+NET=vpn-demo
+PORT="${VPN_DEMO_PORT:-7443}"
+PROFILE="${VPN_DEMO_PROFILE:-debug}"
+HOSTS=(host1 host2)
+
+say() { echo "demo: $*"; }
+die() { echo "demo: $*" >&2; echo "demo: deploy/demo/down.sh cleans up what was started" >&2; exit 1; }
+
+# Polls "$@" once a second for at most $1 seconds.
+wait_for() {
+    local secs="$1"; shift
+    for _ in $(seq 1 "$secs"); do
+        "$@" >/dev/null 2>&1 && return 0
+        sleep 1
+    done
+    return 1
+}
+
+for f in "$DEMO"/run/*.pid; do
+    [[ -f "$f" ]] || continue
+    if kill -0 "$(cat "$f")" 2>/dev/null; then
+        die "a demo is already up in $DEMO (stop it with deploy/demo/down.sh)"
+    fi
+    rm -f "$f"
+done
+trap 'echo "demo: failed; deploy/demo/down.sh cleans up what was started" >&2' ERR
+
+deploy/scripts/setup.sh
+if [[ "$PROFILE" == release ]]; then
+    cargo build --release --workspace --bins
+else
+    cargo build --workspace --bins
+fi
+BIN="$ROOT/target/$PROFILE"
+export VPN_CONFIG="$DEMO/vpn.toml"
+mkdir -p "$DEMO/run" "$DEMO/logs" "$DEMO/www"
+
+# --- the network every demo host sits on; its gateway is this machine.
+docker network inspect "$NET" >/dev/null 2>&1 \
+    || docker network create --label vpn-demo=1 "$NET" >/dev/null
+GW="$(docker network inspect -f '{{range .IPAM.Config}}{{.Gateway}} {{end}}' "$NET" | awk '{print $1}')"
+[[ -n "$GW" ]] || die "network $NET has no gateway"
+
+# --- controller.
+if [[ ! -f "$VPN_CONFIG" ]]; then
+    "$BIN/vpn-controller" init --data-dir "$DEMO/controller" \
+        --listen "0.0.0.0:$PORT" --public-address "$GW:$PORT"
+fi
+nohup "$BIN/vpn-controller" run --data-dir "$DEMO/controller" \
+    >"$DEMO/logs/controller.log" 2>&1 &
+echo $! >"$DEMO/run/controller.pid"
+wait_for 30 "$BIN/vpn" servers list -o json \
+    || die "controller did not answer within 30 s; see $DEMO/logs/controller.log"
+say "controller up at $GW:$PORT (log: .demo/logs/controller.log)"
+
+# --- hosts and their agents.
+netns() { echo "/proc/$(docker inspect -f '{{.State.Pid}}' "vpn-demo-$1")/ns/net"; }
+for h in "${HOSTS[@]}"; do
+    docker inspect "vpn-demo-$h" >/dev/null 2>&1 \
+        || docker run -d --name "vpn-demo-$h" --hostname "$h" --network "$NET" \
+            --label vpn-demo=1 vpn-fleet/pause:local >/dev/null
+    if [[ ! -d "$DEMO/agent-$h" ]]; then
+        join="$("$BIN/vpn" servers add "$h" -o plain | head -n1)"
+        nsenter --net="$(netns "$h")" -- "$BIN/vpn-agent" join "$join" --data-dir "$DEMO/agent-$h"
+    fi
+    nohup nsenter --net="$(netns "$h")" -- "$BIN/vpn-agent" run --data-dir "$DEMO/agent-$h" \
+        --network-mode "container:vpn-demo-$h" >"$DEMO/logs/agent-$h.log" 2>&1 &
+    echo $! >"$DEMO/run/agent-$h.pid"
+done
+
+all_online() {
+    "$BIN/vpn" servers list -o json | python3 -c '
+import json, sys
+rows = json.load(sys.stdin)
+want = set(sys.argv[1:])
+sys.exit(0 if want <= {r["name"] for r in rows if r.get("online")} else 1)' "${HOSTS[@]}"
+}
+wait_for 30 all_online || die "agents not online within 30 s; see $DEMO/logs/agent-*.log"
+say "agents online: ${HOSTS[*]}"
+
+# --- a web page inside host 1's namespace, on its loopback only.
+echo "Hello from inside ${HOSTS[0]}: you came through the Shadowsocks tunnel." >"$DEMO/www/index.html"
+nohup nsenter --net="$(netns "${HOSTS[0]}")" -- python3 -m http.server 8000 --bind 127.0.0.1 \
+    --directory "$DEMO/www" >"$DEMO/logs/www.log" 2>&1 &
+echo $! >"$DEMO/run/www.pid"
+
+# --- service and user (both idempotent enough for a re-run on kept data).
+"$BIN/vpn" services deploy shadowsocks --port 20000 --all-servers \
+    || say "services deploy failed (already deployed?)"
+"$BIN/vpn" users add demo --all-servers || say "users add failed (user exists?)"
+mapfile -t links < <("$BIN/vpn" users link demo -o plain)
+host1_ip="$(docker inspect -f '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}' "vpn-demo-${HOSTS[0]}")"
+first="${links[0]:-}"
+for l in "${links[@]}"; do
+    [[ "$l" == *"@$host1_ip:"* ]] && first="$l"
+done
+
+cat <<MSG
+
+The demo fleet is up (state and logs in .demo/).
+
+User "demo" has these links, one per host:
+$(printf '  %s\n' "${links[@]}")
+
+Try the one of ${HOSTS[0]} ($host1_ip) with the real Shadowsocks client:
+  sslocal --server-url '$first' --local-addr 127.0.0.1:1080 &
+  curl --socks5-hostname 127.0.0.1:1080 http://127.0.0.1:8000/
+(127.0.0.1:8000 is resolved on the server's side: a page only ${HOSTS[0]}'s namespace serves.)
+
+Drive the fleet with the CLI:
+  export VPN_CONFIG=$VPN_CONFIG
+  $BIN/vpn servers list
+  $BIN/vpn users add alice --all-servers && $BIN/vpn users link alice
+
+Stop it all:
+  deploy/demo/down.sh
+MSG

@@ -1,0 +1,359 @@
+//! The client side of the data plane: the real `sslocal` (SOCKS5 front end of a Shadowsocks
+//! client, started from the exact `ss://` link the product printed) and a small SOCKS5 HTTP
+//! client that fetches from the host server behind the tunnel.
+
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream as StdTcpStream, UdpSocket};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::hostserver::{self, DRIP_BYTES_PER_SEC, drip_byte};
+use crate::proc::{Proc, tail};
+use crate::wait::poll_until;
+
+/// How long one payload fetch may take (1–4 MiB over loopback and a bridge).
+pub const FETCH_TIMEOUT: Duration = Duration::from_secs(30);
+const MAX_HEAD: usize = 64 * 1024;
+
+/// A free TCP port on 127.0.0.1 (bound then released; good enough for tests).
+pub fn free_tcp_port() -> Result<u16> {
+    Ok(TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?
+        .local_addr()?
+        .port())
+}
+
+/// A free UDP port on all addresses (the controller's QUIC port).
+pub fn free_udp_port() -> Result<u16> {
+    Ok(UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))?
+        .local_addr()?
+        .port())
+}
+
+/// A running `sslocal` that offers SOCKS5 on `addr` and tunnels through the server of `link`.
+#[derive(Debug)]
+pub struct SsLocal {
+    pub proc: Proc,
+    pub addr: SocketAddr,
+    pub link: String,
+}
+
+impl SsLocal {
+    /// Starts `sslocal --server-url LINK --local-addr 127.0.0.1:FREE` and waits until it listens.
+    pub fn start(link: &str, log: &Path) -> Result<SsLocal> {
+        let port = free_tcp_port()?;
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+        let mut cmd = std::process::Command::new(crate::env::sslocal());
+        cmd.arg("--server-url")
+            .arg(link)
+            .arg("--local-addr")
+            .arg(addr.to_string());
+        let mut proc = Proc::spawn("sslocal", cmd, log)?;
+        let up = poll_until(Duration::from_secs(10), || {
+            !proc.is_running()
+                || StdTcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
+        });
+        if up.is_none() || !proc.is_running() {
+            bail!(
+                "sslocal for {link} did not start listening on {addr}:\n{}",
+                tail(log, 30)
+            );
+        }
+        Ok(SsLocal {
+            proc,
+            addr,
+            link: link.to_string(),
+        })
+    }
+
+    /// GETs `path` from the host server behind the tunnel (`127.0.0.1:8000` on the server side).
+    pub fn get(&self, path: &str) -> Result<Vec<u8>> {
+        self.get_within(path, FETCH_TIMEOUT)
+    }
+
+    /// [`SsLocal::get`] with its own time limit.
+    pub fn get_within(&self, path: &str, timeout: Duration) -> Result<Vec<u8>> {
+        http_get_via_socks(self.addr, "127.0.0.1", hostserver::PORT, path, timeout)
+    }
+
+    /// A small request (`GET /`) on a new tunnel connection: does this link work right now?
+    /// (A refused user may be answered with silence, hence the short limit.)
+    pub fn probe(&self) -> Result<()> {
+        self.get_within("/", Duration::from_secs(3)).map(|_| ())
+    }
+
+    /// `GET /payload` through a new tunnel connection.
+    pub fn fetch_payload(&self) -> Result<Vec<u8>> {
+        self.get("/payload")
+    }
+
+    /// Starts a `/drip/SECS` download through a new tunnel connection.
+    pub fn start_drip(&self, secs: u64) -> LongTransfer {
+        LongTransfer::start(self.addr, secs)
+    }
+}
+
+/// Blocking wrapper: SOCKS5 CONNECT to `host:port` via `proxy`, HTTP/1.0 GET `path`, return
+/// the body after checking status 200 and the full Content-Length arrived.
+pub fn http_get_via_socks(
+    proxy: SocketAddr,
+    host: &str,
+    port: u16,
+    path: &str,
+    timeout: Duration,
+) -> Result<Vec<u8>> {
+    let rt = runtime()?;
+    rt.block_on(async {
+        tokio::time::timeout(timeout, async {
+            let mut s = socks5_connect(proxy, host, port).await?;
+            send_get(&mut s, host, port, path).await?;
+            let (len, mut body) = read_head(&mut s).await?;
+            s.read_to_end(&mut body).await.context("reading body")?;
+            if let Some(len) = len
+                && body.len() != len
+            {
+                bail!("truncated body: got {} of {len} bytes", body.len());
+            }
+            Ok(body)
+        })
+        .await
+        .with_context(|| format!("GET {path} via {proxy} timed out after {timeout:?}"))?
+    })
+}
+
+/// SOCKS5 (no authentication) CONNECT; `host` may be an IPv4 literal or a name.
+pub async fn socks5_connect(proxy: SocketAddr, host: &str, port: u16) -> Result<TcpStream> {
+    let mut s = TcpStream::connect(proxy)
+        .await
+        .with_context(|| format!("connecting to SOCKS5 proxy {proxy}"))?;
+    s.write_all(&[5, 1, 0]).await?;
+    let mut choice = [0u8; 2];
+    s.read_exact(&mut choice)
+        .await
+        .context("socks5 method reply")?;
+    if choice != [5, 0] {
+        bail!("socks5 proxy {proxy} refused no-auth (reply {choice:?})");
+    }
+    let mut req = vec![5, 1, 0];
+    match host.parse::<Ipv4Addr>() {
+        Ok(ip) => {
+            req.push(1);
+            req.extend(ip.octets());
+        }
+        Err(_) => {
+            let name = u8::try_from(host.len()).context("host name too long for socks5")?;
+            req.push(3);
+            req.push(name);
+            req.extend(host.as_bytes());
+        }
+    }
+    req.extend(port.to_be_bytes());
+    s.write_all(&req).await?;
+    let mut head = [0u8; 4];
+    s.read_exact(&mut head)
+        .await
+        .with_context(|| format!("socks5 CONNECT {host}:{port}: proxy closed the connection"))?;
+    if head[1] != 0 {
+        bail!(
+            "socks5 CONNECT {host}:{port} failed: reply code {}",
+            head[1]
+        );
+    }
+    let addr_len = match head[3] {
+        1 => 4,
+        4 => 16,
+        3 => {
+            let mut l = [0u8; 1];
+            s.read_exact(&mut l).await?;
+            usize::from(l[0])
+        }
+        other => bail!("socks5 reply with unknown address type {other}"),
+    };
+    let mut rest = vec![0u8; addr_len + 2];
+    s.read_exact(&mut rest).await?;
+    Ok(s)
+}
+
+async fn send_get(s: &mut TcpStream, host: &str, port: u16, path: &str) -> Result<()> {
+    let req = format!("GET {path} HTTP/1.0\r\nHost: {host}:{port}\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.context("sending request")
+}
+
+/// Reads the response head; returns Content-Length and the body bytes read past the head.
+async fn read_head(s: &mut (impl AsyncRead + Unpin)) -> Result<(Option<usize>, Vec<u8>)> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 8192];
+    let end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i;
+        }
+        if buf.len() > MAX_HEAD {
+            bail!("response head longer than {MAX_HEAD} bytes");
+        }
+        let n = s.read(&mut chunk).await.context("reading response head")?;
+        if n == 0 {
+            bail!(
+                "connection closed before a response head ({} bytes received): the tunnel \
+                 refused or dropped the request",
+                buf.len()
+            );
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+    let status = head.lines().next().unwrap_or_default();
+    if status.split_whitespace().nth(1) != Some("200") {
+        bail!("unexpected response status {status:?}");
+    }
+    let len = head.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.eq_ignore_ascii_case("content-length")
+            .then(|| v.trim().parse::<usize>().ok())
+            .flatten()
+    });
+    Ok((len, buf[end + 4..].to_vec()))
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("building a tokio runtime")
+}
+
+/// What a long-running transfer saw.
+#[derive(Debug, Clone)]
+pub struct TransferReport {
+    pub received: usize,
+    pub expected: usize,
+    /// Every byte had the expected value and all `expected` bytes arrived.
+    pub intact: bool,
+    pub elapsed: Duration,
+    /// Why it ended early, if it did.
+    pub error: Option<String>,
+}
+
+/// A slow download (`/drip/SECS`) running on its own thread; see [`LongTransfer::wait`].
+#[derive(Debug)]
+pub struct LongTransfer {
+    progress: Arc<AtomicUsize>,
+    handle: JoinHandle<TransferReport>,
+}
+
+impl LongTransfer {
+    /// Starts downloading `/drip/SECS` through the SOCKS5 proxy at `proxy`.
+    pub fn start(proxy: SocketAddr, secs: u64) -> LongTransfer {
+        let progress = Arc::new(AtomicUsize::new(0));
+        let seen = progress.clone();
+        let handle = std::thread::spawn(move || drip(proxy, secs, &seen));
+        LongTransfer { progress, handle }
+    }
+
+    /// Bytes received so far.
+    pub fn received(&self) -> usize {
+        self.progress.load(Ordering::Relaxed)
+    }
+
+    /// Whether the transfer has ended (completed or failed).
+    pub fn is_finished(&self) -> bool {
+        self.handle.is_finished()
+    }
+
+    /// Waits for the transfer to end (it ends by itself: its own deadline is 3×SECS + 30 s).
+    pub fn wait(self) -> TransferReport {
+        self.handle.join().unwrap_or_else(|_| TransferReport {
+            received: 0,
+            expected: 0,
+            intact: false,
+            elapsed: Duration::ZERO,
+            error: Some("transfer thread panicked".into()),
+        })
+    }
+}
+
+fn drip(proxy: SocketAddr, secs: u64, progress: &AtomicUsize) -> TransferReport {
+    let start = Instant::now();
+    let expected = usize::try_from(secs).unwrap_or(0) * DRIP_BYTES_PER_SEC;
+    let deadline = Duration::from_secs(secs * 3 + 30);
+    let mut received = 0usize;
+    let mut corrupt = false;
+    let result: Result<()> = (|| {
+        let rt = runtime()?;
+        rt.block_on(async {
+            tokio::time::timeout(deadline, async {
+                let mut s = socks5_connect(proxy, "127.0.0.1", hostserver::PORT).await?;
+                send_get(
+                    &mut s,
+                    "127.0.0.1",
+                    hostserver::PORT,
+                    &format!("/drip/{secs}"),
+                )
+                .await?;
+                let (len, first) = read_head(&mut s).await?;
+                if len != Some(expected) {
+                    bail!("drip announced {len:?} bytes, expected {expected}");
+                }
+                let mut check = |bytes: &[u8]| {
+                    for (i, b) in bytes.iter().enumerate() {
+                        corrupt |= *b != drip_byte(received + i);
+                    }
+                    received += bytes.len();
+                    progress.store(received, Ordering::Relaxed);
+                };
+                check(&first);
+                let mut buf = [0u8; 16 * 1024];
+                loop {
+                    let n = s.read(&mut buf).await.context("reading drip body")?;
+                    if n == 0 {
+                        break;
+                    }
+                    check(&buf[..n]);
+                }
+                Ok(())
+            })
+            .await
+            .with_context(|| format!("drip transfer exceeded {deadline:?}"))?
+        })
+    })();
+    let mut error = result.err().map(|e| format!("{e:#}"));
+    if error.is_none() && received != expected {
+        error = Some(format!(
+            "connection closed after {received} of {expected} bytes"
+        ));
+    }
+    TransferReport {
+        received,
+        expected,
+        intact: !corrupt && received == expected && error.is_none(),
+        elapsed: start.elapsed(),
+        error,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn read_head_parses_status_length_and_leftover() {
+        let rt = runtime().unwrap();
+        let raw: &[u8] = b"HTTP/1.0 200 OK\r\nContent-Length: 5\r\n\r\nhel";
+        let (len, rest) = rt.block_on(read_head(&mut &raw[..])).unwrap();
+        assert_eq!(len, Some(5));
+        assert_eq!(rest, b"hel");
+    }
+
+    #[test]
+    fn read_head_rejects_errors_and_early_close() {
+        let rt = runtime().unwrap();
+        let raw: &[u8] = b"HTTP/1.0 404 Not Found\r\n\r\n";
+        assert!(rt.block_on(read_head(&mut &raw[..])).is_err());
+        let raw: &[u8] = b"";
+        assert!(rt.block_on(read_head(&mut &raw[..])).is_err());
+    }
+}

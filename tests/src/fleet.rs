@@ -1,0 +1,631 @@
+//! [`Fleet`]: one controller and N agents, each agent in its own simulated host, all real
+//! processes of this workspace, driven through the real `vpn` CLI.
+//!
+//! Topology of one fleet (`<id>` is random per fleet):
+//!
+//! ```text
+//!  this machine (root namespace)                 docker network vpn-e2e-<id>
+//!  vpn-controller run  0.0.0.0:<udp>  ◀──QUIC── gateway ◀── host h0: pause container (own netns)
+//!  vpn (CLI, VPN_CONFIG=<dir>/vpn.toml)                      ├ vpn-agent run (nsenter --net)
+//!  sslocal 127.0.0.1:<tcp> ──ss://h0-ip:port──────────────▶  ├ ssserver container (container:h0)
+//!                                                            └ hostserver.py 127.0.0.1:8000
+//! ```
+//!
+//! Everything is torn down on drop: processes, the agent's containers (by host-id label and by
+//! namespace), the pause containers, the network and the temporary directory. When the test is
+//! failing, the logs are printed and the directory is kept (its path is printed).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use serde::Deserialize;
+use tempfile::TempDir;
+
+use crate::client::{SsLocal, free_udp_port};
+use crate::docker::{self, HOST_LABEL, Network};
+use crate::env::{self, product_bin};
+use crate::host::Host;
+use crate::hostserver::HostServer;
+use crate::proc::{Proc, tail};
+use crate::wait::poll_until;
+
+/// How long the controller may take to answer the CLI after it starts.
+pub const CONTROLLER_READY: Duration = Duration::from_secs(30);
+/// How long enrolled agents may take to show up online.
+pub const AGENTS_ONLINE: Duration = Duration::from_secs(30);
+/// The agents' reconnect backoff ceiling (keeps reconnect tests short).
+pub const RECONNECT_MAX: &str = "2s";
+
+/// Fleets need root, Docker and fixed names: one at a time per test process. (Across test
+/// processes, `.config/nextest.toml` puts these tests in a serial group.)
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// Takes the harness-wide lock that serialises tests using Docker and namespaces.
+pub fn serial_guard() -> MutexGuard<'static, ()> {
+    SERIAL
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// One row of `vpn servers list -o json` (the fields the tests rely on are not optional).
+#[derive(Debug, Clone, Deserialize)]
+pub struct ServerRow {
+    pub name: String,
+    /// Lenient (`null` accepted) so that a server still waiting for enrollment parses too.
+    pub host_id: Option<String>,
+    pub online: bool,
+    pub desired_generation: Option<u64>,
+    pub acked_generation: Option<u64>,
+    #[serde(default)]
+    pub address: Option<String>,
+    #[serde(default)]
+    pub agent_version: Option<String>,
+    #[serde(default)]
+    pub enrolled: serde_json::Value,
+    #[serde(default)]
+    pub last_seen: serde_json::Value,
+    #[serde(default)]
+    pub cert_not_after: serde_json::Value,
+    #[serde(default)]
+    pub services: serde_json::Value,
+    #[serde(default)]
+    pub users: serde_json::Value,
+}
+
+impl ServerRow {
+    /// Online and has acknowledged the newest desired state.
+    pub fn converged(&self) -> bool {
+        self.online
+            && self.desired_generation.is_some()
+            && self.acked_generation == self.desired_generation
+    }
+}
+
+/// One simulated host and the agent that runs (or will run) in it.
+#[derive(Debug)]
+pub struct Agent {
+    pub index: usize,
+    /// The server's name in the controller (`host-<index>`).
+    pub name: String,
+    pub host: Host,
+    pub data_dir: PathBuf,
+    /// Known once enrolled (read from `servers list`).
+    pub host_id: Option<String>,
+    /// The HTTP server in this host's namespace and the payload it serves.
+    pub server: HostServer,
+    proc: Option<Proc>,
+    log: PathBuf,
+}
+
+impl Agent {
+    pub fn is_running(&mut self) -> bool {
+        self.proc.as_mut().is_some_and(Proc::is_running)
+    }
+
+    pub fn log_path(&self) -> &Path {
+        &self.log
+    }
+}
+
+pub struct Fleet {
+    pub id: String,
+    root: PathBuf,
+    /// `None` once kept for a post-mortem.
+    tempdir: Option<TempDir>,
+    pub vpn_config: PathBuf,
+    pub network: Network,
+    pub controller_port: u16,
+    controller_dir: PathBuf,
+    controller: Option<Proc>,
+    pub agents: Vec<Agent>,
+    /// Numbers the log files of short-lived clients.
+    client_seq: AtomicUsize,
+    /// Dropped last (after `Drop::drop` cleaned up), releasing the next test.
+    _serial: MutexGuard<'static, ()>,
+}
+
+impl Fleet {
+    /// A controller and `n` enrolled, running, online agents. Panics (with logs) if any step fails.
+    pub fn start(n: usize) -> Fleet {
+        env::require_fleet_prerequisites();
+        let mut fleet = Fleet::empty().unwrap_or_else(|e| panic!("creating fleet: {e:#}"));
+        fleet.start_controller();
+        for _ in 0..n {
+            let i = fleet.add_host();
+            let join = fleet.new_join_string(&format!("host-{i}"), None);
+            let out = fleet.join_agent(i, &join);
+            assert!(
+                out.status.success(),
+                "vpn-agent join for host-{i} failed ({}):\n{}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            );
+            fleet.start_agent(i);
+        }
+        fleet.wait_agents_online(AGENTS_ONLINE);
+        fleet
+    }
+
+    fn empty() -> Result<Fleet> {
+        let serial = serial_guard();
+        let id = random_hex(4)?;
+        let tempdir = tempfile::Builder::new()
+            .prefix(&format!("vpn-e2e-{id}-"))
+            .tempdir()?;
+        let root = tempdir.path().to_path_buf();
+        std::fs::create_dir_all(root.join("logs"))?;
+        let network = Network::create(&format!("vpn-e2e-{id}"), &id)?;
+        Ok(Fleet {
+            controller_port: free_udp_port()?,
+            vpn_config: root.join("vpn-context.toml"),
+            controller_dir: root.join("controller"),
+            id,
+            root,
+            tempdir: Some(tempdir),
+            network,
+            controller: None,
+            agents: Vec::new(),
+            client_seq: AtomicUsize::new(0),
+            _serial: serial,
+        })
+    }
+
+    /// The fleet's working directory (logs in `logs/`).
+    pub fn dir(&self) -> &Path {
+        &self.root
+    }
+
+    /// Path of the log file called `name`.
+    pub fn log(&self, name: &str) -> PathBuf {
+        self.root.join("logs").join(format!("{name}.log"))
+    }
+
+    /// The address agents and the CLI dial: the bridge gateway, i.e. this machine.
+    pub fn controller_address(&self) -> String {
+        format!("{}:{}", self.network.gateway, self.controller_port)
+    }
+
+    // ---- controller ------------------------------------------------------------------------
+
+    /// Starts the controller (initialising it on first use) and waits until the CLI gets answers.
+    pub fn start_controller(&mut self) {
+        assert!(self.controller.is_none(), "controller already running");
+        if !self.controller_dir.exists() {
+            let out = self
+                .command(product_bin("vpn-controller"))
+                .arg("init")
+                .arg("--data-dir")
+                .arg(&self.controller_dir)
+                .args(["--listen", &format!("0.0.0.0:{}", self.controller_port)])
+                .args(["--public-address", &self.controller_address()])
+                .output()
+                .unwrap_or_else(|e| panic!("running vpn-controller init: {e}"));
+            assert!(
+                out.status.success(),
+                "vpn-controller init failed ({}):\n{}{}",
+                out.status,
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert!(
+                self.vpn_config.exists(),
+                "vpn-controller init did not write the CLI context at VPN_CONFIG={}",
+                self.vpn_config.display()
+            );
+        }
+        let mut cmd = self.command(product_bin("vpn-controller"));
+        cmd.arg("run").arg("--data-dir").arg(&self.controller_dir);
+        let log = self.log("controller");
+        let mut proc = Proc::spawn("vpn-controller", cmd, &log)
+            .unwrap_or_else(|e| panic!("spawning vpn-controller: {e:#}"));
+        let ready = poll_until(CONTROLLER_READY, || {
+            !proc.is_running()
+                || self
+                    .vpn(&["servers", "list", "-o", "json"])
+                    .status
+                    .success()
+        });
+        let alive = proc.is_running();
+        self.controller = Some(proc);
+        assert!(
+            ready.is_some() && alive,
+            "controller did not become ready within {CONTROLLER_READY:?} (running: {alive}):\n{}",
+            tail(&log, 40)
+        );
+    }
+
+    /// Stops the controller (SIGTERM, then SIGKILL after 5 s).
+    pub fn stop_controller(&mut self) {
+        if let Some(mut p) = self.controller.take() {
+            p.terminate(Duration::from_secs(5));
+        }
+    }
+
+    /// Kills the controller outright (SIGKILL).
+    pub fn kill_controller(&mut self) {
+        if let Some(mut p) = self.controller.take() {
+            p.kill();
+        }
+    }
+
+    // ---- CLI -------------------------------------------------------------------------------
+
+    /// Runs `vpn ARGS` with this fleet's `VPN_CONFIG`.
+    pub fn vpn(&self, args: &[&str]) -> Output {
+        self.command(product_bin("vpn"))
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("running the vpn CLI: {e}"))
+    }
+
+    /// Runs `vpn ARGS`, panics unless it exits 0, returns stdout.
+    pub fn vpn_ok(&self, args: &[&str]) -> String {
+        let out = self.vpn(args);
+        assert!(
+            out.status.success(),
+            "`vpn {}` failed ({}):\nstdout: {}\nstderr: {}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// `vpn servers list -o json`, parsed.
+    pub fn servers(&self) -> Result<Vec<ServerRow>> {
+        let out = self.vpn(&["servers", "list", "-o", "json"]);
+        if !out.status.success() {
+            bail!(
+                "vpn servers list failed ({}): {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        serde_json::from_slice(&out.stdout).with_context(|| {
+            format!(
+                "parsing `vpn servers list -o json`: {}",
+                String::from_utf8_lossy(&out.stdout)
+            )
+        })
+    }
+
+    /// `vpn servers add NAME [--expires E] -o plain`: the join string (first line).
+    pub fn new_join_string(&self, name: &str, expires: Option<&str>) -> String {
+        let mut args = vec!["servers", "add", name];
+        if let Some(e) = expires {
+            args.extend(["--expires", e]);
+        }
+        args.extend(["-o", "plain"]);
+        let out = self.vpn_ok(&args);
+        let join = out.lines().next().unwrap_or_default().trim().to_string();
+        assert!(
+            !join.is_empty(),
+            "`vpn servers add {name}` printed no join string"
+        );
+        join
+    }
+
+    /// `vpn users link USER -o plain`: one link per line (if a line carries more fields, the
+    /// `ss://` one is taken).
+    pub fn links(&self, user: &str) -> Vec<String> {
+        self.vpn_ok(&["users", "link", user, "-o", "plain"])
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(|l| {
+                l.split_whitespace()
+                    .find(|f| f.starts_with("ss://"))
+                    .unwrap_or(l)
+                    .to_string()
+            })
+            .collect()
+    }
+
+    /// The log of agent `i` since it was last started.
+    pub fn agent_log_since_start(&self, i: usize) -> String {
+        let text = tail(&self.agents[i].log, usize::MAX);
+        let marker = "=== harness: starting vpn-agent";
+        match text.rfind(marker) {
+            Some(at) => text[at..].to_string(),
+            None => text,
+        }
+    }
+
+    /// Waits until every enrolled agent is online and has acked its newest desired state.
+    pub fn wait_converged(&self, timeout: Duration) -> Duration {
+        let names: Vec<&str> = self
+            .agents
+            .iter()
+            .filter(|a| a.host_id.is_some())
+            .map(|a| a.name.as_str())
+            .collect();
+        let mut last = String::new();
+        let took = poll_until(timeout, || match self.servers() {
+            Ok(rows) => {
+                last = format!("{rows:#?}");
+                names
+                    .iter()
+                    .all(|n| rows.iter().any(|r| r.name == *n && r.converged()))
+            }
+            Err(e) => {
+                last = format!("{e:#}");
+                false
+            }
+        });
+        took.unwrap_or_else(|| {
+            panic!("agents {names:?} not all online and acked within {timeout:?}; last: {last}")
+        })
+    }
+
+    fn wait_agents_online(&mut self, timeout: Duration) {
+        let names: Vec<String> = self.agents.iter().map(|a| a.name.clone()).collect();
+        let mut rows = Vec::new();
+        let ok = poll_until(timeout, || {
+            rows = self.servers().unwrap_or_default();
+            names
+                .iter()
+                .all(|n| rows.iter().any(|r| r.name == *n && r.online))
+        });
+        assert!(
+            ok.is_some(),
+            "agents {names:?} not all online within {timeout:?}; servers list: {rows:#?}"
+        );
+        for a in &mut self.agents {
+            a.host_id = rows
+                .iter()
+                .find(|r| r.name == a.name)
+                .and_then(|r| r.host_id.clone());
+        }
+    }
+
+    // ---- hosts and agents ------------------------------------------------------------------
+
+    /// Adds a simulated host (pause container + host server) without enrolling an agent in it.
+    pub fn add_host(&mut self) -> usize {
+        let i = self.agents.len();
+        let host = Host::start(
+            &format!("vpn-e2e-{}-h{i}", self.id),
+            &self.network,
+            &self.id,
+        )
+        .unwrap_or_else(|e| panic!("starting host {i}: {e:#}"));
+        let server = HostServer::start(
+            &host,
+            &self.root.join(format!("www-{i}")),
+            &self.log(&format!("hostserver-{i}")),
+        );
+        let data_dir = self.root.join(format!("agent-{i}"));
+        let server = match server {
+            Ok(s) => s,
+            Err(e) => {
+                // Not yet in `self.agents`, so drop would not remove it.
+                let _ = host.remove();
+                panic!("starting the host server of host {i}: {e:#}");
+            }
+        };
+        self.agents.push(Agent {
+            index: i,
+            name: format!("host-{i}"),
+            host,
+            data_dir,
+            host_id: None,
+            server,
+            proc: None,
+            log: self.log(&format!("agent-{i}")),
+        });
+        i
+    }
+
+    /// Runs `vpn-agent join JOIN --data-dir <agent i's dir>` inside host `i`'s namespace.
+    pub fn join_agent(&self, i: usize, join: &str) -> Output {
+        self.join_agent_into(i, join, &self.agents[i].data_dir)
+    }
+
+    /// Like [`Fleet::join_agent`] with another data directory (e.g. to reuse a token).
+    pub fn join_agent_into(&self, i: usize, join: &str, data_dir: &Path) -> Output {
+        let host = &self.agents[i].host;
+        let mut cmd = host.command(product_bin("vpn-agent"));
+        self.scrub(&mut cmd);
+        cmd.arg("join").arg(join).arg("--data-dir").arg(data_dir);
+        cmd.output()
+            .unwrap_or_else(|e| panic!("running vpn-agent join: {e}"))
+    }
+
+    /// Starts agent `i` inside its host's namespace.
+    pub fn start_agent(&mut self, i: usize) {
+        let agent = &self.agents[i];
+        assert!(agent.proc.is_none(), "agent {i} already running");
+        let mut cmd = agent.host.command(product_bin("vpn-agent"));
+        self.scrub(&mut cmd);
+        cmd.arg("run")
+            .arg("--data-dir")
+            .arg(&agent.data_dir)
+            .args(["--network-mode", &agent.host.network_mode()])
+            .args(["--reconnect-max", RECONNECT_MAX]);
+        let proc = Proc::spawn(&format!("vpn-agent[{}]", agent.name), cmd, &agent.log)
+            .unwrap_or_else(|e| panic!("spawning agent {i}: {e:#}"));
+        self.agents[i].proc = Some(proc);
+    }
+
+    /// Kills agent `i` (SIGKILL: a crash, nothing is flushed on the way out).
+    pub fn kill_agent(&mut self, i: usize) {
+        if let Some(mut p) = self.agents[i].proc.take() {
+            p.kill();
+        }
+    }
+
+    /// Whether agent `i`'s process is still running (`false` if it exited or was never started).
+    pub fn agent_running(&mut self, i: usize) -> bool {
+        self.agents[i].is_running()
+    }
+
+    /// Containers the agent of host `i` manages: labelled with its host id, or sharing its
+    /// namespace.
+    pub fn agent_containers(&self, i: usize) -> Vec<String> {
+        let agent = &self.agents[i];
+        let mut ids = Vec::new();
+        if let Some(h) = &agent.host_id {
+            ids.extend(
+                docker::containers_with_labels(&[&format!("{HOST_LABEL}={h}")]).unwrap_or_default(),
+            );
+        }
+        ids.extend(
+            docker::managed_containers_in_namespace_of(&agent.host.name, &agent.host.id)
+                .unwrap_or_default(),
+        );
+        ids.sort();
+        ids.dedup();
+        ids
+    }
+
+    /// Removes every container the agent of host `i` manages (as a host reboot would lose them).
+    pub fn remove_agent_containers(&self, i: usize) {
+        let errors = docker::remove_containers(&self.agent_containers(i));
+        assert!(
+            errors.is_empty(),
+            "removing host {i}'s containers: {errors:?}"
+        );
+    }
+
+    // ---- clients ---------------------------------------------------------------------------
+
+    /// Which agent a `ss://…@HOST:PORT#…` link points at (by host address).
+    pub fn agent_for_link(&self, link: &str) -> &Agent {
+        let host = link_host(link).unwrap_or_else(|| panic!("cannot read the host of {link}"));
+        self.agents
+            .iter()
+            .find(|a| a.host.ip.to_string() == host)
+            .unwrap_or_else(|| {
+                let ips: Vec<String> = self.agents.iter().map(|a| a.host.ip.to_string()).collect();
+                panic!("link {link} points at {host}, which is none of the hosts {ips:?}")
+            })
+    }
+
+    /// Starts an `sslocal` for `link`, logging into this fleet's log directory.
+    pub fn sslocal(&self, link: &str) -> SsLocal {
+        let n = self.client_seq.fetch_add(1, Ordering::Relaxed);
+        SsLocal::start(link, &self.log(&format!("sslocal-{n}")))
+            .unwrap_or_else(|e| panic!("starting sslocal: {e:#}"))
+    }
+
+    /// A command for one of the product binaries: VPN_* of the caller's environment removed,
+    /// this fleet's VPN_CONFIG set, RUST_LOG defaulted to `info`.
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut cmd = Command::new(program);
+        self.scrub(&mut cmd);
+        cmd
+    }
+
+    fn scrub(&self, cmd: &mut Command) {
+        for (k, _) in std::env::vars_os() {
+            if k.to_string_lossy().starts_with("VPN_") {
+                cmd.env_remove(k);
+            }
+        }
+        cmd.env("VPN_CONFIG", &self.vpn_config);
+        if std::env::var_os("RUST_LOG").is_none() {
+            cmd.env("RUST_LOG", "info");
+        }
+    }
+
+    /// Text of all product logs (controller and agents) — for asserting that a reason was logged.
+    pub fn product_logs(&self) -> String {
+        let mut all = tail(&self.log("controller"), 100_000);
+        for a in &self.agents {
+            all.push('\n');
+            all.push_str(&tail(&a.log, 100_000));
+        }
+        all
+    }
+
+    fn print_logs(&self) {
+        let Ok(entries) = std::fs::read_dir(self.root.join("logs")) else {
+            return;
+        };
+        let mut paths: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+        paths.sort();
+        for p in paths {
+            eprintln!("----- {} (last 80 lines) -----", p.display());
+            eprintln!("{}", tail(&p, 80));
+        }
+    }
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        let failing = std::thread::panicking();
+        // Agents first, so nothing recreates the containers we are about to remove.
+        for i in 0..self.agents.len() {
+            self.kill_agent(i);
+        }
+        self.kill_controller();
+        let mut problems = Vec::new();
+        for i in 0..self.agents.len() {
+            self.agents[i].server.proc.kill();
+            problems.extend(docker::remove_containers(&self.agent_containers(i)));
+            if let Err(e) = self.agents[i].host.remove() {
+                problems.push(format!("{e:#}"));
+            }
+        }
+        if let Err(e) = self.network.remove() {
+            problems.push(format!("{e:#}"));
+        }
+        if !problems.is_empty() {
+            eprintln!("fleet {}: clean-up problems: {problems:#?}", self.id);
+        }
+        if failing {
+            self.print_logs();
+            if let Some(dir) = self.tempdir.take() {
+                let kept = dir.keep();
+                eprintln!(
+                    "fleet {}: test failed; logs and state kept in {}",
+                    self.id,
+                    kept.display()
+                );
+            }
+        }
+    }
+}
+
+/// `HOST` of `ss://USERINFO@HOST:PORT#TAG` (IPv6 brackets removed).
+pub fn link_host(link: &str) -> Option<String> {
+    let rest = link.split('#').next()?;
+    let (_, hostport) = rest.rsplit_once('@')?;
+    let hostport = hostport.split(['/', '?']).next()?;
+    let (host, _port) = hostport.rsplit_once(':')?;
+    Some(
+        host.trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string(),
+    )
+}
+
+fn random_hex(bytes: usize) -> Result<String> {
+    use std::io::Read;
+    let mut buf = vec![0u8; bytes];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut buf)?;
+    Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn link_host_reads_sip002_hosts() {
+        assert_eq!(
+            link_host("ss://YWVzOnB3@172.18.0.2:20000#alice%20h0").as_deref(),
+            Some("172.18.0.2")
+        );
+        assert_eq!(
+            link_host("ss://YWVzOnB3@[2001:db8::1]:1/?plugin=x#t").as_deref(),
+            Some("2001:db8::1")
+        );
+        assert_eq!(link_host("not a link"), None);
+    }
+}

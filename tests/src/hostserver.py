@@ -1,0 +1,80 @@
+#!/usr/bin/env python3
+"""HTTP server that the end-to-end harness runs inside a simulated host's network namespace.
+
+Clients reach it *through* the VPN tunnel as 127.0.0.1:PORT from the server's side.
+
+  GET /payload     the bytes of --payload (a random file the harness wrote and knows)
+  GET /drip/SECS   SECS*10 KiB sent as 1 KiB every 100 ms (a long-running transfer); the byte at
+                   stream offset k is k % 251, so the client can check it arrived intact
+  GET /            a one-line greeting
+"""
+import argparse
+import http.server
+import socketserver
+import sys
+import time
+
+CHUNK = 1024
+TICK = 0.1
+
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.0"
+    payload_path = ""
+
+    def do_GET(self):
+        if self.path == "/payload":
+            with open(self.payload_path, "rb") as f:
+                body = f.read()
+            self._headers(len(body))
+            self.wfile.write(body)
+        elif self.path.startswith("/drip/"):
+            try:
+                secs = max(1, min(600, int(self.path[len("/drip/"):])))
+            except ValueError:
+                self.send_error(400, "bad duration")
+                return
+            chunks = int(secs / TICK)
+            self._headers(chunks * CHUNK)
+            for i in range(chunks):
+                base = i * CHUNK
+                self.wfile.write(bytes((base + j) % 251 for j in range(CHUNK)))
+                self.wfile.flush()
+                time.sleep(TICK)
+        elif self.path == "/":
+            body = b"hello from a vpn-fleet test host, through the tunnel\n"
+            self._headers(len(body), "text/plain")
+            self.wfile.write(body)
+        else:
+            self.send_error(404)
+
+    def _headers(self, length, ctype="application/octet-stream"):
+        self.send_response(200)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(length))
+        self.end_headers()
+
+
+class Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--bind", default="127.0.0.1")
+    ap.add_argument("--port", type=int, required=True)
+    ap.add_argument("--payload", required=True)
+    args = ap.parse_args()
+    Handler.payload_path = args.payload
+    server = Server((args.bind, args.port), Handler)
+    print(f"listening on {args.bind}:{args.port}", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,36 @@
+//! Test harness for end-to-end fleets (see `tests/tests/`): real `vpn-controller`, `vpn-agent` and
+//! `vpn` processes, real Docker containers, a real Shadowsocks client.
+//!
+//! # Layout
+//!
+//! - [`env`]: preconditions (root, Docker, `sslocal`, local images, the workspace's binaries), each
+//!   checked loudly: a missing piece panics with what to install, it never skips quietly.
+//! - [`docker`]: the `docker` CLI driven through `std::process`; the per-fleet bridge network.
+//! - [`host`]: a simulated VPN host = one `vpn-fleet/pause:local` container holding a network
+//!   namespace; programs are started inside it with `nsenter --net`.
+//! - [`proc`]: child processes whose output goes to a log file, killed on drop.
+//! - [`hostserver`]: the HTTP server inside each host namespace (`/payload`, `/drip/SECS`) that
+//!   clients reach *through* the tunnel as `127.0.0.1:PORT`.
+//! - [`client`]: `sslocal` (SOCKS5) plus a small SOCKS5 HTTP GET and a long-running transfer.
+//! - [`fleet`]: [`fleet::Fleet`] — a controller and N enrolled agents, each in its own host, with
+//!   helpers to drive the CLI, stop/start pieces, and clean everything up on drop.
+//! - [`wait`]: bounded polling.
+//!
+//! Everything a test sends goes to loopback or to the namespaces of containers the test created.
+
+#![allow(
+    clippy::print_stderr,
+    reason = "the harness reports logs and kept directories on the test's stderr"
+)]
+
+pub mod client;
+pub mod docker;
+pub mod env;
+pub mod fleet;
+pub mod host;
+pub mod hostserver;
+pub mod proc;
+pub mod wait;
+
+pub use fleet::Fleet;
+pub use wait::wait_until;
