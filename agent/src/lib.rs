@@ -5,6 +5,7 @@
 //!   with jittered backoff, full state / delta / ack).
 //! - [`enroll`]: `vpn-agent join` — CSR enrollment pinning the controller's CA.
 //! - [`config`]: `agent.toml`, env and flags; where files live.
+//! - [`renew`]: certificate renewal over the live session.
 //! - [`state`]: the last applied state on disk (atomic, 0600).
 //! - [`backoff`]: reconnect delays.
 //! - [`apply`]: the applier and its thin Docker layer (labelled containers, spec-hash recreate).
@@ -15,5 +16,6 @@ pub mod backoff;
 pub mod config;
 pub mod drivers;
 pub mod enroll;
+pub mod renew;
 pub mod session;
 pub mod state;

@@ -23,12 +23,15 @@ use vpn_shared::transport::{self, SERVER_NAME};
 use crate::apply::Applier;
 use crate::backoff;
 use crate::config::{Config, Paths};
+use crate::renew::Renewal;
 use crate::state;
 
 /// Application keep-alive, well inside the controller's idle timeout.
 const KEEP_ALIVE: Duration = Duration::from_secs(5);
 /// Users are re-checked against the running services this often.
 const RECONCILE_EVERY: Duration = Duration::from_secs(10);
+/// How often the certificate's renewal time is checked while connected.
+const RENEW_CHECK: Duration = Duration::from_secs(5);
 
 /// The agent: its configuration, applier and the state it last applied.
 pub struct Agent {
@@ -38,6 +41,7 @@ pub struct Agent {
     pub current: TrackedState,
     /// Results of the last apply, re-sent in acks.
     last_results: Vec<ResourceResult>,
+    renewal: Renewal,
 }
 
 enum SessionEnd {
@@ -54,6 +58,7 @@ impl Agent {
             applier,
             current: TrackedState::default(),
             last_results: Vec::new(),
+            renewal: Renewal::new(backoff::random_unit()),
         }
     }
 
@@ -183,6 +188,8 @@ impl Agent {
         let mut keep_alive = tokio::time::interval(KEEP_ALIVE);
         let mut reconcile = tokio::time::interval(RECONCILE_EVERY);
         reconcile.reset();
+        let mut renew = tokio::time::interval(RENEW_CHECK);
+        self.renewal.abandon();
         let mut chunks: Vec<StateChunk> = Vec::new();
         let end = loop {
             let msg = tokio::select! {
@@ -194,6 +201,18 @@ impl Agent {
                     continue;
                 }
                 _ = reconcile.tick() => { self.reconcile().await; continue; }
+                _ = renew.tick() => {
+                    if !self.renewal.due(&self.paths, unix_now()) { continue; }
+                    let csr_pem = match self.renewal.start() {
+                        Ok(csr) => csr,
+                        Err(e) => { warn!(error = %e, "cannot make a renewal request"); continue; }
+                    };
+                    info!("certificate due for renewal, sending a CSR");
+                    if let Err(e) = write_frame(&mut send, &AgentMsg::RenewRequest { csr_pem }).await {
+                        break lost(e.to_string());
+                    }
+                    continue;
+                }
             };
             let reply = match msg {
                 None => break lost(conn.close_reason().map_or("connection closed".into(), |r| r.to_string())),
@@ -204,6 +223,17 @@ impl Agent {
                     None
                 }
                 Some(Ok(ControllerMsg::KeepAlive)) => None,
+                Some(Ok(ControllerMsg::Renewed { cert_pem })) => {
+                    if let Err(e) = self.renewal.complete(&self.paths, &self.config.host_id, &cert_pem) {
+                        error!(error = %e, "renewed certificate rejected");
+                    }
+                    None
+                }
+                Some(Ok(ControllerMsg::RenewFailed { reason })) => {
+                    warn!(%reason, "the controller could not renew the certificate");
+                    self.renewal.abandon();
+                    None
+                }
                 Some(Ok(ControllerMsg::FullState(chunk))) => {
                     let last = chunk.last;
                     chunks.push(chunk);
@@ -261,6 +291,12 @@ impl Agent {
             results: self.last_results.clone(),
         })
     }
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
 }
 
 async fn read_loop(mut recv: RecvStream, tx: mpsc::Sender<Result<ControllerMsg, FrameError>>) {

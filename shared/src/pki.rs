@@ -202,6 +202,29 @@ pub fn cert_identity(der: &[u8]) -> Option<Identity> {
     found.next().is_none().then_some(first)
 }
 
+/// A certificate's validity as unix seconds `(not_before, not_after)`.
+pub fn cert_validity(der: &[u8]) -> Option<(i64, i64)> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    let v = cert.validity();
+    Some((v.not_before.timestamp(), v.not_after.timestamp()))
+}
+
+/// The DER of the first certificate in a PEM text.
+pub fn first_cert_der(pem: &str) -> Result<Vec<u8>, PkiError> {
+    CertificateDer::from_pem_slice(pem.as_bytes())
+        .map(|c| c.to_vec())
+        .map_err(|e| PkiError::Pem(e.to_string()))
+}
+
+/// Whether a certificate valid over `[not_before, not_after]` is due for renewal at `now`:
+/// past `not_before + f·lifetime` with `f = 0.7 + 0.2·unit`, `unit` in `[0, 1)` chosen once per
+/// certificate by the caller, so a fleet enrolled together does not renew together.
+pub fn renewal_due(not_before: i64, not_after: i64, now: i64, unit: f64) -> bool {
+    let lifetime = (not_after - not_before).max(0) as f64;
+    let at = not_before as f64 + lifetime * (0.7 + 0.2 * unit.clamp(0.0, 1.0));
+    now as f64 >= at
+}
+
 /// A certificate's expiry as unix seconds.
 pub fn cert_not_after(der: &[u8]) -> Option<i64> {
     let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
@@ -274,6 +297,15 @@ mod tests {
         let again = Ca::load(ca.cert_pem(), &ca.key_pem()).unwrap();
         assert_eq!(ca.fingerprint(), again.fingerprint());
         assert_eq!(fingerprint_pem(ca.cert_pem()).unwrap(), ca.fingerprint());
+    }
+
+    #[test]
+    fn renewal_falls_between_70_and_90_percent_of_the_lifetime() {
+        assert!(!renewal_due(0, 100, 69, 0.0));
+        assert!(renewal_due(0, 100, 70, 0.0));
+        assert!(!renewal_due(0, 100, 89, 0.99));
+        assert!(renewal_due(0, 100, 90, 0.99));
+        assert!(renewal_due(0, 100, 200, 0.5));
     }
 
     #[test]

@@ -54,6 +54,21 @@ impl Controller {
 
 /// Runs the controller until SIGINT or SIGTERM.
 pub async fn run(config: Config) -> anyhow::Result<()> {
+    let (ctl, endpoint) = bind(config).await?;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let shutdown = async move {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    };
+    serve(ctl, endpoint, shutdown).await;
+    Ok(())
+}
+
+/// Opens the store and binds the QUIC endpoint (port 0 picks a free port: see
+/// `endpoint.local_addr()`).
+pub async fn bind(config: Config) -> anyhow::Result<(Arc<Controller>, quinn::Endpoint)> {
     let paths = PkiPaths::new(&config.data_dir);
     let read = |p: &std::path::Path| {
         std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))
@@ -73,22 +88,29 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         ca_sha256 = %ctl.ca.fingerprint(),
         "controller listening"
     );
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    Ok((ctl, endpoint))
+}
+
+/// Accepts connections until `shutdown` completes, then closes every connection.
+pub async fn serve(
+    ctl: Arc<Controller>,
+    endpoint: quinn::Endpoint,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    tokio::pin!(shutdown);
     loop {
         tokio::select! {
             incoming = endpoint.accept() => {
                 let Some(incoming) = incoming else { break };
                 tokio::spawn(handle(ctl.clone(), incoming));
             }
-            _ = tokio::signal::ctrl_c() => break,
-            _ = term.recv() => break,
+            _ = &mut shutdown => break,
         }
     }
     info!("shutting down");
     endpoint.close(close::SHUTDOWN.into(), b"controller shutting down");
     let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.wait_idle()).await;
     ctl.store.close().await;
-    Ok(())
 }
 
 async fn handle(ctl: Arc<Controller>, incoming: quinn::Incoming) {

@@ -216,6 +216,36 @@ impl Session {
             .map_err(|e| End::Protocol(e.to_string()))
     }
 
+    /// Signs a fresh CSR for the session's own identity; the host cannot pick another.
+    async fn renew(&mut self, csr_pem: &str) -> ControllerMsg {
+        let identity = Identity::Agent(self.host_id.clone());
+        let lifetime = self.ctl.config.agent_cert_lifetime;
+        let issued = match self.ctl.ca.sign_csr(csr_pem, &identity, lifetime) {
+            Ok(i) => i,
+            Err(e) => {
+                warn!(host = %self.host_name, error = %e, "certificate renewal refused");
+                return ControllerMsg::RenewFailed {
+                    reason: e.to_string(),
+                };
+            }
+        };
+        if let Err(e) = self
+            .ctl
+            .store
+            .set_host_certificate(&self.host_id, &issued.serial, issued.not_after)
+            .await
+        {
+            warn!(host = %self.host_name, error = %e, "cannot record the renewed certificate");
+            return ControllerMsg::RenewFailed {
+                reason: "controller store unavailable".into(),
+            };
+        }
+        info!(host = %self.host_name, not_after = issued.not_after, "agent certificate renewed");
+        ControllerMsg::Renewed {
+            cert_pem: issued.cert_pem,
+        }
+    }
+
     async fn send_full(&mut self) -> Result<(), FrameError> {
         let state = self.tracked.state();
         let users: Vec<_> = state.users.values().cloned().collect();
@@ -332,6 +362,12 @@ impl Session {
                 self.resync(reg).await
             }
             AgentMsg::Hello(_) => Err(End::Protocol("hello in the middle of a session".into())),
+            AgentMsg::RenewRequest { csr_pem } => {
+                let reply = self.renew(&csr_pem).await;
+                write_frame(&mut self.send, &reply)
+                    .await
+                    .map_err(|e| End::Protocol(e.to_string()))
+            }
         }
     }
 }

@@ -15,6 +15,8 @@ pub enum AgentMsg {
     Ack(Ack),
     /// The agent cannot apply a delta (gap or digest mismatch) and wants the full state.
     ResyncRequest { reason: String },
+    /// A new certificate for a fresh key (sent at 70–90% of the current one's lifetime).
+    RenewRequest { csr_pem: String },
 }
 
 /// The agent's opening frame.
@@ -86,6 +88,10 @@ pub enum ControllerMsg {
     KeepAlive,
     /// The controller refuses the session; the connection closes after this frame.
     Refused { reason: String },
+    /// Answer to `RenewRequest`: the renewed certificate.
+    Renewed { cert_pem: String },
+    /// Answer to `RenewRequest` when it cannot be honoured; the old certificate stays valid.
+    RenewFailed { reason: String },
 }
 
 /// A chunk of a full state. A state larger than one frame is sent as several chunks.

@@ -74,6 +74,9 @@ fn samples() -> Vec<(&'static str, Vec<u8>)> {
         })),
         ("ctl_keepalive", enc(&ControllerMsg::KeepAlive)),
         ("ctl_refused", enc(&ControllerMsg::Refused { reason: "no".into() })),
+        ("agent_renew", enc(&AgentMsg::RenewRequest { csr_pem: "csr".into() })),
+        ("ctl_renewed", enc(&ControllerMsg::Renewed { cert_pem: "c".into() })),
+        ("ctl_renew_failed", enc(&ControllerMsg::RenewFailed { reason: "r".into() })),
         ("enroll_request", enc(&EnrollRequest {
             version: 1,
             token: "t".into(),
