@@ -24,7 +24,11 @@ pub enum JoinError {
     Unavailable { addr: String, reason: String },
 }
 
-pub async fn join(join: &str, data_dir: &Path, public_address: Option<String>) -> anyhow::Result<()> {
+pub async fn join(
+    join: &str,
+    data_dir: &Path,
+    public_address: Option<String>,
+) -> anyhow::Result<()> {
     let join = JoinString::parse(join).context("invalid join string")?;
     let paths = Paths::new(data_dir);
     if paths.cert.exists() {
@@ -75,7 +79,8 @@ async fn request(join: &JoinString, csr_pem: &str) -> Result<EnrollResponse, Joi
         .map_err(|e| unavailable(e.to_string()))?
         .next()
         .ok_or_else(|| unavailable("address did not resolve".into()))?;
-    let config = transport::enroll_client_config(&join.ca_sha256).map_err(|e| unavailable(e.to_string()))?;
+    let config =
+        transport::enroll_client_config(&join.ca_sha256).map_err(|e| unavailable(e.to_string()))?;
     let endpoint = transport::client_endpoint(addr).map_err(|e| unavailable(e.to_string()))?;
     let exchange = async {
         let conn = endpoint
@@ -90,7 +95,9 @@ async fn request(join: &JoinString, csr_pem: &str) -> Result<EnrollResponse, Joi
             csr_pem: csr_pem.to_string(),
             agent_version: env!("CARGO_PKG_VERSION").to_string(),
         };
-        write_frame(&mut send, &req).await.map_err(|e| e.to_string())?;
+        write_frame(&mut send, &req)
+            .await
+            .map_err(|e| e.to_string())?;
         let _ = send.finish();
         let resp: Option<EnrollResponse> = read_frame(&mut recv, 1 << 20)
             .await

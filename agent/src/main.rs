@@ -48,8 +48,7 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -69,7 +68,10 @@ fn main() -> std::process::ExitCode {
                     JoinError::Refused(_) => 77,
                     JoinError::Unavailable { .. } => 69,
                 }
-            } else if e.chain().any(|c| c.downcast_ref::<vpn_agent::config::ConfigError>().is_some()) {
+            } else if e
+                .chain()
+                .any(|c| c.downcast_ref::<vpn_agent::config::ConfigError>().is_some())
+            {
                 78
             } else {
                 1

@@ -51,7 +51,12 @@ impl Renewal {
     }
 
     /// Stores the renewed certificate with the key it was requested for.
-    pub fn complete(&mut self, paths: &Paths, host_id: &str, cert_pem: &str) -> anyhow::Result<i64> {
+    pub fn complete(
+        &mut self,
+        paths: &Paths,
+        host_id: &str,
+        cert_pem: &str,
+    ) -> anyhow::Result<i64> {
         let Some(key) = self.pending_key.take() else {
             bail!("a renewed certificate arrived but no renewal was requested");
         };

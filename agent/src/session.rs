@@ -66,7 +66,12 @@ impl Agent {
     pub async fn run(mut self) -> anyhow::Result<()> {
         match state::load(&self.paths.state) {
             Ok(Some(saved)) => {
-                info!(generation = saved.generation, services = saved.services.len(), users = saved.users.len(), "re-applying the last saved state without the controller");
+                info!(
+                    generation = saved.generation,
+                    services = saved.services.len(),
+                    users = saved.users.len(),
+                    "re-applying the last saved state without the controller"
+                );
                 self.apply(saved).await;
             }
             Ok(None) => info!("no saved state yet; waiting for the controller"),
@@ -96,7 +101,10 @@ impl Agent {
                 }
             };
             attempt = attempt.saturating_add(1);
-            debug!(wait_ms = wait.as_millis() as u64, "reconnecting after a pause");
+            debug!(
+                wait_ms = wait.as_millis() as u64,
+                "reconnecting after a pause"
+            );
             let deadline = tokio::time::Instant::now() + wait;
             loop {
                 let tick = tokio::time::Instant::now() + RECONCILE_EVERY;
@@ -116,7 +124,10 @@ impl Agent {
     /// Applies a whole state, persists it and remembers the results.
     async fn apply(&mut self, state: DesiredState) {
         let results = self.applier.apply(&state).await;
-        let failed = results.iter().filter(|r| r.outcome != vpn_shared::proto::Outcome::Ok).count();
+        let failed = results
+            .iter()
+            .filter(|r| r.outcome != vpn_shared::proto::Outcome::Ok)
+            .count();
         if let Err(e) = state::save(&self.paths.state, &state) {
             error!(error = %e, "cannot persist the applied state");
         }
@@ -127,19 +138,36 @@ impl Agent {
 
     async fn reconcile(&mut self) {
         let results = self.applier.reconcile_users(self.current.state()).await;
-        for r in results.iter().filter(|r| r.outcome != vpn_shared::proto::Outcome::Ok) {
+        for r in results
+            .iter()
+            .filter(|r| r.outcome != vpn_shared::proto::Outcome::Ok)
+        {
             warn!(resource = %r.resource, outcome = ?r.outcome, "reconcile failed");
         }
     }
 
     async fn session(&mut self) -> SessionEnd {
         let lost = |e: String| SessionEnd::Lost(e);
-        let read = |p: &std::path::Path| std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()));
-        let (ca, cert, key) = match (read(&self.paths.ca_cert), read(&self.paths.cert), read(&self.paths.key)) {
-            (Ok(a), Ok(b), Ok(c)) => (a, b, c),
-            (a, b, c) => return lost(format!("identity files unreadable: {:?}", [a.err(), b.err(), c.err()])),
+        let read = |p: &std::path::Path| {
+            std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))
         };
-        let addr = match tokio::net::lookup_host(&self.config.controller).await.map(|mut a| a.next()) {
+        let (ca, cert, key) = match (
+            read(&self.paths.ca_cert),
+            read(&self.paths.cert),
+            read(&self.paths.key),
+        ) {
+            (Ok(a), Ok(b), Ok(c)) => (a, b, c),
+            (a, b, c) => {
+                return lost(format!(
+                    "identity files unreadable: {:?}",
+                    [a.err(), b.err(), c.err()]
+                ));
+            }
+        };
+        let addr = match tokio::net::lookup_host(&self.config.controller)
+            .await
+            .map(|mut a| a.next())
+        {
             Ok(Some(a)) => a,
             Ok(None) => return lost(format!("{} did not resolve", self.config.controller)),
             Err(e) => return lost(format!("resolving {}: {e}", self.config.controller)),
@@ -153,7 +181,8 @@ impl Agent {
             Err(e) => return lost(e.to_string()),
         };
         let conn = match endpoint.connect_with(client, addr, SERVER_NAME) {
-            Ok(connecting) => match tokio::time::timeout(Duration::from_secs(10), connecting).await {
+            Ok(connecting) => match tokio::time::timeout(Duration::from_secs(10), connecting).await
+            {
                 Ok(Ok(c)) => c,
                 Ok(Err(e)) => return lost(format!("connecting to {addr}: {e}")),
                 Err(_) => return lost(format!("connecting to {addr}: timed out")),
@@ -177,7 +206,8 @@ impl Agent {
             max_version: PROTOCOL_VERSION,
             host_id: self.config.host_id.clone(),
             agent_version: env!("CARGO_PKG_VERSION").to_string(),
-            applied: (self.current.generation() > 0).then(|| (self.current.generation(), self.current.digest())),
+            applied: (self.current.generation() > 0)
+                .then(|| (self.current.generation(), self.current.digest())),
             public_address: self.config.public_address.clone(),
         });
         if let Err(e) = write_frame(&mut send, &hello).await {
@@ -215,7 +245,12 @@ impl Agent {
                 }
             };
             let reply = match msg {
-                None => break lost(conn.close_reason().map_or("connection closed".into(), |r| r.to_string())),
+                None => {
+                    break lost(
+                        conn.close_reason()
+                            .map_or("connection closed".into(), |r| r.to_string()),
+                    );
+                }
                 Some(Err(e)) => break lost(format!("protocol error: {e}")),
                 Some(Ok(ControllerMsg::Refused { reason })) => break SessionEnd::Refused(reason),
                 Some(Ok(ControllerMsg::Welcome { version, host_name })) => {
@@ -224,7 +259,10 @@ impl Agent {
                 }
                 Some(Ok(ControllerMsg::KeepAlive)) => None,
                 Some(Ok(ControllerMsg::Renewed { cert_pem })) => {
-                    if let Err(e) = self.renewal.complete(&self.paths, &self.config.host_id, &cert_pem) {
+                    if let Err(e) =
+                        self.renewal
+                            .complete(&self.paths, &self.config.host_id, &cert_pem)
+                    {
                         error!(error = %e, "renewed certificate rejected");
                     }
                     None
@@ -237,17 +275,33 @@ impl Agent {
                 Some(Ok(ControllerMsg::FullState(chunk))) => {
                     let last = chunk.last;
                     chunks.push(chunk);
-                    if last { Some(self.on_full_state(std::mem::take(&mut chunks)).await) } else { None }
+                    if last {
+                        Some(self.on_full_state(std::mem::take(&mut chunks)).await)
+                    } else {
+                        None
+                    }
                 }
-                Some(Ok(ControllerMsg::Delta { base_generation, generation, digest, changes })) => {
+                Some(Ok(ControllerMsg::Delta {
+                    base_generation,
+                    generation,
+                    digest,
+                    changes,
+                })) => {
                     let mut next = self.current.clone();
                     match next.apply_delta(base_generation, generation, &changes) {
-                        Err(e) => Some(AgentMsg::ResyncRequest { reason: e.to_string() }),
+                        Err(e) => Some(AgentMsg::ResyncRequest {
+                            reason: e.to_string(),
+                        }),
                         Ok(()) if next.digest() != digest => Some(AgentMsg::ResyncRequest {
                             reason: format!("digest mismatch at generation {generation}"),
                         }),
                         Ok(()) => {
-                            debug!(base_generation, generation, changes = changes.len(), "delta");
+                            debug!(
+                                base_generation,
+                                generation,
+                                changes = changes.len(),
+                                "delta"
+                            );
                             self.apply(next.state().clone()).await;
                             Some(self.ack())
                         }
@@ -269,17 +323,30 @@ impl Agent {
         let mut expected = None;
         for (i, chunk) in chunks.into_iter().enumerate() {
             if chunk.index as usize != i {
-                return AgentMsg::ResyncRequest { reason: format!("chunk {} out of order", chunk.index) };
+                return AgentMsg::ResyncRequest {
+                    reason: format!("chunk {} out of order", chunk.index),
+                };
             }
             state.generation = chunk.generation;
             expected = Some(chunk.digest);
-            state.services.extend(chunk.services.into_iter().map(|s| (s.name.clone(), s)));
-            state.users.extend(chunk.users.into_iter().map(|u| (u.name.clone(), u)));
+            state
+                .services
+                .extend(chunk.services.into_iter().map(|s| (s.name.clone(), s)));
+            state
+                .users
+                .extend(chunk.users.into_iter().map(|u| (u.name.clone(), u)));
         }
         if expected != Some(state.digest()) {
-            return AgentMsg::ResyncRequest { reason: "full state digest mismatch".into() };
+            return AgentMsg::ResyncRequest {
+                reason: "full state digest mismatch".into(),
+            };
         }
-        info!(generation = state.generation, services = state.services.len(), users = state.users.len(), "full state received");
+        info!(
+            generation = state.generation,
+            services = state.services.len(),
+            users = state.users.len(),
+            "full state received"
+        );
         self.apply(state).await;
         self.ack()
     }

@@ -39,7 +39,9 @@ impl JoinString {
 
     pub fn parse(s: &str) -> Result<JoinString, JoinError> {
         let body = s.trim().strip_prefix(PREFIX).ok_or(JoinError::Prefix)?;
-        let json = URL_SAFE_NO_PAD.decode(body).map_err(|_| JoinError::Base64)?;
+        let json = URL_SAFE_NO_PAD
+            .decode(body)
+            .map_err(|_| JoinError::Base64)?;
         let join: JoinString =
             serde_json::from_slice(&json).map_err(|e| JoinError::Content(e.to_string()))?;
         if join.ca_sha256.len() != 64 || !join.ca_sha256.bytes().all(|b| b.is_ascii_hexdigit()) {

@@ -35,7 +35,13 @@ mod tests {
 
     #[test]
     fn sip002_links_encode_userinfo_and_bracket_ipv6() {
-        let l = shadowsocks("chacha20-ietf-poly1305", "pw", "203.0.113.5", 8388, "alice @ h1");
+        let l = shadowsocks(
+            "chacha20-ietf-poly1305",
+            "pw",
+            "203.0.113.5",
+            8388,
+            "alice @ h1",
+        );
         assert_eq!(
             l,
             "ss://Y2hhY2hhMjAtaWV0Zi1wb2x5MTMwNTpwdw@203.0.113.5:8388#alice%20%40%20h1"

@@ -375,7 +375,9 @@ mod tests {
             Change::UpsertUser(user("bob", 8389)),
             Change::UpsertUser(user("alice", 8390)),
             Change::RemoveUser { name: "bob".into() },
-            Change::RemoveUser { name: "nobody".into() },
+            Change::RemoveUser {
+                name: "nobody".into(),
+            },
             Change::RemoveService { name: "ss".into() },
         ];
         for (i, c) in changes.iter().enumerate() {

@@ -7,8 +7,7 @@ use std::time::Duration;
 
 use rcgen::{
     BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName,
-    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
-    SerialNumber,
+    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType, SerialNumber,
 };
 use ring::digest::{SHA256, digest};
 use rustls_pki_types::CertificateDer;
@@ -185,8 +184,8 @@ pub fn fingerprint_der(der: &[u8]) -> String {
 
 /// SHA-256 (hex) of the first certificate in a PEM text.
 pub fn fingerprint_pem(pem: &str) -> Result<String, PkiError> {
-    let der = CertificateDer::from_pem_slice(pem.as_bytes())
-        .map_err(|e| PkiError::Pem(e.to_string()))?;
+    let der =
+        CertificateDer::from_pem_slice(pem.as_bytes()).map_err(|e| PkiError::Pem(e.to_string()))?;
     Ok(fingerprint_der(&der))
 }
 
@@ -248,7 +247,8 @@ fn leaf_params(identity: &Identity, validity: Duration) -> Result<CertificatePar
     };
     let now = OffsetDateTime::now_utc();
     params.not_before = now - time::Duration::minutes(5);
-    params.not_after = now + time::Duration::seconds(validity.as_secs().min(i64::MAX as u64) as i64);
+    params.not_after =
+        now + time::Duration::seconds(validity.as_secs().min(i64::MAX as u64) as i64);
     params.serial_number = Some(random_serial());
     params.use_authority_key_identifier_extension = true;
     Ok(params)
@@ -283,7 +283,11 @@ mod tests {
         let ca = Ca::generate("test ca").unwrap();
         let (_key, csr) = generate_csr().unwrap();
         let issued = ca
-            .sign_csr(&csr, &Identity::Agent("h-1".into()), Duration::from_secs(3600))
+            .sign_csr(
+                &csr,
+                &Identity::Agent("h-1".into()),
+                Duration::from_secs(3600),
+            )
             .unwrap();
         let der = CertificateDer::from_pem_slice(issued.cert_pem.as_bytes()).unwrap();
         assert_eq!(cert_identity(&der), Some(Identity::Agent("h-1".into())));

@@ -103,7 +103,11 @@ pub fn server_config(
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_client_cert_verifier(verifier)
         .with_single_cert(chain, key(key_pem)?)?;
-    tls.alpn_protocols = vec![ALPN_AGENT.to_vec(), ALPN_ADMIN.to_vec(), ALPN_ENROLL.to_vec()];
+    tls.alpn_protocols = vec![
+        ALPN_AGENT.to_vec(),
+        ALPN_ADMIN.to_vec(),
+        ALPN_ENROLL.to_vec(),
+    ];
     let crypto =
         QuicServerConfig::try_from(tls).map_err(|e| TransportError::Quic(e.to_string()))?;
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
@@ -200,9 +204,10 @@ impl ServerCertVerifier for PinnedCa {
         };
         let mut roots = RootCertStore::empty();
         roots.add(ca.clone().into_owned())?;
-        let inner = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), self.provider.clone())
-            .build()
-            .map_err(|e| rustls::Error::General(e.to_string()))?;
+        let inner =
+            WebPkiServerVerifier::builder_with_provider(Arc::new(roots), self.provider.clone())
+                .build()
+                .map_err(|e| rustls::Error::General(e.to_string()))?;
         inner.verify_server_cert(end_entity, &[], server_name, ocsp_response, now)
     }
 

@@ -11,8 +11,8 @@ use vpn_shared::join::JoinString;
 use vpn_shared::model::{Protocol, ServiceOptions};
 use vpn_shared::pki::Identity;
 use vpn_shared::proto::admin::*;
-use vpn_shared::proto::frame::{read_frame, write_frame};
 use vpn_shared::proto::close;
+use vpn_shared::proto::frame::{read_frame, write_frame};
 use vpn_shared::transport::peer_identity;
 
 use crate::enroll::{new_token, token_hash};
@@ -94,7 +94,10 @@ pub async fn serve(ctl: Arc<Controller>, conn: quinn::Connection) {
                         Ok(r) => r,
                         Err(e) => {
                             info!(%admin, request = %truncate(&what), error = %e.message, "admin request failed");
-                            AdminResponse::Error { kind: e.kind, message: e.message }
+                            AdminResponse::Error {
+                                kind: e.kind,
+                                message: e.message,
+                            }
                         }
                     }
                 }
@@ -119,7 +122,9 @@ fn truncate(s: &str) -> &str {
 
 async fn handle(ctl: &Controller, req: AdminRequest) -> Reply {
     match req {
-        AdminRequest::ServersAdd { name, expires_secs } => servers_add(ctl, name, expires_secs).await,
+        AdminRequest::ServersAdd { name, expires_secs } => {
+            servers_add(ctl, name, expires_secs).await
+        }
         AdminRequest::ServersList => Ok(AdminResponse::Servers(views::servers(ctl).await?)),
         AdminRequest::ServersShow { name } => {
             let all = views::servers(ctl).await?;
@@ -163,7 +168,9 @@ async fn handle(ctl: &Controller, req: AdminRequest) -> Reply {
         }
         AdminRequest::UsersList => {
             let users = ctl.store.users().await?;
-            Ok(AdminResponse::Users(users.iter().map(views::user).collect()))
+            Ok(AdminResponse::Users(
+                users.iter().map(views::user).collect(),
+            ))
         }
         AdminRequest::UsersShow { name } => match ctl.store.user(&name).await? {
             Some(d) => Ok(AdminResponse::User(views::user(&d.user))),
@@ -175,7 +182,9 @@ async fn handle(ctl: &Controller, req: AdminRequest) -> Reply {
         }
         AdminRequest::UsersSuspend { name, wait } => {
             let summary = format!("user {name} suspended");
-            let m = ctl.store.set_user_status(&name, UserStatus::Suspended, now());
+            let m = ctl
+                .store
+                .set_user_status(&name, UserStatus::Suspended, now());
             mutate(ctl, wait, summary, m).await
         }
         AdminRequest::UsersResume { name, wait } => {

@@ -126,7 +126,9 @@ fn check_host_port(field: &'static str, value: &str) -> Result<(), ConfigError> 
         field,
         reason: format!("{value:?}: {reason}"),
     };
-    let (host, port) = value.rsplit_once(':').ok_or_else(|| bad("expected HOST:PORT"))?;
+    let (host, port) = value
+        .rsplit_once(':')
+        .ok_or_else(|| bad("expected HOST:PORT"))?;
     if host.is_empty() {
         return Err(bad("empty host"));
     }

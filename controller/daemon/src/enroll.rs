@@ -65,7 +65,11 @@ async fn enroll(
     req: &EnrollRequest,
 ) -> Result<EnrollResponse, (&'static str, String)> {
     pki::check_csr(&req.csr_pem).map_err(|e| ("enroll_bad_csr", e.to_string()))?;
-    let host = match ctl.store.consume_join_token(&token_hash(&req.token), now()).await {
+    let host = match ctl
+        .store
+        .consume_join_token(&token_hash(&req.token), now())
+        .await
+    {
         Ok(host) => host,
         Err(StoreError::TokenRefused(r)) => return Err(("join_token", r.to_string())),
         Err(e) => return Err(("enroll_store", e.to_string())),

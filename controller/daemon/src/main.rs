@@ -8,7 +8,11 @@ use vpn_controller::config::{Config, FileConfig, Overrides};
 use vpn_shared::context::CliContext;
 
 #[derive(Parser)]
-#[command(name = "vpn-controller", version, about = "VPN Fleet Manager controller")]
+#[command(
+    name = "vpn-controller",
+    version,
+    about = "VPN Fleet Manager controller"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -34,7 +38,11 @@ enum Command {
 #[derive(Args)]
 struct Common {
     /// Data directory (config, PKI, database).
-    #[arg(long, env = "VPN_CONTROLLER_DATA_DIR", default_value = "/var/lib/vpn-controller")]
+    #[arg(
+        long,
+        env = "VPN_CONTROLLER_DATA_DIR",
+        default_value = "/var/lib/vpn-controller"
+    )]
     data_dir: PathBuf,
     /// UDP address to listen on.
     #[arg(long, env = "VPN_CONTROLLER_LISTEN")]
@@ -63,8 +71,7 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
         .init();

@@ -17,6 +17,9 @@ impl Metrics {
     }
 
     pub fn refusals(&self) -> BTreeMap<&'static str, u64> {
-        self.refusals.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.refusals
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 }

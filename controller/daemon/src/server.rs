@@ -31,14 +31,11 @@ impl Controller {
         let paths = PkiPaths::new(&config.data_dir);
         let read = |p: &std::path::Path| {
             std::fs::read_to_string(p).with_context(|| {
-                format!(
-                    "reading {} (run `vpn-controller init` first?)",
-                    p.display()
-                )
+                format!("reading {} (run `vpn-controller init` first?)", p.display())
             })
         };
-        let ca = Ca::load(&read(&paths.ca_cert)?, &read(&paths.ca_key)?)
-            .context("loading the CA")?;
+        let ca =
+            Ca::load(&read(&paths.ca_cert)?, &read(&paths.ca_key)?).context("loading the CA")?;
         let store = Store::open(&config.database_path)
             .await
             .with_context(|| format!("opening {}", config.database_path.display()))?;

@@ -36,13 +36,14 @@ pub async fn run(ctl: Arc<Controller>, conn: quinn::Connection) {
         conn.close(close::REFUSED.into(), b"agent certificate required");
         return;
     };
-    let (mut send, recv) = match tokio::time::timeout(Duration::from_secs(10), conn.accept_bi()).await {
-        Ok(Ok(streams)) => streams,
-        _ => {
-            debug!(%remote, host = %host_id, "no session stream opened");
-            return;
-        }
-    };
+    let (mut send, recv) =
+        match tokio::time::timeout(Duration::from_secs(10), conn.accept_bi()).await {
+            Ok(Ok(streams)) => streams,
+            _ => {
+                debug!(%remote, host = %host_id, "no session stream opened");
+                return;
+            }
+        };
     let (msgs_tx, mut msgs) = mpsc::channel(64);
     let reader = tokio::spawn(read_loop(recv, msgs_tx));
     let hello = match tokio::time::timeout(Duration::from_secs(10), msgs.recv()).await {
@@ -53,7 +54,8 @@ pub async fn run(ctl: Arc<Controller>, conn: quinn::Connection) {
             return;
         }
     };
-    let Some((host_name, version)) = authorize(&ctl, &conn, &host_id, &hello, &mut send).await else {
+    let Some((host_name, version)) = authorize(&ctl, &conn, &host_id, &hello, &mut send).await
+    else {
         return;
     };
     let address = hello
@@ -126,7 +128,10 @@ async fn authorize(
     let refusal = if hello.host_id != host_id {
         Some((
             "other_host_state",
-            format!("agent {host_id} may not read the state of host {}", hello.host_id),
+            format!(
+                "agent {host_id} may not read the state of host {}",
+                hello.host_id
+            ),
         ))
     } else {
         match ctl.store.host(host_id).await {
@@ -140,9 +145,10 @@ async fn authorize(
                     ),
                 )),
             },
-            Ok(None) if ctl.store.is_revoked(host_id).await.unwrap_or(false) => {
-                Some(("revoked", format!("host {host_id} was removed (certificate revoked)")))
-            }
+            Ok(None) if ctl.store.is_revoked(host_id).await.unwrap_or(false) => Some((
+                "revoked",
+                format!("host {host_id} was removed (certificate revoked)"),
+            )),
             Ok(None) => Some(("unknown_host", format!("unknown host {host_id}"))),
             Err(e) => Some(("store", format!("store unavailable: {e}"))),
         }
@@ -150,7 +156,13 @@ async fn authorize(
     let (metric, reason) = refusal?;
     ctl.metrics.refused(metric);
     warn!(%remote, host = %host_id, %reason, "agent session refused");
-    let _ = write_frame(send, &ControllerMsg::Refused { reason: reason.clone() }).await;
+    let _ = write_frame(
+        send,
+        &ControllerMsg::Refused {
+            reason: reason.clone(),
+        },
+    )
+    .await;
     let _ = send.finish();
     tokio::time::sleep(Duration::from_millis(100)).await;
     conn.close(close::REFUSED.into(), reason.as_bytes());
@@ -342,11 +354,21 @@ impl Session {
                 let _ = self
                     .ctl
                     .store
-                    .record_ack(&self.host_id, ack.generation, &ack.digest.to_string(), now())
+                    .record_ack(
+                        &self.host_id,
+                        ack.generation,
+                        &ack.digest.to_string(),
+                        now(),
+                    )
                     .await;
-                let failed = ack.results.iter().filter(|r| r.outcome != vpn_shared::proto::Outcome::Ok).count();
+                let failed = ack
+                    .results
+                    .iter()
+                    .filter(|r| r.outcome != vpn_shared::proto::Outcome::Ok)
+                    .count();
                 info!(host = %self.host_name, generation = ack.generation, digest = %ack.digest.short(), failed, "agent acked");
-                let mismatch = ack.generation == self.tracked.generation() && ack.digest != expected;
+                let mismatch =
+                    ack.generation == self.tracked.generation() && ack.digest != expected;
                 reg.acked.send_replace(AckState {
                     generation: ack.generation,
                     results: ack.results,

@@ -4,9 +4,7 @@ use std::collections::HashMap;
 
 use vpn_shared::links;
 use vpn_shared::model::{Protocol, ServiceOptions};
-use vpn_shared::proto::admin::{
-    LinkInfo, ServerInfo, Servers, ServiceInfo, StatusInfo, UserInfo,
-};
+use vpn_shared::proto::admin::{LinkInfo, ServerInfo, Servers, ServiceInfo, StatusInfo, UserInfo};
 
 use crate::admin::AdminErrorExt;
 use crate::server::Controller;
@@ -122,7 +120,11 @@ pub async fn links(
     }
     let services = ctl.store.services().await.bad()?;
     let mut out = Vec::new();
-    for host in detail.hosts.iter().filter(|h| server.is_none_or(|s| s == h.name)) {
+    for host in detail
+        .hosts
+        .iter()
+        .filter(|h| server.is_none_or(|s| s == h.name))
+    {
         let Some(address) = host.address.as_deref() else {
             continue; // never connected: no address to put in a link yet
         };
@@ -161,7 +163,9 @@ fn host_part(address: &str) -> &str {
     if let Ok(sa) = address.parse::<std::net::SocketAddr>() {
         // Borrowing from a parsed value is not possible; fall back to string slicing.
         let ip_len = address.len() - sa.port().to_string().len() - 1;
-        return address[..ip_len].trim_start_matches('[').trim_end_matches(']');
+        return address[..ip_len]
+            .trim_start_matches('[')
+            .trim_end_matches(']');
     }
     address
 }

@@ -19,21 +19,48 @@ pub enum Servers {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum AdminRequest {
     /// First frame of every admin stream is a request; the version travels in each one.
-    ServersAdd { name: String, expires_secs: u64 },
+    ServersAdd {
+        name: String,
+        expires_secs: u64,
+    },
     ServersList,
-    ServersShow { name: String },
-    ServersRemove { name: String },
+    ServersShow {
+        name: String,
+    },
+    ServersRemove {
+        name: String,
+    },
     ServicesDeploy(DeployService),
     ServicesList,
-    ServicesShow { name: String },
-    ServicesRemove { name: String, wait: bool },
+    ServicesShow {
+        name: String,
+    },
+    ServicesRemove {
+        name: String,
+        wait: bool,
+    },
     UsersAdd(AddUser),
     UsersList,
-    UsersShow { name: String },
-    UsersRemove { name: String, wait: bool },
-    UsersSuspend { name: String, wait: bool },
-    UsersResume { name: String, wait: bool },
-    UsersLink { name: String, server: Option<String>, protocol: Option<Protocol> },
+    UsersShow {
+        name: String,
+    },
+    UsersRemove {
+        name: String,
+        wait: bool,
+    },
+    UsersSuspend {
+        name: String,
+        wait: bool,
+    },
+    UsersResume {
+        name: String,
+        wait: bool,
+    },
+    UsersLink {
+        name: String,
+        server: Option<String>,
+        protocol: Option<Protocol>,
+    },
     Status,
 }
 
@@ -64,7 +91,10 @@ pub struct AddUser {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum AdminResponse {
     /// The request failed; `kind` maps to the CLI's exit code.
-    Error { kind: ErrorKind, message: String },
+    Error {
+        kind: ErrorKind,
+        message: String,
+    },
     ServerAdded(ServerAdded),
     Servers(Vec<ServerInfo>),
     Server(ServerInfo),

@@ -75,7 +75,10 @@ pub enum Outcome {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ControllerMsg {
     /// Answer to `Hello`: the negotiated version.
-    Welcome { version: u16, host_name: String },
+    Welcome {
+        version: u16,
+        host_name: String,
+    },
     /// One chunk of the host's full desired state; `last` closes it.
     FullState(StateChunk),
     /// Changes against `base_generation`, moving the host to `generation`.
@@ -87,11 +90,17 @@ pub enum ControllerMsg {
     },
     KeepAlive,
     /// The controller refuses the session; the connection closes after this frame.
-    Refused { reason: String },
+    Refused {
+        reason: String,
+    },
     /// Answer to `RenewRequest`: the renewed certificate.
-    Renewed { cert_pem: String },
+    Renewed {
+        cert_pem: String,
+    },
     /// Answer to `RenewRequest` when it cannot be honoured; the old certificate stays valid.
-    RenewFailed { reason: String },
+    RenewFailed {
+        reason: String,
+    },
 }
 
 /// A chunk of a full state. A state larger than one frame is sent as several chunks.

@@ -37,59 +37,112 @@ fn samples() -> Vec<(&'static str, Vec<u8>)> {
     let d = Digest([7; 32]);
     let enc = |v: &dyn erased::Enc| v.bytes();
     vec![
-        ("agent_hello", enc(&AgentMsg::Hello(AgentHello {
-            min_version: 1,
-            max_version: 1,
-            host_id: "h1".into(),
-            agent_version: "0.1.0".into(),
-            applied: Some((3, d)),
-            public_address: None,
-        }))),
+        (
+            "agent_hello",
+            enc(&AgentMsg::Hello(AgentHello {
+                min_version: 1,
+                max_version: 1,
+                host_id: "h1".into(),
+                agent_version: "0.1.0".into(),
+                applied: Some((3, d)),
+                public_address: None,
+            })),
+        ),
         ("agent_keepalive", enc(&AgentMsg::KeepAlive)),
-        ("agent_ack", enc(&AgentMsg::Ack(Ack {
-            generation: 4,
-            digest: d,
-            results: vec![ResourceResult::ok("service/ss"), ResourceResult::error("user/a@ss", "x")],
-        }))),
-        ("agent_resync", enc(&AgentMsg::ResyncRequest { reason: "gap".into() })),
-        ("ctl_welcome", enc(&ControllerMsg::Welcome { version: 1, host_name: "h".into() })),
-        ("ctl_full_state", enc(&ControllerMsg::FullState(StateChunk {
-            generation: 5,
-            digest: d,
-            index: 0,
-            last: true,
-            services: vec![service()],
-            users: vec![user()],
-        }))),
-        ("ctl_delta", enc(&ControllerMsg::Delta {
-            base_generation: 5,
-            generation: 6,
-            digest: d,
-            changes: vec![
-                Change::UpsertService(service()),
-                Change::RemoveService { name: "ss".into() },
-                Change::UpsertUser(user()),
-                Change::RemoveUser { name: "bob".into() },
-            ],
-        })),
+        (
+            "agent_ack",
+            enc(&AgentMsg::Ack(Ack {
+                generation: 4,
+                digest: d,
+                results: vec![
+                    ResourceResult::ok("service/ss"),
+                    ResourceResult::error("user/a@ss", "x"),
+                ],
+            })),
+        ),
+        (
+            "agent_resync",
+            enc(&AgentMsg::ResyncRequest {
+                reason: "gap".into(),
+            }),
+        ),
+        (
+            "ctl_welcome",
+            enc(&ControllerMsg::Welcome {
+                version: 1,
+                host_name: "h".into(),
+            }),
+        ),
+        (
+            "ctl_full_state",
+            enc(&ControllerMsg::FullState(StateChunk {
+                generation: 5,
+                digest: d,
+                index: 0,
+                last: true,
+                services: vec![service()],
+                users: vec![user()],
+            })),
+        ),
+        (
+            "ctl_delta",
+            enc(&ControllerMsg::Delta {
+                base_generation: 5,
+                generation: 6,
+                digest: d,
+                changes: vec![
+                    Change::UpsertService(service()),
+                    Change::RemoveService { name: "ss".into() },
+                    Change::UpsertUser(user()),
+                    Change::RemoveUser { name: "bob".into() },
+                ],
+            }),
+        ),
         ("ctl_keepalive", enc(&ControllerMsg::KeepAlive)),
-        ("ctl_refused", enc(&ControllerMsg::Refused { reason: "no".into() })),
-        ("agent_renew", enc(&AgentMsg::RenewRequest { csr_pem: "csr".into() })),
-        ("ctl_renewed", enc(&ControllerMsg::Renewed { cert_pem: "c".into() })),
-        ("ctl_renew_failed", enc(&ControllerMsg::RenewFailed { reason: "r".into() })),
-        ("enroll_request", enc(&EnrollRequest {
-            version: 1,
-            token: "t".into(),
-            csr_pem: "csr".into(),
-            agent_version: "0.1.0".into(),
-        })),
-        ("enroll_accepted", enc(&EnrollResponse::Accepted {
-            host_id: "h1".into(),
-            host_name: "n".into(),
-            cert_pem: "c".into(),
-            ca_pem: "ca".into(),
-        })),
-        ("enroll_refused", enc(&EnrollResponse::Refused { reason: "r".into() })),
+        (
+            "ctl_refused",
+            enc(&ControllerMsg::Refused {
+                reason: "no".into(),
+            }),
+        ),
+        (
+            "agent_renew",
+            enc(&AgentMsg::RenewRequest {
+                csr_pem: "csr".into(),
+            }),
+        ),
+        (
+            "ctl_renewed",
+            enc(&ControllerMsg::Renewed {
+                cert_pem: "c".into(),
+            }),
+        ),
+        (
+            "ctl_renew_failed",
+            enc(&ControllerMsg::RenewFailed { reason: "r".into() }),
+        ),
+        (
+            "enroll_request",
+            enc(&EnrollRequest {
+                version: 1,
+                token: "t".into(),
+                csr_pem: "csr".into(),
+                agent_version: "0.1.0".into(),
+            }),
+        ),
+        (
+            "enroll_accepted",
+            enc(&EnrollResponse::Accepted {
+                host_id: "h1".into(),
+                host_name: "n".into(),
+                cert_pem: "c".into(),
+                ca_pem: "ca".into(),
+            }),
+        ),
+        (
+            "enroll_refused",
+            enc(&EnrollResponse::Refused { reason: "r".into() }),
+        ),
         ("admin_requests", enc(&admin_requests())),
         ("admin_responses", enc(&admin_responses())),
     ]
@@ -97,7 +150,10 @@ fn samples() -> Vec<(&'static str, Vec<u8>)> {
 
 fn admin_requests() -> Vec<AdminRequest> {
     vec![
-        AdminRequest::ServersAdd { name: "h".into(), expires_secs: 3600 },
+        AdminRequest::ServersAdd {
+            name: "h".into(),
+            expires_secs: 3600,
+        },
         AdminRequest::ServersList,
         AdminRequest::ServersShow { name: "h".into() },
         AdminRequest::ServersRemove { name: "h".into() },
@@ -112,7 +168,10 @@ fn admin_requests() -> Vec<AdminRequest> {
         }),
         AdminRequest::ServicesList,
         AdminRequest::ServicesShow { name: "s".into() },
-        AdminRequest::ServicesRemove { name: "s".into(), wait: false },
+        AdminRequest::ServicesRemove {
+            name: "s".into(),
+            wait: false,
+        },
         AdminRequest::UsersAdd(AddUser {
             name: "a".into(),
             email: Some("e".into()),
@@ -123,10 +182,23 @@ fn admin_requests() -> Vec<AdminRequest> {
         }),
         AdminRequest::UsersList,
         AdminRequest::UsersShow { name: "a".into() },
-        AdminRequest::UsersRemove { name: "a".into(), wait: true },
-        AdminRequest::UsersSuspend { name: "a".into(), wait: true },
-        AdminRequest::UsersResume { name: "a".into(), wait: true },
-        AdminRequest::UsersLink { name: "a".into(), server: None, protocol: None },
+        AdminRequest::UsersRemove {
+            name: "a".into(),
+            wait: true,
+        },
+        AdminRequest::UsersSuspend {
+            name: "a".into(),
+            wait: true,
+        },
+        AdminRequest::UsersResume {
+            name: "a".into(),
+            wait: true,
+        },
+        AdminRequest::UsersLink {
+            name: "a".into(),
+            server: None,
+            protocol: None,
+        },
         AdminRequest::Status,
     ]
 }
@@ -169,7 +241,10 @@ fn admin_responses() -> Vec<AdminResponse> {
         updated_at: 2,
     };
     vec![
-        AdminResponse::Error { kind: ErrorKind::BadData, message: "m".into() },
+        AdminResponse::Error {
+            kind: ErrorKind::BadData,
+            message: "m".into(),
+        },
         AdminResponse::ServerAdded(ServerAdded {
             name: "h".into(),
             host_id: "i".into(),
@@ -199,14 +274,26 @@ fn admin_responses() -> Vec<AdminResponse> {
         AdminResponse::Applied(Applied {
             summary: "s".into(),
             hosts: vec![
-                HostApply { server: "h".into(), generation: 1, state: HostApplyState::Applied },
+                HostApply {
+                    server: "h".into(),
+                    generation: 1,
+                    state: HostApplyState::Applied,
+                },
                 HostApply {
                     server: "h".into(),
                     generation: 1,
                     state: HostApplyState::Failed(vec!["x".into()]),
                 },
-                HostApply { server: "h".into(), generation: 1, state: HostApplyState::Pending },
-                HostApply { server: "h".into(), generation: 1, state: HostApplyState::NotWaited },
+                HostApply {
+                    server: "h".into(),
+                    generation: 1,
+                    state: HostApplyState::Pending,
+                },
+                HostApply {
+                    server: "h".into(),
+                    generation: 1,
+                    state: HostApplyState::NotWaited,
+                },
             ],
         }),
     ]
@@ -243,7 +330,11 @@ fn every_message_encodes_to_its_golden_bytes() {
             mismatches.push(format!("{name}: expected {} got {actual}", expected.trim()));
         }
     }
-    assert!(mismatches.is_empty(), "wire encoding changed:\n{}", mismatches.join("\n"));
+    assert!(
+        mismatches.is_empty(),
+        "wire encoding changed:\n{}",
+        mismatches.join("\n")
+    );
 }
 
 #[test]
