@@ -328,6 +328,9 @@ impl Agent {
                 };
             }
             state.generation = chunk.generation;
+            if i == 0 {
+                state.firewall = chunk.firewall;
+            }
             expected = Some(chunk.digest);
             state
                 .services

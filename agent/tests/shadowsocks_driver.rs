@@ -185,6 +185,8 @@ fn state(base: u16, users: &[(&str, u16, &str)]) -> DesiredState {
         options: ServiceOptions::Shadowsocks {
             method: METHOD.into(),
         },
+        bandwidth: Default::default(),
+        new_conn_rate: None,
     };
     s.services.insert(SERVICE.into(), service);
     for (name, port, password) in users {
@@ -197,6 +199,7 @@ fn state(base: u16, users: &[(&str, u16, &str)]) -> DesiredState {
             name: (*name).into(),
             id: format!("id-{name}"),
             credentials,
+            bandwidth: Default::default(),
         };
         s.users.insert((*name).into(), user);
     }

@@ -53,6 +53,31 @@ pub struct ServiceSpec {
     /// Container image; `None` means the driver's default image.
     pub image: Option<String>,
     pub options: ServiceOptions,
+    /// Cap on the whole service's traffic on a host.
+    pub bandwidth: Bandwidth,
+    /// New connections per second admitted per source address, if limited.
+    pub new_conn_rate: Option<u32>,
+}
+
+/// A rate limit in bits per second, per direction as seen by the user: `down` is traffic to the
+/// user (host egress), `up` is traffic from the user (host ingress). `None` is unlimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+pub struct Bandwidth {
+    pub down_bps: Option<u64>,
+    pub up_bps: Option<u64>,
+}
+
+impl Bandwidth {
+    pub fn is_unlimited(&self) -> bool {
+        self.down_bps.is_none() && self.up_bps.is_none()
+    }
+}
+
+/// The host firewall's policy (SPEC §2.5): addresses and networks refused on every service port.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct FirewallSpec {
+    /// CIDR networks or single addresses (`203.0.113.0/24`, `2001:db8::1`), sorted, unique.
+    pub blocked: Vec<String>,
 }
 
 /// Protocol-specific service settings.
@@ -73,6 +98,8 @@ pub struct UserSpec {
     pub id: String,
     /// One credential per service the user may use on this host.
     pub credentials: Vec<Credential>,
+    /// The user's own rate limit on this host.
+    pub bandwidth: Bandwidth,
 }
 
 /// A user's credential for one service.
@@ -100,9 +127,15 @@ impl Credential {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Change {
     UpsertService(ServiceSpec),
-    RemoveService { name: String },
+    RemoveService {
+        name: String,
+    },
     UpsertUser(UserSpec),
-    RemoveUser { name: String },
+    RemoveUser {
+        name: String,
+    },
+    /// Replaces the host's whole firewall policy.
+    SetFirewall(FirewallSpec),
 }
 
 /// An order-independent digest of a desired state (generation excluded).
@@ -139,6 +172,7 @@ impl std::fmt::Display for Digest {
 pub enum Item<'a> {
     Service(&'a ServiceSpec),
     User(&'a UserSpec),
+    Firewall(&'a FirewallSpec),
 }
 
 /// The whole desired state of one host at one generation.
@@ -148,6 +182,7 @@ pub struct DesiredState {
     pub generation: u64,
     pub services: BTreeMap<String, ServiceSpec>,
     pub users: BTreeMap<String, UserSpec>,
+    pub firewall: FirewallSpec,
 }
 
 /// Why a delta could not be applied to a state; the agent answers with a resync request.
@@ -168,6 +203,7 @@ impl DesiredState {
         for u in self.users.values() {
             d.toggle(&Item::User(u));
         }
+        d.toggle(&Item::Firewall(&self.firewall));
         d
     }
 
@@ -209,6 +245,7 @@ impl DesiredState {
             Change::RemoveUser { name } => {
                 self.users.remove(&name);
             }
+            Change::SetFirewall(f) => self.firewall = f,
         }
     }
 
@@ -230,10 +267,16 @@ impl DesiredState {
 ///
 /// Both the controller's session (to know the digest the agent must answer with) and the agent
 /// use it; a change costs O(1) digest work instead of rehashing the whole state.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TrackedState {
     state: DesiredState,
     digest: Digest,
+}
+
+impl Default for TrackedState {
+    fn default() -> Self {
+        TrackedState::new(DesiredState::default())
+    }
 }
 
 impl TrackedState {
@@ -299,6 +342,10 @@ impl TrackedState {
                     self.digest.toggle(&Item::User(old));
                 }
             }
+            Change::SetFirewall(f) => {
+                self.digest.toggle(&Item::Firewall(&self.state.firewall));
+                self.digest.toggle(&Item::Firewall(f));
+            }
         }
         self.state.apply_change(change);
     }
@@ -317,6 +364,8 @@ mod tests {
             options: ServiceOptions::Shadowsocks {
                 method: "chacha20-ietf-poly1305".into(),
             },
+            bandwidth: Bandwidth::default(),
+            new_conn_rate: None,
         }
     }
 
@@ -329,6 +378,7 @@ mod tests {
                 port,
                 password: format!("pw-{name}"),
             }],
+            bandwidth: Bandwidth::default(),
         }
     }
 

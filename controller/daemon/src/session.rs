@@ -275,6 +275,11 @@ impl Session {
                     Vec::new()
                 },
                 users: chunks.get(i).map(|c| c.to_vec()).unwrap_or_default(),
+                firewall: if i == 0 {
+                    state.firewall.clone()
+                } else {
+                    Default::default()
+                },
             };
             write_frame(&mut self.send, &ControllerMsg::FullState(chunk)).await?;
         }

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{Change, Digest, ServiceSpec, UserSpec};
+use crate::model::{Change, Digest, FirewallSpec, ServiceSpec, UserSpec};
 
 /// Sent by an agent on its session stream.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -113,6 +113,8 @@ pub struct StateChunk {
     pub last: bool,
     pub services: Vec<ServiceSpec>,
     pub users: Vec<UserSpec>,
+    /// The host's firewall policy; meaningful in the first chunk only.
+    pub firewall: FirewallSpec,
 }
 
 /// Sent by a joining agent over the enrollment ALPN.

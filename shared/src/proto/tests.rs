@@ -7,7 +7,10 @@ use std::path::PathBuf;
 
 use super::admin::*;
 use super::*;
-use crate::model::{Change, Credential, Digest, Protocol, ServiceOptions, ServiceSpec, UserSpec};
+use crate::model::{
+    Bandwidth, Change, Credential, Digest, FirewallSpec, Protocol, ServiceOptions, ServiceSpec,
+    UserSpec,
+};
 
 fn service() -> ServiceSpec {
     ServiceSpec {
@@ -18,6 +21,11 @@ fn service() -> ServiceSpec {
         options: ServiceOptions::Shadowsocks {
             method: "chacha20-ietf-poly1305".into(),
         },
+        bandwidth: Bandwidth {
+            down_bps: Some(200_000_000),
+            up_bps: None,
+        },
+        new_conn_rate: Some(20),
     }
 }
 
@@ -30,6 +38,10 @@ fn user() -> UserSpec {
             port: 8389,
             password: "pw".into(),
         }],
+        bandwidth: Bandwidth {
+            down_bps: Some(8_000_000),
+            up_bps: Some(4_000_000),
+        },
     }
 }
 
@@ -82,6 +94,9 @@ fn samples() -> Vec<(&'static str, Vec<u8>)> {
                 last: true,
                 services: vec![service()],
                 users: vec![user()],
+                firewall: FirewallSpec {
+                    blocked: vec!["203.0.113.0/24".into()],
+                },
             })),
         ),
         (

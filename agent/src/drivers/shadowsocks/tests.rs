@@ -19,6 +19,8 @@ fn service(method: &str) -> ServiceSpec {
         options: ServiceOptions::Shadowsocks {
             method: method.into(),
         },
+        bandwidth: Default::default(),
+        new_conn_rate: None,
     }
 }
 
@@ -31,6 +33,7 @@ fn user(name: &str, port: u16, password: &str) -> UserSpec {
             port,
             password: password.into(),
         }],
+        bandwidth: Default::default(),
     }
 }
 

@@ -61,6 +61,7 @@ pub(crate) fn user_spec(
         name: name.to_owned(),
         id: id.to_owned(),
         credentials: on_host.into_iter().map(credential).collect(),
+        bandwidth: Default::default(),
     }
 }
 
@@ -92,6 +93,7 @@ pub(crate) fn desired_state(
         generation,
         services,
         users,
+        firewall: Default::default(),
     }
 }
 

@@ -104,6 +104,8 @@ impl ServiceRow {
             port: self.port,
             image: self.image.clone(),
             options: self.options.clone(),
+            bandwidth: Default::default(),
+            new_conn_rate: None,
         }
     }
 }

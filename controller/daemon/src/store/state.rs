@@ -179,6 +179,8 @@ impl Store {
                     port,
                     image,
                     options: parse_options(&options)?,
+                    bandwidth: Default::default(),
+                    new_conn_rate: None,
                 })
             })
             .collect::<Result<Vec<_>>>()?;

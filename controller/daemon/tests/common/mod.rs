@@ -1,0 +1,569 @@
+//! A real controller in-process on `127.0.0.1:0`, and clients that speak the real wire protocol
+//! over QUIC with mTLS: an admin, an enrolling host and an agent session. The tests use them the
+//! way a hostile or buggy peer would, so the helpers hand back raw connections and streams
+//! instead of hiding errors.
+//!
+//! Every wait is bounded: a test that hangs fails within [`TEST_BUDGET`].
+
+// Each test binary uses a different subset of these helpers.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Once};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use quinn::crypto::rustls::QuicClientConfig;
+use quinn::rustls;
+use quinn::rustls::pki_types::CertificateDer;
+use quinn::rustls::pki_types::pem::PemObject;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use vpn_controller::config::{Config, FileConfig, Overrides};
+use vpn_controller::init::{self, PkiPaths};
+use vpn_controller::server::{self, Controller};
+use vpn_shared::join::JoinString;
+use vpn_shared::model::{DesiredState, Digest, Protocol};
+use vpn_shared::pki;
+use vpn_shared::proto::admin::{
+    AddUser, AdminRequest, AdminResponse, Applied, DeployService, ServerAdded, Servers,
+};
+use vpn_shared::proto::frame::{MAX_FRAME, read_frame, write_frame};
+use vpn_shared::proto::{
+    ALPN_AGENT, Ack, AgentHello, AgentMsg, ControllerMsg, EnrollRequest, EnrollResponse,
+};
+use vpn_shared::transport::{self, SERVER_NAME};
+
+/// The longest any single test may run.
+pub const TEST_BUDGET: Duration = Duration::from_secs(20);
+/// The longest one expected message, answer or close may take to arrive.
+pub const STEP: Duration = Duration::from_secs(5);
+
+/// Runs a test body, failing it if it takes longer than [`TEST_BUDGET`].
+pub async fn bounded<F: Future<Output = ()>>(body: F) {
+    if tokio::time::timeout(TEST_BUDGET, body).await.is_err() {
+        panic!("test exceeded its budget of {TEST_BUDGET:?}");
+    }
+}
+
+static PANICS: AtomicUsize = AtomicUsize::new(0);
+static PANIC_HOOK: Once = Once::new();
+
+/// Panics on tokio worker threads since the hook was installed.
+///
+/// The controller's connection handlers are spawned tasks, and a panic there is swallowed by
+/// tokio: the only trace is the panic hook. Test assertions panic on the test's own thread, so
+/// they are not counted. (The count is process-wide: a panic in another test's controller is a
+/// bug too.)
+pub fn worker_panics() -> usize {
+    PANICS.load(Ordering::SeqCst)
+}
+
+fn count_worker_panics() {
+    PANIC_HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if std::thread::current().name() == Some("tokio-runtime-worker") {
+                PANICS.fetch_add(1, Ordering::SeqCst);
+            }
+            previous(info);
+        }));
+    });
+}
+
+/// Logs to the test output when `RUST_LOG` is set.
+fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+}
+
+/// A controller running in this process, with its data directory and the first admin's PKI.
+pub struct TestController {
+    pub ctl: Arc<Controller>,
+    /// Where the controller really listens (the join strings carry a placeholder address).
+    pub addr: SocketAddr,
+    pub data_dir: std::path::PathBuf,
+    pub ca_pem: String,
+    pub admin_cert: String,
+    pub admin_key: String,
+    /// One client UDP socket shared by every connection the test opens.
+    pub client: quinn::Endpoint,
+    shutdown: Option<oneshot::Sender<()>>,
+    serving: Option<JoinHandle<()>>,
+    _dir: tempfile::TempDir,
+}
+
+impl TestController {
+    pub async fn start() -> TestController {
+        TestController::start_with(FileConfig::default()).await
+    }
+
+    /// `vpn-controller init` into a fresh directory, then bind and serve on a free port.
+    pub async fn start_with(file: FileConfig) -> TestController {
+        init_tracing();
+        count_worker_panics();
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let data_dir = dir.path().join("data");
+        let overrides = Overrides {
+            listen: Some("127.0.0.1:0".into()),
+            public_address: Some("127.0.0.1:7443".into()),
+            database_url: None,
+        };
+        let config = Config::resolve(&data_dir, file.clone(), overrides).expect("config");
+        init::init(&config, &file, &dir.path().join("context.toml"))
+            .await
+            .expect("controller init");
+        let (ctl, endpoint) = server::bind(config).await.expect("controller bind");
+        let addr = endpoint.local_addr().expect("bound address");
+        let (shutdown, stop) = oneshot::channel::<()>();
+        let serving = tokio::spawn(server::serve(ctl.clone(), endpoint, async move {
+            let _ = stop.await;
+        }));
+        let paths = PkiPaths::new(&data_dir);
+        let read = |p: &std::path::Path| std::fs::read_to_string(p).expect("pki file");
+        TestController {
+            ca_pem: read(&paths.ca_cert),
+            admin_cert: read(&paths.admin_cert),
+            admin_key: read(&paths.admin_key),
+            client: transport::client_endpoint(addr).expect("client endpoint"),
+            ctl,
+            addr,
+            data_dir,
+            shutdown: Some(shutdown),
+            serving: Some(serving),
+            _dir: dir,
+        }
+    }
+
+    /// The controller's own CA, loaded from its data directory: to mint certificates that are
+    /// genuine but flawed (expired, say).
+    pub fn load_ca(&self) -> pki::Ca {
+        let paths = PkiPaths::new(&self.data_dir);
+        let read = |p: &std::path::Path| std::fs::read_to_string(p).expect("pki file");
+        pki::Ca::load(&read(&paths.ca_cert), &read(&paths.ca_key)).expect("load CA")
+    }
+
+    /// Connects with `config`; the error is the test's to inspect.
+    pub async fn connect(
+        &self,
+        config: quinn::ClientConfig,
+    ) -> Result<quinn::Connection, quinn::ConnectionError> {
+        let connecting = self
+            .client
+            .connect_with(config, self.addr, SERVER_NAME)
+            .expect("connect parameters");
+        tokio::time::timeout(STEP, connecting)
+            .await
+            .unwrap_or(Err(quinn::ConnectionError::TimedOut))
+    }
+
+    /// A client config presenting `cert`/`key` on `alpn`, trusting the controller's CA.
+    pub fn client_config(&self, cert: &str, key: &str, alpn: &[u8]) -> quinn::ClientConfig {
+        transport::client_config(&self.ca_pem, cert, key, alpn).expect("client config")
+    }
+
+    /// A client config that trusts the controller's CA but presents no certificate at all.
+    pub fn anonymous_config(&self, alpn: &[u8]) -> quinn::ClientConfig {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut roots = rustls::RootCertStore::empty();
+        let ca = CertificateDer::from_pem_slice(self.ca_pem.as_bytes()).expect("CA PEM");
+        roots.add(ca).expect("CA root");
+        let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .expect("TLS 1.3")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        tls.alpn_protocols = vec![alpn.to_vec()];
+        let crypto = QuicClientConfig::try_from(tls).expect("QUIC client config");
+        quinn::ClientConfig::new(Arc::new(crypto))
+    }
+
+    /// A connection as the first admin (created by `init`).
+    pub async fn admin(&self) -> quinn::Connection {
+        let config = self.client_config(
+            &self.admin_cert,
+            &self.admin_key,
+            vpn_shared::proto::ALPN_ADMIN,
+        );
+        self.connect(config).await.expect("admin connection")
+    }
+
+    /// How many refusals were counted under `reason`.
+    pub fn refusals(&self, reason: &str) -> u64 {
+        self.ctl
+            .metrics
+            .refusals()
+            .get(reason)
+            .copied()
+            .unwrap_or_default()
+    }
+
+    /// Waits until the refusal counter `reason` reaches `at_least` (handshake refusals are
+    /// counted by the controller's task, after the client already saw the failure).
+    pub async fn expect_refusals(&self, reason: &str, at_least: u64) {
+        let deadline = tokio::time::Instant::now() + STEP;
+        while self.refusals(reason) < at_least {
+            if tokio::time::Instant::now() > deadline {
+                panic!(
+                    "refusal counter {reason:?} is {} after {STEP:?}, expected at least \
+                     {at_least}; all counters: {:?}",
+                    self.refusals(reason),
+                    self.ctl.metrics.refusals()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// `vpn servers add NAME`: the join string parsed.
+    pub async fn add_server(&self, admin: &quinn::Connection, name: &str, expires_secs: u64) -> (ServerAdded, JoinString) {
+        let req = AdminRequest::ServersAdd {
+            name: name.into(),
+            expires_secs,
+        };
+        let added = match admin_request(admin, &req).await.expect("servers add") {
+            AdminResponse::ServerAdded(added) => added,
+            other => panic!("servers add {name}: unexpected answer {other:?}"),
+        };
+        let join = JoinString::parse(&added.join).expect("join string");
+        (added, join)
+    }
+
+    /// Sends one enrollment request pinning `ca_sha256`; `Err` if the connection or the
+    /// exchange failed before an answer.
+    pub async fn enroll_request(
+        &self,
+        ca_sha256: &str,
+        req: &EnrollRequest,
+    ) -> anyhow::Result<EnrollResponse> {
+        let config = transport::enroll_client_config(ca_sha256)?;
+        let conn = self.connect(config).await?;
+        let exchange = async {
+            let (mut send, mut recv) = conn.open_bi().await?;
+            write_frame(&mut send, req).await?;
+            send.finish()?;
+            read_frame::<_, EnrollResponse>(&mut recv, MAX_FRAME)
+                .await?
+                .context("stream ended without an enrollment answer")
+        };
+        let answer = tokio::time::timeout(STEP, exchange)
+            .await
+            .unwrap_or_else(|_| bail!("no enrollment answer within {STEP:?}"));
+        conn.close(0u32.into(), b"done");
+        answer
+    }
+
+    /// Enrolls with `token` and a fresh key: what `vpn-agent join` does.
+    pub async fn enroll_with(&self, join: &JoinString) -> (EnrollResponse, String) {
+        let (key_pem, csr_pem) = pki::generate_csr().expect("csr");
+        let req = enroll_request(&join.token, &csr_pem);
+        let answer = self
+            .enroll_request(&join.ca_sha256, &req)
+            .await
+            .expect("enrollment exchange");
+        (answer, key_pem)
+    }
+
+    /// Adds a server and enrolls it: a host with an identity, not yet connected.
+    pub async fn enroll_agent(&self, admin: &quinn::Connection, name: &str) -> AgentIdentity {
+        let (added, join) = self.add_server(admin, name, 600).await;
+        match self.enroll_with(&join).await {
+            (
+                EnrollResponse::Accepted {
+                    host_id, cert_pem, ..
+                },
+                key_pem,
+            ) => {
+                assert_eq!(host_id, added.host_id, "enrolled as the host that was added");
+                AgentIdentity {
+                    name: name.into(),
+                    host_id,
+                    cert_pem,
+                    key_pem,
+                }
+            }
+            (other, _) => panic!("enrolling {name}: {other:?}"),
+        }
+    }
+
+    /// Stops serving and waits for the controller to close its store.
+    pub async fn stop(mut self) {
+        self.client.close(0u32.into(), b"test over");
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(serving) = self.serving.take() {
+            let _ = tokio::time::timeout(STEP, serving).await;
+        }
+    }
+}
+
+impl Drop for TestController {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// An enrollment request as the agent sends it.
+pub fn enroll_request(token: &str, csr_pem: &str) -> EnrollRequest {
+    EnrollRequest {
+        version: 1,
+        token: token.into(),
+        csr_pem: csr_pem.into(),
+        agent_version: "test-agent/0".into(),
+    }
+}
+
+/// One admin request on its own stream, as the CLI does it.
+pub async fn admin_request(
+    conn: &quinn::Connection,
+    req: &AdminRequest,
+) -> anyhow::Result<AdminResponse> {
+    let exchange = async {
+        let (mut send, mut recv) = conn.open_bi().await?;
+        write_frame(&mut send, req).await?;
+        send.finish()?;
+        read_frame::<_, AdminResponse>(&mut recv, MAX_FRAME)
+            .await?
+            .context("stream ended without an answer")
+    };
+    // Long enough for requests that wait for acks (the tests keep ack timeouts short).
+    tokio::time::timeout(STEP * 2, exchange)
+        .await
+        .unwrap_or_else(|_| bail!("no admin answer within {:?}", STEP * 2))
+}
+
+/// An admin request expected to apply a change.
+pub async fn applied(conn: &quinn::Connection, req: &AdminRequest) -> Applied {
+    match admin_request(conn, req).await {
+        Ok(AdminResponse::Applied(applied)) => applied,
+        other => panic!("{req:?}: expected Applied, got {other:?}"),
+    }
+}
+
+/// `vpn users add NAME` on every server.
+pub fn add_user(name: &str, wait: bool) -> AdminRequest {
+    add_user_on(name, Servers::All, wait)
+}
+
+/// `vpn users add NAME --servers ...`.
+pub fn add_user_on(name: &str, servers: Servers, wait: bool) -> AdminRequest {
+    AdminRequest::UsersAdd(AddUser {
+        name: name.into(),
+        email: None,
+        note: None,
+        protocols: None,
+        servers,
+        wait,
+    })
+}
+
+/// `vpn services deploy shadowsocks --port PORT` on every server, not waiting.
+pub fn deploy_shadowsocks(port: u16) -> AdminRequest {
+    AdminRequest::ServicesDeploy(DeployService {
+        protocol: Protocol::Shadowsocks,
+        name: None,
+        port,
+        servers: Servers::All,
+        image: None,
+        method: None,
+        wait: false,
+    })
+}
+
+/// What an enrolled host holds: its id and its certificate with the key that never left it.
+#[derive(Clone)]
+pub struct AgentIdentity {
+    pub name: String,
+    pub host_id: String,
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+/// The agent's opening frame, asking for `host_id`'s state.
+pub fn hello(host_id: &str) -> AgentMsg {
+    AgentMsg::Hello(AgentHello {
+        min_version: 1,
+        max_version: 1,
+        host_id: host_id.into(),
+        agent_version: "test-agent/0".into(),
+        applied: None,
+        public_address: None,
+    })
+}
+
+/// What the reader task saw on the session stream.
+#[derive(Debug)]
+pub enum Inbound {
+    Msg(ControllerMsg),
+    /// The controller finished the stream cleanly.
+    End,
+    /// The stream or connection failed, or a frame did not decode.
+    Failed(String),
+}
+
+/// An agent's session stream. Frames are read by a task into a channel so that waiting with
+/// a timeout never loses half a frame.
+pub struct AgentSession {
+    pub conn: quinn::Connection,
+    pub send: quinn::SendStream,
+    inbox: mpsc::UnboundedReceiver<Inbound>,
+    reader: JoinHandle<()>,
+}
+
+impl AgentSession {
+    /// Connects on the agent ALPN with `identity` and opens the session stream, sending nothing.
+    pub async fn open(tc: &TestController, identity: &AgentIdentity) -> anyhow::Result<AgentSession> {
+        let config = tc.client_config(&identity.cert_pem, &identity.key_pem, ALPN_AGENT);
+        let conn = tc.connect(config).await?;
+        let (send, recv) = conn.open_bi().await?;
+        let (tx, inbox) = mpsc::unbounded_channel();
+        let reader = tokio::spawn(read_loop(recv, tx));
+        Ok(AgentSession {
+            conn,
+            send,
+            inbox,
+            reader,
+        })
+    }
+
+    /// Connects, says hello as itself, and reads the welcome and the full state.
+    pub async fn start(
+        tc: &TestController,
+        identity: &AgentIdentity,
+    ) -> anyhow::Result<(AgentSession, DesiredState, Digest)> {
+        let mut session = AgentSession::open(tc, identity).await?;
+        session.send(&hello(&identity.host_id)).await?;
+        match session.recv().await? {
+            ControllerMsg::Welcome { version, host_name } => {
+                anyhow::ensure!(version == 1, "negotiated version {version}");
+                anyhow::ensure!(host_name == identity.name, "welcomed as {host_name}");
+            }
+            other => bail!("expected Welcome, got {other:?}"),
+        }
+        let (state, digest) = session.full_state().await?;
+        Ok((session, state, digest))
+    }
+
+    pub async fn send(&mut self, msg: &AgentMsg) -> anyhow::Result<()> {
+        write_frame(&mut self.send, msg).await?;
+        Ok(())
+    }
+
+    /// Acks a generation with every resource ok.
+    pub async fn ack(&mut self, generation: u64, digest: Digest) -> anyhow::Result<()> {
+        self.send(&AgentMsg::Ack(Ack {
+            generation,
+            digest,
+            results: Vec::new(),
+        }))
+        .await
+    }
+
+    /// The next message, within [`STEP`].
+    pub async fn recv(&mut self) -> anyhow::Result<ControllerMsg> {
+        match self.next(STEP).await {
+            Some(Inbound::Msg(msg)) => Ok(msg),
+            Some(other) => bail!("expected a message, the stream gave {other:?}"),
+            None => bail!("no message within {STEP:?}"),
+        }
+    }
+
+    /// Whatever the stream yields next within `within`; `None` if nothing did.
+    pub async fn next(&mut self, within: Duration) -> Option<Inbound> {
+        tokio::time::timeout(within, self.inbox.recv())
+            .await
+            .ok()
+            .map(|m| m.unwrap_or(Inbound::End))
+    }
+
+    /// Every message until the stream ends or fails (bounded by [`STEP`] per message).
+    pub async fn drain(&mut self) -> Vec<ControllerMsg> {
+        let mut seen = Vec::new();
+        while let Some(Inbound::Msg(msg)) = self.next(STEP).await {
+            seen.push(msg);
+        }
+        seen
+    }
+
+    /// Reads the chunks of one full state and rebuilds it.
+    pub async fn full_state(&mut self) -> anyhow::Result<(DesiredState, Digest)> {
+        let mut state = DesiredState::default();
+        let mut services = BTreeMap::new();
+        let mut users = BTreeMap::new();
+        for expected_index in 0u32.. {
+            let chunk = match self.recv().await? {
+                ControllerMsg::FullState(chunk) => chunk,
+                other => bail!("expected a FullState chunk, got {other:?}"),
+            };
+            anyhow::ensure!(chunk.index == expected_index, "chunk {} out of order", chunk.index);
+            state.generation = chunk.generation;
+            services.extend(chunk.services.into_iter().map(|s| (s.name.clone(), s)));
+            users.extend(chunk.users.into_iter().map(|u| (u.name.clone(), u)));
+            if chunk.last {
+                state.services = services;
+                state.users = users;
+                return Ok((state, chunk.digest));
+            }
+        }
+        unreachable!("chunk indexes are unbounded")
+    }
+
+    /// How the controller closed this connection, within [`STEP`].
+    pub async fn closed(&self) -> quinn::ConnectionError {
+        closed(&self.conn).await
+    }
+}
+
+impl Drop for AgentSession {
+    fn drop(&mut self) {
+        self.reader.abort();
+    }
+}
+
+async fn read_loop(mut recv: quinn::RecvStream, tx: mpsc::UnboundedSender<Inbound>) {
+    loop {
+        let item = match read_frame::<_, ControllerMsg>(&mut recv, MAX_FRAME).await {
+            Ok(Some(msg)) => Inbound::Msg(msg),
+            Ok(None) => Inbound::End,
+            Err(e) => Inbound::Failed(e.to_string()),
+        };
+        let more = matches!(item, Inbound::Msg(_));
+        if tx.send(item).is_err() || !more {
+            return;
+        }
+    }
+}
+
+/// How a connection was closed, within [`STEP`].
+pub async fn closed(conn: &quinn::Connection) -> quinn::ConnectionError {
+    tokio::time::timeout(STEP, conn.closed())
+        .await
+        .unwrap_or_else(|_| panic!("connection still open after {STEP:?}"))
+}
+
+/// The application close code of a connection error, if the peer closed it with one.
+pub fn close_code(e: &quinn::ConnectionError) -> Option<u32> {
+    match e {
+        quinn::ConnectionError::ApplicationClosed(close) => {
+            u32::try_from(close.error_code.into_inner()).ok()
+        }
+        _ => None,
+    }
+}
+
+/// Asserts that the controller closed `conn` with `code`.
+pub async fn assert_closed_with(conn: &quinn::Connection, code: u32, what: &str) {
+    let e = closed(conn).await;
+    assert_eq!(
+        close_code(&e),
+        Some(code),
+        "{what}: expected application close code {code}, got {e:?}"
+    );
+}
