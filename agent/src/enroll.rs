@@ -52,6 +52,7 @@ pub async fn join(
     if pki::fingerprint_pem(&ca_pem)? != join.ca_sha256.to_ascii_lowercase() {
         bail!("the controller sent a CA that does not match the join string's fingerprint");
     }
+    create_private_dir(data_dir)?;
     create_private_dir(&data_dir.join("pki"))?;
     write_atomic(&paths.key, key_pem.as_bytes(), SECRET_MODE)?;
     write_atomic(&paths.cert, cert_pem.as_bytes(), SECRET_MODE)?;

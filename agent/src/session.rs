@@ -93,7 +93,11 @@ impl Agent {
             let wait = match &end {
                 SessionEnd::Refused(reason) => {
                     error!(%reason, "the controller refused this host");
-                    self.config.reconnect_max
+                    // Jittered too: a controller that refuses many hosts at once (a store
+                    // restored from an old backup) must not get them back in lockstep.
+                    self.config
+                        .reconnect_max
+                        .mul_f64(0.5 + 0.5 * backoff::random_unit())
                 }
                 SessionEnd::Lost(reason) => {
                     warn!(%reason, attempt, "controller session ended");
@@ -136,8 +140,11 @@ impl Agent {
         self.last_results = results;
     }
 
+    /// Re-applies the current state: brings back a container that was removed or stopped and
+    /// users a restarted container lost. Idempotent, and cheap when nothing drifted.
     async fn reconcile(&mut self) {
-        let results = self.applier.reconcile_users(self.current.state()).await;
+        let report = self.applier.apply_report(self.current.state()).await;
+        let results = report.results;
         for r in results
             .iter()
             .filter(|r| r.outcome != vpn_shared::proto::Outcome::Ok)

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use tokio::sync::Mutex;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 use vpn_shared::model::{DesiredState, Protocol, ServiceSpec};
 use vpn_shared::proto::ResourceResult;
 
@@ -117,14 +117,23 @@ impl Applier {
                 .results
                 .push(ResourceResult::error("host/containers", e.to_string())),
         }
-        info!(
-            host = %self.host_id,
-            generation = state.generation,
-            adds = report.adds,
-            removes = report.removes,
-            removed = report.removed.len(),
-            "state applied"
-        );
+        let changed = report.adds + report.removes + report.removed.len() > 0
+            || report
+                .containers
+                .values()
+                .any(|o| *o != EnsureOutcome::Unchanged);
+        if changed {
+            info!(
+                host = %self.host_id,
+                generation = state.generation,
+                adds = report.adds,
+                removes = report.removes,
+                removed = report.removed.len(),
+                "state applied"
+            );
+        } else {
+            debug!(host = %self.host_id, generation = state.generation, "state applied, nothing changed");
+        }
         report
     }
 

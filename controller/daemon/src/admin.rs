@@ -200,6 +200,13 @@ async fn handle(ctl: &Controller, req: AdminRequest) -> Reply {
             .await
             .map(AdminResponse::Links),
         AdminRequest::Status => views::status(ctl).await.map(AdminResponse::Status),
+        AdminRequest::UsersEdit(_)
+        | AdminRequest::ServicesEdit(_)
+        | AdminRequest::FirewallBlock { .. }
+        | AdminRequest::FirewallUnblock { .. }
+        | AdminRequest::FirewallList => Err(AdminError::bad(
+            "this controller does not support bandwidth or firewall changes yet",
+        )),
     }
 }
 

@@ -12,7 +12,7 @@ use vpn_shared::proto::frame::{read_frame, write_frame};
 use vpn_shared::proto::{EnrollRequest, EnrollResponse, close};
 
 use crate::server::{Controller, now};
-use crate::store::StoreError;
+use crate::store::{StoreError, TokenRefusal};
 
 /// Enrollment requests are small; anything bigger is refused before allocation.
 const MAX_ENROLL_FRAME: usize = 64 * 1024;
@@ -71,7 +71,14 @@ async fn enroll(
         .await
     {
         Ok(host) => host,
-        Err(StoreError::TokenRefused(r)) => return Err(("join_token", r.to_string())),
+        Err(StoreError::TokenRefused(r)) => {
+            let metric = match r {
+                TokenRefusal::Unknown => "join_token_unknown",
+                TokenRefusal::Used => "join_token_used",
+                TokenRefusal::Expired => "join_token_expired",
+            };
+            return Err((metric, r.to_string()));
+        }
         Err(e) => return Err(("enroll_store", e.to_string())),
     };
     let issued = ctl

@@ -30,6 +30,8 @@ pub enum SessionCommand {
     Push(HostPush),
     /// The host was removed: refuse and close.
     Revoke,
+    /// A newer session of the same host registered: close quietly.
+    Replaced,
 }
 
 struct Link {
@@ -72,7 +74,7 @@ impl Fleet {
             },
         );
         if let Some(old) = old {
-            let _ = old.tx.send(SessionCommand::Revoke);
+            let _ = old.tx.send(SessionCommand::Replaced);
         }
         Registration {
             session,

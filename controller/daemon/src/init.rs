@@ -50,7 +50,8 @@ pub async fn init(config: &Config, file: &FileConfig, context_path: &Path) -> an
             paths.ca_cert.display()
         );
     }
-    create_private_dir(&config.data_dir.join("pki"))
+    create_private_dir(&config.data_dir)
+        .and_then(|()| create_private_dir(&config.data_dir.join("pki")))
         .with_context(|| format!("creating {}", config.data_dir.display()))?;
 
     let ca = Ca::generate("vpn-fleet controller CA")?;
@@ -72,9 +73,13 @@ pub async fn init(config: &Config, file: &FileConfig, context_path: &Path) -> an
             .with_context(|| format!("writing {}", path.display()))?;
     }
 
+    let default_db = config.data_dir.join("controller.db");
     let file = FileConfig {
         listen: Some(config.listen.clone()),
         public_address: Some(config.public_address.clone()),
+        database_url: (config.database_path != default_db)
+            .then(|| format!("sqlite://{}", config.database_path.display()))
+            .or(file.database_url.clone()),
         ..file.clone()
     };
     let toml = toml::to_string(&file).context("rendering controller.toml")?;

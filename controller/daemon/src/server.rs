@@ -125,6 +125,7 @@ async fn handle(ctl: Arc<Controller>, incoming: quinn::Incoming) {
         Some(ALPN_ADMIN) => admin::serve(ctl, conn).await,
         Some(ALPN_ENROLL) => enroll::serve(ctl, conn).await,
         other => {
+            ctl.metrics.refused("unknown_alpn");
             warn!(%remote, alpn = ?other.map(String::from_utf8_lossy), "unknown ALPN");
             conn.close(close::REFUSED.into(), b"unknown ALPN");
         }

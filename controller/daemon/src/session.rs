@@ -11,7 +11,7 @@ use std::time::Duration;
 use quinn::{RecvStream, SendStream};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
-use vpn_shared::model::TrackedState;
+use vpn_shared::model::{Digest, TrackedState};
 use vpn_shared::pki::Identity;
 use vpn_shared::proto::frame::{FrameError, MAX_FRAME, read_frame, write_frame};
 use vpn_shared::proto::{AgentHello, AgentMsg, ControllerMsg, StateChunk, close, negotiate};
@@ -80,11 +80,11 @@ pub async fn run(ctl: Arc<Controller>, conn: quinn::Connection) {
         ctl: ctl.clone(),
         host_id: host_id.clone(),
         host_name: host_name.clone(),
+        agent_version: hello.agent_version.clone(),
         send,
         tracked: TrackedState::default(),
     };
-    let applied = hello.applied.map(|(g, _)| g).unwrap_or_default();
-    let Ok(mut reg) = session.start(applied).await else {
+    let Ok(mut reg) = session.start(hello.applied).await else {
         return;
     };
     info!(host = %host_name, %remote, agent_version = %hello.agent_version, version, generation = session.tracked.generation(), "agent connected");
@@ -110,6 +110,10 @@ pub async fn run(ctl: Arc<Controller>, conn: quinn::Connection) {
         End::Protocol(e) => {
             warn!(host = %host_name, error = %e, "protocol error, closing session");
             conn.close(close::PROTOCOL.into(), e.as_bytes());
+        }
+        End::Replaced => {
+            conn.close(close::SHUTDOWN.into(), b"replaced by a newer session");
+            info!(host = %host_name, "session closed: replaced by a newer session");
         }
         End::Closed => info!(host = %host_name, "agent disconnected"),
     }
@@ -172,6 +176,8 @@ async fn authorize(
 enum End {
     Closed,
     Revoked,
+    /// A newer session of the same host took over.
+    Replaced,
     Protocol(String),
 }
 
@@ -179,6 +185,7 @@ struct Session {
     ctl: Arc<Controller>,
     host_id: String,
     host_name: String,
+    agent_version: String,
     send: SendStream,
     /// What this host was sent, with its digest: what the agent's acks must match.
     tracked: TrackedState,
@@ -186,7 +193,7 @@ struct Session {
 
 impl Session {
     /// Reads the full state and registers under the change lock, then sends the state.
-    async fn start(&mut self, applied_generation: u64) -> Result<Registration, ()> {
+    async fn start(&mut self, applied: Option<(u64, Digest)>) -> Result<Registration, ()> {
         let guard = self.ctl.fleet.change_lock.lock().await;
         let state = self.ctl.store.desired_state(&self.host_id).await;
         let state = match state {
@@ -196,8 +203,11 @@ impl Session {
                 return Err(());
             }
         };
+        // The agent's claim counts as an ack only if it is exactly the current state: after a
+        // store restore generations can go backwards, and a stale claim must not satisfy waits.
+        let current = (state.generation, state.digest());
         let ack = AckState {
-            generation: applied_generation,
+            generation: applied.filter(|a| *a == current).map_or(0, |(g, _)| g),
             results: Vec::new(),
         };
         let reg = self.ctl.fleet.register(&self.host_id, ack);
@@ -217,8 +227,10 @@ impl Session {
             .await
             .map_err(|e| End::Protocol(format!("cannot read desired state: {e}")))?;
         while let Ok(cmd) = reg.rx.try_recv() {
-            if let SessionCommand::Revoke = cmd {
-                return Err(End::Revoked);
+            match cmd {
+                SessionCommand::Revoke => return Err(End::Revoked),
+                SessionCommand::Replaced => return Err(End::Replaced),
+                SessionCommand::Push(_) => {}
             }
         }
         drop(guard);
@@ -300,7 +312,8 @@ impl Session {
                     Some(SessionCommand::Push(push)) => {
                         if let Err(end) = self.push(reg, push).await { return end; }
                     }
-                    Some(SessionCommand::Revoke) | None => return End::Revoked,
+                    Some(SessionCommand::Revoke) => return End::Revoked,
+                    Some(SessionCommand::Replaced) | None => return End::Replaced,
                 },
                 msg = msgs.recv() => match msg {
                     None => return End::Closed,
@@ -308,7 +321,7 @@ impl Session {
                     Some(Ok(msg)) => {
                         if seen.elapsed() > SEEN_EVERY {
                             seen = tokio::time::Instant::now();
-                            let _ = self.ctl.store.record_seen(&self.host_id, "", address, now()).await;
+                            let _ = self.ctl.store.record_seen(&self.host_id, &self.agent_version, address, now()).await;
                         }
                         if let Err(end) = self.handle(reg, msg).await { return end; }
                     }
@@ -325,6 +338,7 @@ impl Session {
             match cmd {
                 SessionCommand::Push(p) => batch.push(p),
                 SessionCommand::Revoke => return Err(End::Revoked),
+                SessionCommand::Replaced => return Err(End::Replaced),
             }
         }
         let base = self.tracked.generation();
@@ -356,6 +370,12 @@ impl Session {
             AgentMsg::KeepAlive => Ok(()),
             AgentMsg::Ack(ack) => {
                 let expected = self.tracked.digest();
+                let mismatch =
+                    ack.generation == self.tracked.generation() && ack.digest != expected;
+                if mismatch {
+                    warn!(host = %self.host_name, generation = ack.generation, "digest mismatch, resending full state");
+                    return self.resync(reg).await;
+                }
                 let _ = self
                     .ctl
                     .store
@@ -372,16 +392,10 @@ impl Session {
                     .filter(|r| r.outcome != vpn_shared::proto::Outcome::Ok)
                     .count();
                 info!(host = %self.host_name, generation = ack.generation, digest = %ack.digest.short(), failed, "agent acked");
-                let mismatch =
-                    ack.generation == self.tracked.generation() && ack.digest != expected;
                 reg.acked.send_replace(AckState {
                     generation: ack.generation,
                     results: ack.results,
                 });
-                if mismatch {
-                    warn!(host = %self.host_name, generation = ack.generation, "digest mismatch, resending full state");
-                    return self.resync(reg).await;
-                }
                 Ok(())
             }
             AgentMsg::ResyncRequest { reason } => {

@@ -75,6 +75,8 @@ pub fn service(s: &ServiceRow) -> ServiceInfo {
         all_servers,
         servers,
         options: serde_json::to_string(&s.options).unwrap_or_default(),
+        bandwidth: Default::default(),
+        new_conn_rate: None,
     }
 }
 
@@ -93,6 +95,7 @@ pub fn user(u: &UserRow) -> UserInfo {
         all_servers,
         servers,
         protocols: u.protocols.clone(),
+        bandwidth: Default::default(),
         created_at: u.created_at,
         updated_at: u.updated_at,
     }

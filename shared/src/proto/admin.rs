@@ -5,7 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::Protocol;
+use crate::model::{Bandwidth, Protocol};
 
 /// Which hosts a service or a user is placed on.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -62,6 +62,41 @@ pub enum AdminRequest {
         protocol: Option<Protocol>,
     },
     Status,
+    UsersEdit(EditUser),
+    ServicesEdit(EditService),
+    /// Blocks an address or network on the given servers (`All`: fleet-wide, including later hosts).
+    FirewallBlock {
+        target: String,
+        servers: Servers,
+        wait: bool,
+    },
+    FirewallUnblock {
+        target: String,
+        servers: Servers,
+        wait: bool,
+    },
+    FirewallList,
+}
+
+/// Changes to a user; `None` leaves a field as it is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EditUser {
+    pub name: String,
+    pub email: Option<String>,
+    pub note: Option<String>,
+    /// `Some` replaces the limit; `Some(Bandwidth::default())` removes it.
+    pub bandwidth: Option<Bandwidth>,
+    pub wait: bool,
+}
+
+/// Changes to a service; `None` leaves a field as it is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EditService {
+    pub name: String,
+    pub bandwidth: Option<Bandwidth>,
+    /// `Some(None)` removes the limit.
+    pub new_conn_rate: Option<Option<u32>>,
+    pub wait: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -74,6 +109,10 @@ pub struct DeployService {
     pub image: Option<String>,
     /// Shadowsocks cipher; `None` picks the Outline-compatible default.
     pub method: Option<String>,
+    /// Cap for the whole service on each host.
+    pub bandwidth: Bandwidth,
+    /// New connections per second per source address.
+    pub new_conn_rate: Option<u32>,
     pub wait: bool,
 }
 
@@ -85,6 +124,7 @@ pub struct AddUser {
     /// `None` means every protocol.
     pub protocols: Option<Vec<Protocol>>,
     pub servers: Servers,
+    pub bandwidth: Bandwidth,
     pub wait: bool,
 }
 
@@ -106,6 +146,17 @@ pub enum AdminResponse {
     Status(StatusInfo),
     /// A change was stored; `hosts` says how each targeted host took it.
     Applied(Applied),
+    Firewall(Vec<FirewallRuleInfo>),
+}
+
+/// One block-list entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FirewallRuleInfo {
+    /// Normalized CIDR, e.g. `203.0.113.0/24` or `2001:db8::1/128`.
+    pub target: String,
+    /// `None` for fleet-wide, else the server's name.
+    pub server: Option<String>,
+    pub created_at: i64,
 }
 
 /// Error classes, mapped by the CLI onto SPEC §2.7 exit codes.
@@ -154,6 +205,8 @@ pub struct ServiceInfo {
     pub all_servers: bool,
     pub servers: Vec<String>,
     pub options: String,
+    pub bandwidth: Bandwidth,
+    pub new_conn_rate: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -166,6 +219,7 @@ pub struct UserInfo {
     pub all_servers: bool,
     pub servers: Vec<String>,
     pub protocols: Option<Vec<Protocol>>,
+    pub bandwidth: Bandwidth,
     pub created_at: i64,
     pub updated_at: i64,
 }

@@ -179,6 +179,11 @@ fn admin_requests() -> Vec<AdminRequest> {
             servers: Servers::All,
             image: None,
             method: Some("m".into()),
+            bandwidth: Bandwidth {
+                down_bps: Some(1),
+                up_bps: None,
+            },
+            new_conn_rate: Some(5),
             wait: true,
         }),
         AdminRequest::ServicesList,
@@ -193,6 +198,7 @@ fn admin_requests() -> Vec<AdminRequest> {
             note: None,
             protocols: Some(vec![Protocol::Shadowsocks]),
             servers: Servers::Named(vec!["h".into()]),
+            bandwidth: Bandwidth::default(),
             wait: true,
         }),
         AdminRequest::UsersList,
@@ -215,6 +221,33 @@ fn admin_requests() -> Vec<AdminRequest> {
             protocol: None,
         },
         AdminRequest::Status,
+        AdminRequest::UsersEdit(EditUser {
+            name: "a".into(),
+            email: None,
+            note: Some("n".into()),
+            bandwidth: Some(Bandwidth {
+                down_bps: Some(8_000_000),
+                up_bps: Some(8_000_000),
+            }),
+            wait: true,
+        }),
+        AdminRequest::ServicesEdit(EditService {
+            name: "s".into(),
+            bandwidth: None,
+            new_conn_rate: Some(None),
+            wait: false,
+        }),
+        AdminRequest::FirewallBlock {
+            target: "203.0.113.0/24".into(),
+            servers: Servers::All,
+            wait: true,
+        },
+        AdminRequest::FirewallUnblock {
+            target: "203.0.113.0/24".into(),
+            servers: Servers::Named(vec!["h".into()]),
+            wait: true,
+        },
+        AdminRequest::FirewallList,
     ]
 }
 
@@ -242,6 +275,8 @@ fn admin_responses() -> Vec<AdminResponse> {
         all_servers: true,
         servers: vec![],
         options: "{}".into(),
+        bandwidth: Bandwidth::default(),
+        new_conn_rate: None,
     };
     let user = UserInfo {
         name: "a".into(),
@@ -252,6 +287,7 @@ fn admin_responses() -> Vec<AdminResponse> {
         all_servers: true,
         servers: vec![],
         protocols: None,
+        bandwidth: Bandwidth::default(),
         created_at: 1,
         updated_at: 2,
     };
@@ -311,6 +347,11 @@ fn admin_responses() -> Vec<AdminResponse> {
                 },
             ],
         }),
+        AdminResponse::Firewall(vec![FirewallRuleInfo {
+            target: "203.0.113.0/24".into(),
+            server: None,
+            created_at: 3,
+        }]),
     ]
 }
 
