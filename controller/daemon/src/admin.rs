@@ -18,7 +18,9 @@ use vpn_shared::transport::peer_identity;
 use crate::enroll::{new_token, token_hash};
 use crate::fleet::not_waited;
 use crate::server::{Controller, now};
-use crate::store::{HostRow, Mutation, NewService, NewUser, StoreError, UserStatus};
+use crate::store::{
+    EditUserFields, FirewallRuleRow, HostRow, Mutation, NewService, NewUser, StoreError, UserStatus,
+};
 use crate::views;
 
 /// Admin requests are small; larger frames are refused.
@@ -134,8 +136,14 @@ async fn handle(ctl: &Controller, req: AdminRequest) -> Reply {
                 .ok_or_else(|| AdminError::bad(format!("server {name} not found")))
         }
         AdminRequest::ServersRemove { name } => {
-            let host = ctl.store.remove_host(&name, now()).await?;
-            ctl.fleet.revoke(&host.id);
+            // Under the change lock: a session registering concurrently either sees the host
+            // gone or is registered in time to be revoked here.
+            let host = {
+                let _guard = ctl.fleet.change_lock.lock().await;
+                let host = ctl.store.remove_host(&name, now()).await?;
+                ctl.fleet.revoke(&host.id);
+                host
+            };
             info!(host = %host.name, host_id = %host.id, "host removed and revoked");
             Ok(AdminResponse::Applied(Applied {
                 summary: format!("server {name} removed; its certificate is revoked"),
@@ -153,7 +161,14 @@ async fn handle(ctl: &Controller, req: AdminRequest) -> Reply {
         }
         AdminRequest::ServicesRemove { name, wait } => {
             let summary = format!("service {name} removed");
-            mutate(ctl, wait, summary, ctl.store.remove_service(&name)).await
+            mutate(ctl, wait, |_| summary, ctl.store.remove_service(&name)).await
+        }
+        AdminRequest::ServicesEdit(e) => {
+            let summary = format!("service {} updated", e.name);
+            let m = ctl
+                .store
+                .edit_service(&e.name, e.bandwidth, e.new_conn_rate);
+            mutate(ctl, e.wait, |_| summary, m).await
         }
         AdminRequest::UsersAdd(u) => {
             let summary = format!("user {} added", u.name);
@@ -163,8 +178,21 @@ async fn handle(ctl: &Controller, req: AdminRequest) -> Reply {
                 note: u.note,
                 servers: u.servers,
                 protocols: u.protocols,
+                bandwidth: u.bandwidth,
             };
-            mutate(ctl, u.wait, summary, ctl.store.add_user(new, now())).await
+            mutate(ctl, u.wait, |_| summary, ctl.store.add_user(new, now())).await
+        }
+        AdminRequest::UsersEdit(e) => {
+            let summary = format!("user {} updated", e.name);
+            // The wire cannot say "clear" apart from "keep": an empty text clears the field.
+            let clearable = |v: Option<String>| v.map(|v| Some(v).filter(|v| !v.is_empty()));
+            let fields = EditUserFields {
+                email: clearable(e.email),
+                note: clearable(e.note),
+                bandwidth: e.bandwidth,
+            };
+            let m = ctl.store.edit_user(&e.name, fields, now());
+            mutate(ctl, e.wait, |_| summary, m).await
         }
         AdminRequest::UsersList => {
             let users = ctl.store.users().await?;
@@ -178,19 +206,19 @@ async fn handle(ctl: &Controller, req: AdminRequest) -> Reply {
         },
         AdminRequest::UsersRemove { name, wait } => {
             let summary = format!("user {name} removed");
-            mutate(ctl, wait, summary, ctl.store.remove_user(&name)).await
+            mutate(ctl, wait, |_| summary, ctl.store.remove_user(&name)).await
         }
         AdminRequest::UsersSuspend { name, wait } => {
             let summary = format!("user {name} suspended");
             let m = ctl
                 .store
                 .set_user_status(&name, UserStatus::Suspended, now());
-            mutate(ctl, wait, summary, m).await
+            mutate(ctl, wait, |_| summary, m).await
         }
         AdminRequest::UsersResume { name, wait } => {
             let summary = format!("user {name} resumed");
             let m = ctl.store.set_user_status(&name, UserStatus::Active, now());
-            mutate(ctl, wait, summary, m).await
+            mutate(ctl, wait, |_| summary, m).await
         }
         AdminRequest::UsersLink {
             name,
@@ -200,14 +228,72 @@ async fn handle(ctl: &Controller, req: AdminRequest) -> Reply {
             .await
             .map(AdminResponse::Links),
         AdminRequest::Status => views::status(ctl).await.map(AdminResponse::Status),
-        AdminRequest::UsersEdit(_)
-        | AdminRequest::ServicesEdit(_)
-        | AdminRequest::FirewallBlock { .. }
-        | AdminRequest::FirewallUnblock { .. }
-        | AdminRequest::FirewallList => Err(AdminError::bad(
-            "this controller does not support bandwidth or firewall changes yet",
-        )),
+        AdminRequest::FirewallBlock {
+            target,
+            servers,
+            wait,
+        } => {
+            let m = ctl.store.block(&target, &servers, now());
+            mutate(ctl, wait, |rules| rules_summary("blocked", rules), m).await
+        }
+        AdminRequest::FirewallUnblock {
+            target,
+            servers,
+            wait,
+        } => firewall_unblock(ctl, &target, &servers, wait).await,
+        AdminRequest::FirewallList => {
+            let rules = ctl.store.firewall_rules().await?;
+            Ok(AdminResponse::Firewall(
+                rules.iter().map(views::firewall_rule).collect(),
+            ))
+        }
     }
+}
+
+/// `203.0.113.7/32 blocked on fra-1, ams-1` (or `on all servers`).
+fn rules_summary(verb: &str, rules: &[FirewallRuleRow]) -> String {
+    let target = rules.first().map_or("", |r| r.target.as_str());
+    let scopes: Vec<&str> = rules
+        .iter()
+        .map(|r| r.server.as_deref().unwrap_or("all servers"))
+        .collect();
+    format!("{target} {verb} on {}", scopes.join(", "))
+}
+
+/// Unblocks, then says where the target stays blocked by rules of another scope, so removing
+/// the fleet-wide rule does not look like a full unblock while per-server rules remain.
+async fn firewall_unblock(ctl: &Controller, target: &str, servers: &Servers, wait: bool) -> Reply {
+    let mut normalized = None;
+    let m = ctl.store.unblock(target, servers);
+    let reply = mutate(
+        ctl,
+        wait,
+        |rules| {
+            normalized = rules.first().map(|r| r.target.clone());
+            rules_summary("unblocked", rules)
+        },
+        m,
+    )
+    .await?;
+    let (Some(target), AdminResponse::Applied(mut applied)) = (normalized, reply) else {
+        return Err(AdminError::bad("unblock removed no rule"));
+    };
+    let remaining: Vec<String> = ctl
+        .store
+        .firewall_rules()
+        .await?
+        .into_iter()
+        .filter(|r| r.target == target)
+        .map(|r| r.server.unwrap_or_else(|| "all servers".into()))
+        .collect();
+    if !remaining.is_empty() {
+        applied.summary = format!(
+            "{}; still blocked on {} by other rules",
+            applied.summary,
+            remaining.join(", ")
+        );
+    }
+    Ok(AdminResponse::Applied(applied))
 }
 
 async fn servers_add(ctl: &Controller, name: String, expires_secs: u64) -> Reply {
@@ -265,22 +351,31 @@ async fn services_deploy(ctl: &Controller, d: DeployService) -> Reply {
         image: d.image,
         options,
         servers: d.servers,
+        bandwidth: d.bandwidth,
+        new_conn_rate: d.new_conn_rate,
     };
-    mutate(ctl, d.wait, summary, ctl.store.deploy_service(new, now())).await
+    mutate(
+        ctl,
+        d.wait,
+        |_| summary,
+        ctl.store.deploy_service(new, now()),
+    )
+    .await
 }
 
 /// Stores a change, queues its pushes under the change lock, then waits for acks if asked.
+/// `summary` words the stored result for the operator.
 async fn mutate<T>(
     ctl: &Controller,
     wait: bool,
-    summary: String,
+    summary: impl FnOnce(&T) -> String,
     change: impl std::future::Future<Output = Result<Mutation<T>, StoreError>>,
 ) -> Reply {
-    let pushes = {
+    let (pushes, summary) = {
         let _guard = ctl.fleet.change_lock.lock().await;
         let m = change.await?;
         ctl.fleet.dispatch(&m.pushes);
-        m.pushes
+        (m.pushes, summary(&m.value))
     };
     let names: HashMap<String, String> = ctl
         .store

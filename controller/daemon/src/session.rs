@@ -97,14 +97,7 @@ pub async fn run(ctl: Arc<Controller>, conn: quinn::Connection) {
         .await;
     match reason {
         End::Revoked => {
-            let _ = write_frame(
-                &mut session.send,
-                &ControllerMsg::Refused {
-                    reason: "host removed".into(),
-                },
-            )
-            .await;
-            conn.close(close::REFUSED.into(), b"host removed");
+            refuse(&conn, &mut session.send, "host removed").await;
             info!(host = %host_name, "session closed: host removed");
         }
         End::Protocol(e) => {
@@ -160,17 +153,22 @@ async fn authorize(
     let (metric, reason) = refusal?;
     ctl.metrics.refused(metric);
     warn!(%remote, host = %host_id, %reason, "agent session refused");
-    let _ = write_frame(
-        send,
-        &ControllerMsg::Refused {
-            reason: reason.clone(),
-        },
-    )
-    .await;
-    let _ = send.finish();
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    conn.close(close::REFUSED.into(), reason.as_bytes());
+    refuse(conn, send, &reason).await;
     None
+}
+
+/// Sends `Refused`, gives the agent a moment to read it (quinn drops undelivered stream data
+/// when a connection closes), then closes with the REFUSED code.
+async fn refuse(conn: &quinn::Connection, send: &mut SendStream, reason: &str) {
+    let msg = ControllerMsg::Refused {
+        reason: reason.to_string(),
+    };
+    if write_frame(send, &msg).await.is_ok() && send.finish().is_ok() {
+        // The agent closes on reading it; don't wait long for a peer that doesn't.
+        let _ = tokio::time::timeout(Duration::from_secs(1), send.stopped()).await;
+        let _ = tokio::time::timeout(Duration::from_millis(500), conn.closed()).await;
+    }
+    conn.close(close::REFUSED.into(), reason.as_bytes());
 }
 
 enum End {
@@ -370,6 +368,13 @@ impl Session {
             AgentMsg::KeepAlive => Ok(()),
             AgentMsg::Ack(ack) => {
                 let expected = self.tracked.digest();
+                if ack.generation > self.tracked.generation() {
+                    return Err(End::Protocol(format!(
+                        "ack for generation {} which was never sent (latest {})",
+                        ack.generation,
+                        self.tracked.generation()
+                    )));
+                }
                 let mismatch =
                     ack.generation == self.tracked.generation() && ack.digest != expected;
                 if mismatch {

@@ -220,7 +220,12 @@ impl TestController {
     }
 
     /// `vpn servers add NAME`: the join string parsed.
-    pub async fn add_server(&self, admin: &quinn::Connection, name: &str, expires_secs: u64) -> (ServerAdded, JoinString) {
+    pub async fn add_server(
+        &self,
+        admin: &quinn::Connection,
+        name: &str,
+        expires_secs: u64,
+    ) -> (ServerAdded, JoinString) {
         let req = AdminRequest::ServersAdd {
             name: name.into(),
             expires_secs,
@@ -278,7 +283,10 @@ impl TestController {
                 },
                 key_pem,
             ) => {
-                assert_eq!(host_id, added.host_id, "enrolled as the host that was added");
+                assert_eq!(
+                    host_id, added.host_id,
+                    "enrolled as the host that was added"
+                );
                 AgentIdentity {
                     name: name.into(),
                     host_id,
@@ -360,6 +368,7 @@ pub fn add_user_on(name: &str, servers: Servers, wait: bool) -> AdminRequest {
         note: None,
         protocols: None,
         servers,
+        bandwidth: Default::default(),
         wait,
     })
 }
@@ -373,6 +382,8 @@ pub fn deploy_shadowsocks(port: u16) -> AdminRequest {
         servers: Servers::All,
         image: None,
         method: None,
+        bandwidth: Default::default(),
+        new_conn_rate: None,
         wait: false,
     })
 }
@@ -419,9 +430,17 @@ pub struct AgentSession {
 
 impl AgentSession {
     /// Connects on the agent ALPN with `identity` and opens the session stream, sending nothing.
-    pub async fn open(tc: &TestController, identity: &AgentIdentity) -> anyhow::Result<AgentSession> {
+    pub async fn open(
+        tc: &TestController,
+        identity: &AgentIdentity,
+    ) -> anyhow::Result<AgentSession> {
         let config = tc.client_config(&identity.cert_pem, &identity.key_pem, ALPN_AGENT);
-        let conn = tc.connect(config).await?;
+        AgentSession::on(tc.connect(config).await?).await
+    }
+
+    /// Opens the session stream on an established connection, sending nothing. Fails if the
+    /// controller already closed the connection.
+    pub async fn on(conn: quinn::Connection) -> anyhow::Result<AgentSession> {
         let (send, recv) = conn.open_bi().await?;
         let (tx, inbox) = mpsc::unbounded_channel();
         let reader = tokio::spawn(read_loop(recv, tx));
@@ -502,8 +521,15 @@ impl AgentSession {
                 ControllerMsg::FullState(chunk) => chunk,
                 other => bail!("expected a FullState chunk, got {other:?}"),
             };
-            anyhow::ensure!(chunk.index == expected_index, "chunk {} out of order", chunk.index);
+            anyhow::ensure!(
+                chunk.index == expected_index,
+                "chunk {} out of order",
+                chunk.index
+            );
             state.generation = chunk.generation;
+            if chunk.index == 0 {
+                state.firewall = chunk.firewall;
+            }
             services.extend(chunk.services.into_iter().map(|s| (s.name.clone(), s)));
             users.extend(chunk.users.into_iter().map(|u| (u.name.clone(), u)));
             if chunk.last {
