@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
 use vpn_shared::model::Protocol;
 
 /// Operate a VPN fleet through its controller.
@@ -66,6 +66,9 @@ pub enum Command {
     /// VPN users and their client links.
     #[command(subcommand)]
     Users(UsersCmd),
+    /// Addresses and networks blocked on the hosts' service ports.
+    #[command(subcommand)]
+    Firewall(FirewallCmd),
     /// Fleet summary.
     Status,
 }
@@ -96,6 +99,8 @@ pub enum ServicesCmd {
     List,
     /// Show one service.
     Show { name: String },
+    /// Change a service's bandwidth cap or new-connection rate.
+    Edit(EditServiceArgs),
     /// Remove a service from every host it runs on.
     Remove {
         name: String,
@@ -121,8 +126,45 @@ pub struct DeployArgs {
     /// Shadowsocks cipher [default: chacha20-ietf-poly1305].
     #[arg(long, value_name = "METHOD")]
     pub method: Option<String>,
+    /// Cap the whole service on each host at RATE in each direction (20mbit, 1.5gbit, 10mbps =
+    /// 10 MB/s; a plain number is bit/s).
+    #[arg(long, value_name = "RATE", value_parser = parse_rate)]
+    pub bandwidth: Option<u64>,
+    /// Admit at most N new connections per second from one source address.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub conn_rate: Option<u32>,
     #[command(flatten)]
     pub target: Target,
+    #[command(flatten)]
+    pub wait: WaitArgs,
+}
+
+#[derive(Debug, Args)]
+#[command(group(
+    ArgGroup::new("change")
+        .required(true)
+        .multiple(true)
+        .args(["bandwidth", "no_bandwidth", "conn_rate", "no_conn_rate"])
+))]
+pub struct EditServiceArgs {
+    pub name: String,
+    /// Cap the whole service on each host at RATE in each direction.
+    #[arg(long, value_name = "RATE", value_parser = parse_rate, conflicts_with = "no_bandwidth")]
+    pub bandwidth: Option<u64>,
+    /// Remove the service's bandwidth cap.
+    #[arg(long)]
+    pub no_bandwidth: bool,
+    /// Admit at most N new connections per second from one source address.
+    #[arg(
+        long,
+        value_name = "N",
+        value_parser = clap::value_parser!(u32).range(1..),
+        conflicts_with = "no_conn_rate"
+    )]
+    pub conn_rate: Option<u32>,
+    /// Remove the new-connection rate limit.
+    #[arg(long)]
+    pub no_conn_rate: bool,
     #[command(flatten)]
     pub wait: WaitArgs,
 }
@@ -135,6 +177,8 @@ pub enum UsersCmd {
     List,
     /// Show one user.
     Show { name: String },
+    /// Change a user's email, note or bandwidth limit.
+    Edit(EditUserArgs),
     /// Remove a user from every host.
     Remove {
         name: String,
@@ -181,6 +225,73 @@ pub struct AddUserArgs {
     /// Protocols the user may use, comma-separated [default: all].
     #[arg(long, value_name = "P,...", value_delimiter = ',', value_parser = parse_protocol)]
     pub protocols: Option<Vec<Protocol>>,
+    /// Limit the user to RATE in each direction (20mbit, 1.5gbit, 800kbit, 10mbps = 10 MB/s; a
+    /// plain number is bit/s) [default: unlimited].
+    #[arg(long, value_name = "RATE", value_parser = parse_rate, conflicts_with_all = ["down", "up"])]
+    pub bandwidth: Option<u64>,
+    /// Limit traffic to the user (download) to RATE.
+    #[arg(long, value_name = "RATE", value_parser = parse_rate)]
+    pub down: Option<u64>,
+    /// Limit traffic from the user (upload) to RATE.
+    #[arg(long, value_name = "RATE", value_parser = parse_rate)]
+    pub up: Option<u64>,
+    #[command(flatten)]
+    pub target: Target,
+    #[command(flatten)]
+    pub wait: WaitArgs,
+}
+
+#[derive(Debug, Args)]
+#[command(group(
+    ArgGroup::new("change")
+        .required(true)
+        .multiple(true)
+        .args(["email", "note", "bandwidth", "down", "up", "no_bandwidth"])
+))]
+pub struct EditUserArgs {
+    pub name: String,
+    /// New contact address ('' clears it).
+    #[arg(long, value_name = "E")]
+    pub email: Option<String>,
+    /// New note ('' clears it).
+    #[arg(long, value_name = "T")]
+    pub note: Option<String>,
+    /// Replace the limit with RATE in each direction.
+    #[arg(
+        long,
+        value_name = "RATE",
+        value_parser = parse_rate,
+        conflicts_with_all = ["down", "up", "no_bandwidth"]
+    )]
+    pub bandwidth: Option<u64>,
+    /// Replace the limit: download RATE. Needs --up, since the whole limit is replaced.
+    #[arg(long, value_name = "RATE", value_parser = parse_rate, requires = "up")]
+    pub down: Option<u64>,
+    /// Replace the limit: upload RATE. Needs --down, since the whole limit is replaced.
+    #[arg(long, value_name = "RATE", value_parser = parse_rate, requires = "down")]
+    pub up: Option<u64>,
+    /// Remove the user's bandwidth limit.
+    #[arg(long, conflicts_with_all = ["down", "up"])]
+    pub no_bandwidth: bool,
+    #[command(flatten)]
+    pub wait: WaitArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum FirewallCmd {
+    /// Block an address or network on every service port of the given hosts.
+    Block(FirewallRuleArgs),
+    /// Remove the block rule of exactly this scope (--all-servers: the fleet-wide rule only).
+    Unblock(FirewallRuleArgs),
+    /// List block rules.
+    List,
+}
+
+#[derive(Debug, Args)]
+pub struct FirewallRuleArgs {
+    /// IP address or CIDR network: 203.0.113.7, 198.51.100.0/24, 2001:db8::/32.
+    #[arg(value_name = "ADDR")]
+    pub address: String,
     #[command(flatten)]
     pub target: Target,
     #[command(flatten)]
@@ -208,6 +319,10 @@ pub struct WaitArgs {
 
 fn parse_protocol(s: &str) -> Result<Protocol, String> {
     Protocol::parse(s).ok_or_else(|| format!("unknown protocol `{s}`"))
+}
+
+fn parse_rate(s: &str) -> Result<u64, String> {
+    crate::rate::parse(s)
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {

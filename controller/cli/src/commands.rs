@@ -4,11 +4,16 @@
 //! [`to_request`], tested without a controller.
 
 use vpn_shared::context::CliContext;
+use vpn_shared::model::Bandwidth;
 use vpn_shared::proto::admin::{
-    AddUser, AdminRequest, AdminResponse, DeployService, HostApplyState, Servers,
+    AddUser, AdminRequest, AdminResponse, DeployService, EditService, EditUser, HostApplyState,
+    Servers,
 };
 
-use crate::cli::{Cli, Command, ServersCmd, ServicesCmd, Target, UsersCmd};
+use crate::cli::{
+    Cli, Command, EditServiceArgs, EditUserArgs, FirewallCmd, FirewallRuleArgs, ServersCmd,
+    ServicesCmd, Target, UsersCmd,
+};
 use crate::client::Client;
 use crate::error::CliError;
 use crate::{output, render};
@@ -56,18 +61,94 @@ pub fn to_request(command: &Command) -> AdminRequest {
                 servers: servers(&a.target),
                 image: a.image.clone(),
                 method: a.method.clone(),
+                bandwidth: a.bandwidth.map(both).unwrap_or_default(),
+                new_conn_rate: a.conn_rate,
                 wait: !a.wait.no_wait,
             }),
             ServicesCmd::List => AdminRequest::ServicesList,
             ServicesCmd::Show { name } => AdminRequest::ServicesShow { name: name.clone() },
+            ServicesCmd::Edit(a) => AdminRequest::ServicesEdit(edit_service(a)),
             ServicesCmd::Remove { name, wait } => AdminRequest::ServicesRemove {
                 name: name.clone(),
                 wait: !wait.no_wait,
             },
         },
         Command::Users(cmd) => users_request(cmd),
+        Command::Firewall(cmd) => match cmd {
+            FirewallCmd::Block(a) => {
+                let (target, servers, wait) = rule(a);
+                AdminRequest::FirewallBlock {
+                    target,
+                    servers,
+                    wait,
+                }
+            }
+            FirewallCmd::Unblock(a) => {
+                let (target, servers, wait) = rule(a);
+                AdminRequest::FirewallUnblock {
+                    target,
+                    servers,
+                    wait,
+                }
+            }
+            FirewallCmd::List => AdminRequest::FirewallList,
+        },
         Command::Status => AdminRequest::Status,
     }
+}
+
+/// The same rate in both directions.
+fn both(bps: u64) -> Bandwidth {
+    Bandwidth {
+        down_bps: Some(bps),
+        up_bps: Some(bps),
+    }
+}
+
+fn edit_service(a: &EditServiceArgs) -> EditService {
+    let bandwidth = if a.no_bandwidth {
+        Some(Bandwidth::default())
+    } else {
+        a.bandwidth.map(both)
+    };
+    let new_conn_rate = if a.no_conn_rate {
+        Some(None)
+    } else {
+        a.conn_rate.map(Some)
+    };
+    EditService {
+        name: a.name.clone(),
+        bandwidth,
+        new_conn_rate,
+        wait: !a.wait.no_wait,
+    }
+}
+
+fn edit_user(a: &EditUserArgs) -> EditUser {
+    let bandwidth = if a.no_bandwidth {
+        Some(Bandwidth::default())
+    } else if let Some(bps) = a.bandwidth {
+        Some(both(bps))
+    } else if a.down.is_some() || a.up.is_some() {
+        Some(Bandwidth {
+            down_bps: a.down,
+            up_bps: a.up,
+        })
+    } else {
+        None
+    };
+    EditUser {
+        name: a.name.clone(),
+        email: a.email.clone(),
+        note: a.note.clone(),
+        bandwidth,
+        wait: !a.wait.no_wait,
+    }
+}
+
+/// `(target, servers, wait)` of a block or unblock.
+fn rule(a: &FirewallRuleArgs) -> (String, Servers, bool) {
+    (a.address.clone(), servers(&a.target), !a.wait.no_wait)
 }
 
 fn users_request(cmd: &UsersCmd) -> AdminRequest {
@@ -78,10 +159,18 @@ fn users_request(cmd: &UsersCmd) -> AdminRequest {
             note: a.note.clone(),
             protocols: a.protocols.clone(),
             servers: servers(&a.target),
+            bandwidth: match a.bandwidth {
+                Some(bps) => both(bps),
+                None => Bandwidth {
+                    down_bps: a.down,
+                    up_bps: a.up,
+                },
+            },
             wait: !a.wait.no_wait,
         }),
         UsersCmd::List => AdminRequest::UsersList,
         UsersCmd::Show { name } => AdminRequest::UsersShow { name: name.clone() },
+        UsersCmd::Edit(a) => AdminRequest::UsersEdit(edit_user(a)),
         UsersCmd::Remove { name, wait } => AdminRequest::UsersRemove {
             name: name.clone(),
             wait: !wait.no_wait,

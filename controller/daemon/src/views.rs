@@ -4,11 +4,13 @@ use std::collections::HashMap;
 
 use vpn_shared::links;
 use vpn_shared::model::{Protocol, ServiceOptions};
-use vpn_shared::proto::admin::{LinkInfo, ServerInfo, Servers, ServiceInfo, StatusInfo, UserInfo};
+use vpn_shared::proto::admin::{
+    FirewallRuleInfo, LinkInfo, ServerInfo, Servers, ServiceInfo, StatusInfo, UserInfo,
+};
 
 use crate::admin::AdminErrorExt;
 use crate::server::Controller;
-use crate::store::{ServiceRow, StoreError, UserRow, UserStatus};
+use crate::store::{FirewallRuleRow, ServiceRow, StoreError, UserRow, UserStatus};
 
 fn placed_on(servers: &Servers, host: &str) -> bool {
     match servers {
@@ -75,8 +77,8 @@ pub fn service(s: &ServiceRow) -> ServiceInfo {
         all_servers,
         servers,
         options: serde_json::to_string(&s.options).unwrap_or_default(),
-        bandwidth: Default::default(),
-        new_conn_rate: None,
+        bandwidth: s.bandwidth,
+        new_conn_rate: s.new_conn_rate,
     }
 }
 
@@ -95,9 +97,17 @@ pub fn user(u: &UserRow) -> UserInfo {
         all_servers,
         servers,
         protocols: u.protocols.clone(),
-        bandwidth: Default::default(),
+        bandwidth: u.bandwidth,
         created_at: u.created_at,
         updated_at: u.updated_at,
+    }
+}
+
+pub fn firewall_rule(r: &FirewallRuleRow) -> FirewallRuleInfo {
+    FirewallRuleInfo {
+        target: r.target.clone(),
+        server: r.server.clone(),
+        created_at: r.created_at,
     }
 }
 

@@ -3,8 +3,10 @@
 
 use clap::Parser;
 use clap::error::ErrorKind;
-use vpn_shared::model::Protocol;
-use vpn_shared::proto::admin::{AddUser, AdminRequest, DeployService, Servers};
+use vpn_shared::model::{Bandwidth, Protocol};
+use vpn_shared::proto::admin::{
+    AddUser, AdminRequest, DeployService, EditService, EditUser, Servers,
+};
 
 use super::{Cli, Format};
 use crate::commands::to_request;
@@ -54,6 +56,8 @@ fn services_deploy_builds_the_request() {
         servers: Servers::Named(vec!["fra-1".into(), "ams-1".into(), "nyc-1".into()]),
         image: None,
         method: Some("aes-256-gcm".into()),
+        bandwidth: Default::default(),
+        new_conn_rate: None,
         wait: false,
     });
     let args = "services deploy ss --port 8388 --name ss-main --server fra-1 \
@@ -69,6 +73,7 @@ fn users_add_with_all_servers_waits_by_default() {
         note: None,
         protocols: Some(vec![Protocol::Shadowsocks]),
         servers: Servers::All,
+        bandwidth: Default::default(),
         wait: true,
     });
     let args = "users add alice --email a@example.com --protocols shadowsocks --all-servers";
@@ -162,6 +167,170 @@ fn bad_output_format_and_missing_subcommand_are_usage_errors() {
     assert_eq!(kind, ErrorKind::InvalidValue);
     let (kind, _) = usage_error("users");
     assert_eq!(kind, ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand);
+}
+
+fn rates(down: Option<u64>, up: Option<u64>) -> Bandwidth {
+    Bandwidth {
+        down_bps: down,
+        up_bps: up,
+    }
+}
+
+fn add_bandwidth(args: &str) -> Bandwidth {
+    match request(&format!("users add alice --all-servers {args}")) {
+        AdminRequest::UsersAdd(a) => a.bandwidth,
+        other => panic!("users add is UsersAdd, got {other:?}"),
+    }
+}
+
+#[test]
+fn users_add_takes_one_rate_or_one_per_direction() {
+    assert_eq!(add_bandwidth(""), Bandwidth::default());
+    let m20 = Some(20_000_000);
+    assert_eq!(add_bandwidth("--bandwidth 20mbit"), rates(m20, m20));
+    assert_eq!(
+        add_bandwidth("--down 10mbps --up 800kbit"),
+        rates(Some(80_000_000), Some(800_000))
+    );
+    assert_eq!(
+        add_bandwidth("--down 1.5gbit"),
+        rates(Some(1_500_000_000), None)
+    );
+    let (kind, msg) = usage_error("users add alice --all-servers --bandwidth 1mbit --up 1mbit");
+    assert_eq!(kind, ErrorKind::ArgumentConflict);
+    assert!(
+        msg.contains("'--bandwidth <RATE>' cannot be used with '--up <RATE>'"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn bad_rates_are_usage_errors_naming_the_flag() {
+    let (kind, msg) = usage_error("users add alice --all-servers --bandwidth fast");
+    assert_eq!(kind, ErrorKind::ValueValidation);
+    assert!(
+        msg.starts_with("error: invalid value 'fast' for '--bandwidth <RATE>': unknown unit"),
+        "{msg}"
+    );
+    let (_, msg) = usage_error("users add alice --all-servers --down 0");
+    assert!(
+        msg.contains("for '--down <RATE>': must be at least 1 bit/s"),
+        "{msg}"
+    );
+    let (_, msg) = usage_error("users edit alice --down 1mbit --up 0kbit");
+    assert!(msg.contains("for '--up <RATE>'"), "{msg}");
+    let (_, msg) = usage_error("services deploy ss --port 1 --all-servers --bandwidth 20xbit");
+    assert!(msg.contains("for '--bandwidth <RATE>'"), "{msg}");
+    let (_, msg) = usage_error("services deploy ss --port 1 --all-servers --conn-rate 0");
+    assert!(msg.contains("for '--conn-rate <N>'"), "{msg}");
+    let (_, msg) = usage_error("services edit ss --conn-rate many");
+    assert!(msg.contains("for '--conn-rate <N>'"), "{msg}");
+}
+
+#[test]
+fn users_edit_builds_the_request() {
+    let want = AdminRequest::UsersEdit(EditUser {
+        name: "alice".into(),
+        email: Some("new@example.com".into()),
+        note: Some(String::new()),
+        bandwidth: None,
+        wait: true,
+    });
+    assert_eq!(
+        request("users edit alice --email new@example.com --note="),
+        want
+    );
+    let edit = |args: &str| match request(&format!("users edit alice {args}")) {
+        AdminRequest::UsersEdit(e) => (e.bandwidth, e.wait),
+        other => panic!("users edit is UsersEdit, got {other:?}"),
+    };
+    let m8 = Some(8_000_000);
+    assert_eq!(edit("--bandwidth 8mbit"), (Some(rates(m8, m8)), true));
+    assert_eq!(
+        edit("--down 8mbit --up 1mbit --no-wait"),
+        (Some(rates(m8, Some(1_000_000))), false)
+    );
+    assert_eq!(edit("--no-bandwidth"), (Some(Bandwidth::default()), true));
+}
+
+#[test]
+fn users_edit_needs_a_change_and_a_whole_limit() {
+    let (kind, msg) = usage_error("users edit alice");
+    assert_eq!(kind, ErrorKind::MissingRequiredArgument);
+    assert!(
+        msg.contains("--email <E>|--note <T>|--bandwidth <RATE>"),
+        "{msg}"
+    );
+    // The whole limit is replaced, so one direction alone would silently lift the other.
+    let (kind, msg) = usage_error("users edit alice --down 8mbit");
+    assert_eq!(kind, ErrorKind::MissingRequiredArgument);
+    assert!(msg.contains("--up <RATE>"), "{msg}");
+    let (kind, _) = usage_error("users edit alice --bandwidth 8mbit --no-bandwidth");
+    assert_eq!(kind, ErrorKind::ArgumentConflict);
+    let (kind, _) = usage_error("users edit alice --down 8mbit --up 8mbit --no-bandwidth");
+    assert_eq!(kind, ErrorKind::ArgumentConflict);
+}
+
+#[test]
+fn services_deploy_and_edit_carry_caps_and_connection_rates() {
+    let AdminRequest::ServicesDeploy(d) =
+        request("services deploy ss --port 8388 --all-servers --bandwidth 1gbit --conn-rate 20")
+    else {
+        panic!("services deploy is ServicesDeploy");
+    };
+    let g1 = Some(1_000_000_000);
+    assert_eq!((d.bandwidth, d.new_conn_rate), (rates(g1, g1), Some(20)));
+
+    let want = AdminRequest::ServicesEdit(EditService {
+        name: "ss".into(),
+        bandwidth: Some(rates(g1, g1)),
+        new_conn_rate: Some(None),
+        wait: false,
+    });
+    let args = "services edit ss --bandwidth 1gbit --no-conn-rate --no-wait";
+    assert_eq!(request(args), want);
+    let want = AdminRequest::ServicesEdit(EditService {
+        name: "ss".into(),
+        bandwidth: Some(Bandwidth::default()),
+        new_conn_rate: Some(Some(5)),
+        wait: true,
+    });
+    assert_eq!(
+        request("services edit ss --no-bandwidth --conn-rate 5"),
+        want
+    );
+    let (kind, _) = usage_error("services edit ss");
+    assert_eq!(kind, ErrorKind::MissingRequiredArgument);
+    let (kind, _) = usage_error("services edit ss --conn-rate 5 --no-conn-rate");
+    assert_eq!(kind, ErrorKind::ArgumentConflict);
+}
+
+#[test]
+fn firewall_commands_build_their_requests() {
+    let want = AdminRequest::FirewallBlock {
+        target: "203.0.113.7".into(),
+        servers: Servers::Named(vec!["fra-1".into(), "ams-1".into()]),
+        wait: true,
+    };
+    assert_eq!(
+        request("firewall block 203.0.113.7 --server fra-1,ams-1"),
+        want
+    );
+    let want = AdminRequest::FirewallUnblock {
+        target: "2001:db8::/32".into(),
+        servers: Servers::All,
+        wait: false,
+    };
+    assert_eq!(
+        request("firewall unblock 2001:db8::/32 --all-servers --no-wait"),
+        want
+    );
+    assert_eq!(request("firewall list"), AdminRequest::FirewallList);
+    let (kind, msg) = usage_error("firewall block 203.0.113.7");
+    assert_eq!(kind, ErrorKind::MissingRequiredArgument);
+    assert!(msg.contains("<--all-servers|--server <NAME>>"), "{msg}");
+    let (kind, _) = usage_error("firewall unblock --all-servers");
+    assert_eq!(kind, ErrorKind::MissingRequiredArgument);
 }
 
 #[test]

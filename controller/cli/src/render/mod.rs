@@ -61,6 +61,7 @@ fn structured(resp: &AdminResponse, format: Format) -> Result<String, CliError> 
         AdminResponse::Links(p) => encode(p, format),
         AdminResponse::Status(p) => encode(p, format),
         AdminResponse::Applied(p) => encode(p, format),
+        AdminResponse::Firewall(p) => encode(p, format),
     }
 }
 
@@ -114,6 +115,11 @@ pub fn date(unix: i64) -> String {
 /// `all`, the names joined by commas, or `-` for none.
 pub fn server_list(all: bool, names: &[String]) -> String {
     if all { "all".into() } else { dash_join(names) }
+}
+
+/// `20/s`, or `-` when not limited.
+pub fn conn_rate(rate: Option<u32>) -> String {
+    rate.map_or("-".into(), |n| format!("{n}/s"))
 }
 
 /// Items joined by commas, or `-` for none.

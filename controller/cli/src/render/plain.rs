@@ -1,11 +1,13 @@
 //! The `plain` format for scripts: one record per line, fields separated by tabs, no header.
 //!
-//! Times are unix seconds, absent values are `-`, lists are comma-joined. Some answers are a
+//! Times are unix seconds, rates bits per second, absent values (and unlimited rates) are `-`,
+//! lists are comma-joined. New fields are appended, so scripts reading by position keep working. Some answers are a
 //! single value on purpose: `servers add` prints only the join string and `users link` only the
 //! URLs, so `$(vpn users link alice -o plain)` needs no parsing.
 
 use vpn_shared::proto::admin::{
-    AdminResponse, Applied, HostApplyState, ServerInfo, ServiceInfo, StatusInfo, UserInfo,
+    AdminResponse, Applied, FirewallRuleInfo, HostApplyState, ServerInfo, ServiceInfo, StatusInfo,
+    UserInfo,
 };
 
 use super::{dash_join, refused, server_list};
@@ -24,6 +26,7 @@ pub fn render(resp: &AdminResponse) -> Result<String, CliError> {
         AdminResponse::Links(v) => v.iter().map(|l| vec![l.url.clone()]).collect(),
         AdminResponse::Status(s) => status(s),
         AdminResponse::Applied(a) => applied(a),
+        AdminResponse::Firewall(v) => v.iter().map(firewall_rule).collect(),
     };
     Ok(lines
         .iter()
@@ -64,7 +67,7 @@ fn server(s: &ServerInfo) -> Vec<String> {
     ]
 }
 
-/// name, protocol, port, port span, servers, image.
+/// name, protocol, port, port span, servers, image, down cap, up cap, new connections per second.
 fn service(s: &ServiceInfo) -> Vec<String> {
     vec![
         s.name.clone(),
@@ -73,10 +76,13 @@ fn service(s: &ServiceInfo) -> Vec<String> {
         s.port_span.to_string(),
         server_list(s.all_servers, &s.servers),
         opt(s.image.as_deref()),
+        opt(s.bandwidth.down_bps),
+        opt(s.bandwidth.up_bps),
+        opt(s.new_conn_rate),
     ]
 }
 
-/// name, status, servers, protocols, created, id, email.
+/// name, status, servers, protocols, created, id, email, down limit, up limit.
 fn user(u: &UserInfo) -> Vec<String> {
     vec![
         u.name.clone(),
@@ -86,6 +92,17 @@ fn user(u: &UserInfo) -> Vec<String> {
         u.created_at.to_string(),
         u.id.clone(),
         opt(u.email.as_deref()),
+        opt(u.bandwidth.down_bps),
+        opt(u.bandwidth.up_bps),
+    ]
+}
+
+/// target, server (`all` for a fleet-wide rule), created.
+fn firewall_rule(r: &FirewallRuleInfo) -> Vec<String> {
+    vec![
+        r.target.clone(),
+        r.server.clone().unwrap_or_else(|| "all".into()),
+        r.created_at.to_string(),
     ]
 }
 

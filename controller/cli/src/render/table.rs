@@ -5,12 +5,13 @@ use comfy_table::{Table, presets};
 use qrcode::QrCode;
 use qrcode::render::unicode::Dense1x2;
 use vpn_shared::proto::admin::{
-    AdminResponse, Applied, HostApplyState, LinkInfo, ServerAdded, ServerInfo, ServiceInfo,
-    StatusInfo, UserInfo,
+    AdminResponse, Applied, FirewallRuleInfo, HostApplyState, LinkInfo, ServerAdded, ServerInfo,
+    ServiceInfo, StatusInfo, UserInfo,
 };
 
-use super::{Opts, ago, dash_join, date, refused, server_list, timestamp};
+use super::{Opts, ago, conn_rate, dash_join, date, refused, server_list, timestamp};
 use crate::error::CliError;
+use crate::rate;
 
 pub fn render(resp: &AdminResponse, opts: &Opts) -> Result<String, CliError> {
     let now = opts.now;
@@ -31,6 +32,8 @@ pub fn render(resp: &AdminResponse, opts: &Opts) -> Result<String, CliError> {
         AdminResponse::Links(v) => links(v),
         AdminResponse::Status(s) => status(s),
         AdminResponse::Applied(a) => applied(a),
+        AdminResponse::Firewall(v) if v.is_empty() => "no firewall rules\n".into(),
+        AdminResponse::Firewall(v) => firewall(v),
     })
 }
 
@@ -154,7 +157,9 @@ fn ports(s: &ServiceInfo) -> String {
 }
 
 fn services(v: &[ServiceInfo]) -> String {
-    let header = ["NAME", "PROTOCOL", "PORTS", "SERVERS", "IMAGE"];
+    let header = [
+        "NAME", "PROTOCOL", "PORTS", "SERVERS", "DOWN", "UP", "CONN/S", "IMAGE",
+    ];
     let rows = v
         .iter()
         .map(|s| {
@@ -163,6 +168,9 @@ fn services(v: &[ServiceInfo]) -> String {
                 s.protocol.to_string(),
                 ports(s),
                 server_list(s.all_servers, &s.servers),
+                rate::show(s.bandwidth.down_bps),
+                rate::show(s.bandwidth.up_bps),
+                conn_rate(s.new_conn_rate),
                 s.image.as_deref().unwrap_or("default").into(),
             ]
         })
@@ -171,11 +179,17 @@ fn services(v: &[ServiceInfo]) -> String {
 }
 
 fn service(s: &ServiceInfo) -> String {
+    let conns = s
+        .new_conn_rate
+        .map_or("-".into(), |n| format!("{n}/s per source address"));
     fields(vec![
         ("Name", s.name.clone()),
         ("Protocol", s.protocol.to_string()),
         ("Ports", ports(s)),
         ("Servers", server_list(s.all_servers, &s.servers)),
+        ("Download cap", rate::show(s.bandwidth.down_bps)),
+        ("Upload cap", rate::show(s.bandwidth.up_bps)),
+        ("New connections", conns),
         ("Image", s.image.as_deref().unwrap_or("default").into()),
         ("Options", s.options.clone()),
     ])
@@ -186,7 +200,15 @@ fn protocols(u: &UserInfo) -> String {
 }
 
 fn users(v: &[UserInfo]) -> String {
-    let header = ["NAME", "STATUS", "SERVERS", "PROTOCOLS", "CREATED"];
+    let header = [
+        "NAME",
+        "STATUS",
+        "SERVERS",
+        "PROTOCOLS",
+        "DOWN",
+        "UP",
+        "CREATED",
+    ];
     let rows = v
         .iter()
         .map(|u| {
@@ -195,6 +217,8 @@ fn users(v: &[UserInfo]) -> String {
                 u.status.clone(),
                 server_list(u.all_servers, &u.servers),
                 protocols(u),
+                rate::show(u.bandwidth.down_bps),
+                rate::show(u.bandwidth.up_bps),
                 date(u.created_at),
             ]
         })
@@ -211,9 +235,26 @@ fn user(u: &UserInfo) -> String {
         ("Note", or_dash(u.note.as_deref())),
         ("Servers", server_list(u.all_servers, &u.servers)),
         ("Protocols", protocols(u)),
+        ("Download limit", rate::show(u.bandwidth.down_bps)),
+        ("Upload limit", rate::show(u.bandwidth.up_bps)),
         ("Created", timestamp(u.created_at)),
         ("Updated", timestamp(u.updated_at)),
     ])
+}
+
+fn firewall(v: &[FirewallRuleInfo]) -> String {
+    let header = ["TARGET", "SERVERS", "CREATED"];
+    let rows = v
+        .iter()
+        .map(|r| {
+            vec![
+                r.target.clone(),
+                r.server.clone().unwrap_or_else(|| "all".into()),
+                timestamp(r.created_at),
+            ]
+        })
+        .collect();
+    grid(Some(&header), rows)
 }
 
 fn links(v: &[LinkInfo]) -> String {

@@ -1,5 +1,5 @@
-//! The controller's store: hosts, enrollment tokens, services, users and their credentials in one
-//! SQLite file (WAL, foreign keys on), with the schema embedded as migrations.
+//! The controller's store: hosts, enrollment tokens, services, users and their credentials, and
+//! the firewall's block lists in one SQLite file (WAL, foreign keys on), with the schema embedded as migrations.
 //!
 //! Besides keeping rows, the store decides what each host must run: [`Store::desired_state`]
 //! renders a host's full state, and every mutation returns a [`Mutation`] whose [`HostPush`]es say
@@ -13,11 +13,13 @@
 //! - `validate`: operator-input checks, before anything is written.
 //! - `render`: pure rows → `UserSpec` / `DesiredState` / pushes.
 //! - `hosts`, `services`, `users`: the SQL of each noun; `state`: loaders shared by them and the
-//!   desired state; `ports`: per-user port allocation and secrets.
+//!   desired state; `ports`: per-user port allocation and secrets; `firewall`: block lists and
+//!   each host's firewall policy.
 //!
 //! Time is always the caller's `now` (unix seconds): the store never reads a clock.
 
 mod error;
+mod firewall;
 mod hosts;
 mod ports;
 mod render;
@@ -41,8 +43,8 @@ use vpn_shared::model::Change;
 
 pub use error::{Result, StoreError, TokenRefusal};
 pub use rows::{
-    CredentialRow, DEFAULT_PORT_SPAN, HostRow, NewService, NewUser, Servers, ServiceRow,
-    UserDetail, UserRow, UserStatus,
+    CredentialRow, DEFAULT_PORT_SPAN, EditUserFields, FirewallRuleRow, HostRow, NewService,
+    NewUser, Servers, ServiceRow, UserDetail, UserRow, UserStatus,
 };
 
 /// How long a connection waits for SQLite's write lock held by another process (a backup, say).

@@ -4,7 +4,9 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use vpn_shared::model::{Change, Credential, DesiredState, Protocol, ServiceSpec, UserSpec};
+use vpn_shared::model::{
+    Bandwidth, Change, Credential, DesiredState, FirewallSpec, Protocol, ServiceSpec, UserSpec,
+};
 
 use super::HostPush;
 
@@ -47,8 +49,7 @@ pub(crate) fn credential(c: &HeldCredential) -> Credential {
 /// A user's spec on one host: only the credentials of services placed on that host, sorted by
 /// service name so the digest is the same whichever path (full state or delta) built it.
 pub(crate) fn user_spec(
-    id: &str,
-    name: &str,
+    user: &UserKey<'_>,
     held: &[HeldCredential],
     service_on_host: impl Fn(&str) -> bool,
 ) -> UserSpec {
@@ -58,11 +59,19 @@ pub(crate) fn user_spec(
         .collect();
     on_host.sort_by(|a, b| a.service.cmp(&b.service));
     UserSpec {
-        name: name.to_owned(),
-        id: id.to_owned(),
+        name: user.name.to_owned(),
+        id: user.id.to_owned(),
         credentials: on_host.into_iter().map(credential).collect(),
-        bandwidth: Default::default(),
+        bandwidth: user.bandwidth,
     }
+}
+
+/// What a user's spec takes besides its credentials.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct UserKey<'a> {
+    pub id: &'a str,
+    pub name: &'a str,
+    pub bandwidth: Bandwidth,
 }
 
 /// An active user placed on a host, with every credential it holds (on any service).
@@ -70,20 +79,32 @@ pub(crate) fn user_spec(
 pub(crate) struct ActiveUser {
     pub id: String,
     pub name: String,
+    pub bandwidth: Bandwidth,
     pub held: Vec<HeldCredential>,
 }
 
-/// A host's full desired state from its services and its active users.
+impl ActiveUser {
+    pub(crate) fn key(&self) -> UserKey<'_> {
+        UserKey {
+            id: &self.id,
+            name: &self.name,
+            bandwidth: self.bandwidth,
+        }
+    }
+}
+
+/// A host's full desired state from its services, its active users and its firewall policy.
 pub(crate) fn desired_state(
     generation: u64,
     services: Vec<ServiceSpec>,
     users: &[ActiveUser],
+    firewall: FirewallSpec,
 ) -> DesiredState {
     let names: HashSet<&str> = services.iter().map(|s| s.name.as_str()).collect();
     let users = users
         .iter()
         .map(|u| {
-            let spec = user_spec(&u.id, &u.name, &u.held, |s| names.contains(s));
+            let spec = user_spec(&u.key(), &u.held, |s| names.contains(s));
             (u.name.clone(), spec)
         })
         .collect();
@@ -93,8 +114,20 @@ pub(crate) fn desired_state(
         generation,
         services,
         users,
-        firewall: Default::default(),
+        firewall,
     }
+}
+
+/// A host's firewall policy: the fleet-wide targets and its own, sorted and deduplicated, so
+/// the full state and every delta carry the same list (and digest).
+pub(crate) fn firewall_spec<'a>(
+    fleet: impl IntoIterator<Item = &'a String>,
+    own: impl IntoIterator<Item = &'a String>,
+) -> FirewallSpec {
+    let mut blocked: Vec<String> = fleet.into_iter().chain(own).cloned().collect();
+    blocked.sort();
+    blocked.dedup();
+    FirewallSpec { blocked }
 }
 
 /// The pushes of one mutation: `bumped` holds each changed host with its new generation, and
@@ -142,9 +175,31 @@ mod tests {
     #[test]
     fn a_user_spec_holds_only_this_hosts_services_in_name_order() {
         let creds = [held("b", 2), held("c", 3), held("a", 1)];
-        let spec = user_spec("id", "alice", &creds, |s| s != "c");
+        let bandwidth = Bandwidth {
+            down_bps: Some(8_000_000),
+            up_bps: None,
+        };
+        let key = UserKey {
+            id: "id",
+            name: "alice",
+            bandwidth,
+        };
+        let spec = user_spec(&key, &creds, |s| s != "c");
         let services: Vec<&str> = spec.credentials.iter().map(|c| c.service()).collect();
         assert_eq!(services, ["a", "b"]);
+        assert_eq!(spec.bandwidth, bandwidth);
+    }
+
+    #[test]
+    fn a_firewall_spec_merges_fleet_and_host_rules_sorted_once_each() {
+        let fleet = ["203.0.113.0/24".to_owned(), "10.0.0.0/8".to_owned()];
+        let own = ["2001:db8::/32".to_owned(), "10.0.0.0/8".to_owned()];
+        let spec = firewall_spec(&fleet, &own);
+        assert_eq!(
+            spec.blocked,
+            ["10.0.0.0/8", "2001:db8::/32", "203.0.113.0/24"]
+        );
+        assert_eq!(firewall_spec(&[], &[]), FirewallSpec::default());
     }
 
     #[test]
@@ -162,9 +217,10 @@ mod tests {
         let users = [ActiveUser {
             id: "id".into(),
             name: "bob".into(),
+            bandwidth: Bandwidth::default(),
             held: vec![held("elsewhere", 9)],
         }];
-        let state = desired_state(3, vec![], &users);
+        let state = desired_state(3, vec![], &users, FirewallSpec::default());
         assert_eq!(state.generation, 3);
         assert!(state.users["bob"].credentials.is_empty());
     }

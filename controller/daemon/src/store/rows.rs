@@ -1,8 +1,8 @@
-//! What the store hands out and takes in: rows of hosts, services, users and credentials, and the
-//! inputs of the mutations. Plain data; the SQL lives in the sibling modules.
+//! What the store hands out and takes in: rows of hosts, services, users, credentials and
+//! firewall rules, and the inputs of the mutations. Plain data; the SQL lives in the sibling modules.
 
 use serde::{Deserialize, Serialize};
-use vpn_shared::model::{Protocol, ServiceOptions, ServiceSpec};
+use vpn_shared::model::{Bandwidth, Protocol, ServiceOptions, ServiceSpec};
 
 pub use vpn_shared::proto::admin::Servers;
 
@@ -92,6 +92,10 @@ pub struct ServiceRow {
     pub options: ServiceOptions,
     /// Host names when explicit, sorted.
     pub servers: Servers,
+    /// Cap on the whole service's traffic on each of its hosts.
+    pub bandwidth: Bandwidth,
+    /// New connections per second admitted per source address, if limited.
+    pub new_conn_rate: Option<u32>,
     pub created_at: i64,
 }
 
@@ -104,8 +108,8 @@ impl ServiceRow {
             port: self.port,
             image: self.image.clone(),
             options: self.options.clone(),
-            bandwidth: Default::default(),
-            new_conn_rate: None,
+            bandwidth: self.bandwidth,
+            new_conn_rate: self.new_conn_rate,
         }
     }
 }
@@ -124,6 +128,8 @@ pub struct NewService {
     pub image: Option<String>,
     pub options: ServiceOptions,
     pub servers: Servers,
+    pub bandwidth: Bandwidth,
+    pub new_conn_rate: Option<u32>,
 }
 
 /// A user as listed.
@@ -139,6 +145,8 @@ pub struct UserRow {
     pub servers: Servers,
     /// `None`: every protocol, including ones deployed later.
     pub protocols: Option<Vec<Protocol>>,
+    /// The user's own rate limit, on each of its hosts.
+    pub bandwidth: Bandwidth,
     pub created_at: i64,
     pub updated_at: i64,
 }
@@ -161,6 +169,28 @@ pub struct NewUser {
     pub servers: Servers,
     /// `None` means every protocol.
     pub protocols: Option<Vec<Protocol>>,
+    pub bandwidth: Bandwidth,
+}
+
+/// What `edit_user` changes; `None` leaves a field as it is, `Some(None)` clears it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EditUserFields {
+    pub email: Option<Option<String>>,
+    pub note: Option<Option<String>>,
+    /// Replaces the whole limit; `Some(Bandwidth::default())` removes it.
+    pub bandwidth: Option<Bandwidth>,
+}
+
+/// One block-list entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FirewallRuleRow {
+    /// Normalized CIDR (`203.0.113.7/32`, `2001:db8::/32`).
+    pub target: String,
+    /// The host the rule is for; `None` for every host, including hosts added later.
+    pub host_id: Option<String>,
+    /// That host's name.
+    pub server: Option<String>,
+    pub created_at: i64,
 }
 
 /// A user's credential for one service, independent of hosts.
@@ -210,6 +240,33 @@ pub(crate) fn parse_status(s: &str) -> Result<UserStatus> {
 /// Reads stored service options.
 pub(crate) fn parse_options(s: &str) -> Result<ServiceOptions> {
     serde_json::from_str(s).map_err(|e| StoreError::corrupt("service options", e))
+}
+
+/// Writes a rate (or a connection rate) for an INTEGER column; validation keeps it in range.
+pub(crate) fn rate_to_db(rate: Option<u64>) -> Result<Option<i64>> {
+    rate.map(|r| {
+        i64::try_from(r)
+            .map_err(|_| StoreError::invalid("bandwidth", format!("{r} is out of range")))
+    })
+    .transpose()
+}
+
+/// Reads a stored `(down, up)` pair of rates.
+pub(crate) fn bandwidth_from_db(down: Option<i64>, up: Option<i64>) -> Result<Bandwidth> {
+    let rate = |r: Option<i64>| {
+        r.map(|r| u64::try_from(r).map_err(|_| StoreError::corrupt("bandwidth", r)))
+            .transpose()
+    };
+    Ok(Bandwidth {
+        down_bps: rate(down)?,
+        up_bps: rate(up)?,
+    })
+}
+
+/// Reads a stored new-connection rate.
+pub(crate) fn conn_rate_from_db(rate: Option<i64>) -> Result<Option<u32>> {
+    rate.map(|r| u32::try_from(r).map_err(|_| StoreError::corrupt("new_conn_rate", r)))
+        .transpose()
 }
 
 /// Builds [`Servers`] from the `all_servers` flag and the explicit host names.

@@ -1,6 +1,6 @@
 //! Services: deploying one gives every allowed user a credential (a port and a secret) and tells
 //! its hosts about the service and those users' new specs; removing one tells its hosts to drop
-//! it, and the users' credentials for it go with it.
+//! it, and the users' credentials for it go with it; editing its caps sends its hosts the new spec.
 
 use std::collections::{HashMap, HashSet};
 
@@ -8,19 +8,33 @@ use sqlx::SqliteConnection;
 use vpn_shared::model::Change;
 
 use super::error::{Result, StoreError};
-use super::render::{self, HeldCredential, Placement};
+use vpn_shared::model::Bandwidth;
+
+use super::render::{self, HeldCredential, Placement, UserKey};
 use super::rows::{
-    DEFAULT_PORT_SPAN, NewService, ServiceRow, parse_options, parse_protocol, parse_protocols,
-    servers,
+    DEFAULT_PORT_SPAN, NewService, ServiceRow, bandwidth_from_db, conn_rate_from_db, parse_options,
+    parse_protocol, parse_protocols, rate_to_db, servers,
 };
 use super::state::{self, Owner};
 use super::{Mutation, Store, ports, validate};
 
 /// A `services` row before its explicit server names are attached.
-type ServiceRaw = (String, String, u16, u16, Option<String>, String, bool, i64);
+type ServiceRaw = (
+    String,
+    String,
+    u16,
+    u16,
+    Option<String>,
+    String,
+    bool,
+    Option<i64>,
+    Option<i64>,
+    Option<i64>,
+    i64,
+);
 
-const SERVICE_COLUMNS: &str =
-    "name, protocol, port, port_span, image, options, all_servers, created_at";
+const SERVICE_COLUMNS: &str = "name, protocol, port, port_span, image, options, all_servers, \
+    bandwidth_down, bandwidth_up, new_conn_rate, created_at";
 
 /// Loads services (all, or the one named) with their explicit server names.
 async fn load_services(conn: &mut SqliteConnection, name: Option<&str>) -> Result<Vec<ServiceRow>> {
@@ -40,20 +54,22 @@ async fn load_services(conn: &mut SqliteConnection, name: Option<&str>) -> Resul
         names.entry(service).or_default().push(host);
     }
     raw.into_iter()
-        .map(
-            |(name, protocol, port, port_span, image, options, all, created_at)| {
-                Ok(ServiceRow {
-                    protocol: parse_protocol(&protocol)?,
-                    options: parse_options(&options)?,
-                    servers: servers(all, names.remove(&name).unwrap_or_default()),
-                    name,
-                    port,
-                    port_span,
-                    image,
-                    created_at,
-                })
-            },
-        )
+        .map(|raw| {
+            let (name, protocol, port, port_span, image, options, all, down, up, rate, created) =
+                raw;
+            Ok(ServiceRow {
+                protocol: parse_protocol(&protocol)?,
+                options: parse_options(&options)?,
+                servers: servers(all, names.remove(&name).unwrap_or_default()),
+                bandwidth: bandwidth_from_db(down, up)?,
+                new_conn_rate: conn_rate_from_db(rate)?,
+                name,
+                port,
+                port_span,
+                image,
+                created_at: created,
+            })
+        })
         .collect()
 }
 
@@ -66,6 +82,8 @@ impl Store {
         validate::port_range(new.port, span)?;
         validate::image(new.image.as_deref())?;
         validate::options(new.protocol, &new.options)?;
+        validate::bandwidth(&new.bandwidth)?;
+        validate::new_conn_rate(new.new_conn_rate)?;
         let options = serde_json::to_string(&new.options)
             .map_err(|e| StoreError::invalid("options", e.to_string()))?;
 
@@ -81,7 +99,8 @@ impl Store {
         let (all, host_ids) = state::resolve_servers(conn, &new.servers).await?;
         sqlx::query(
             "INSERT INTO services (name, protocol, port, port_span, next_port, image, options, \
-             all_servers, created_at) VALUES (?1, ?2, ?3, ?4, ?3, ?5, ?6, ?7, ?8)",
+             all_servers, bandwidth_down, bandwidth_up, new_conn_rate, created_at) \
+             VALUES (?1, ?2, ?3, ?4, ?3, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
         )
         .bind(&new.name)
         .bind(new.protocol.as_str())
@@ -90,6 +109,9 @@ impl Store {
         .bind(&new.image)
         .bind(&options)
         .bind(all)
+        .bind(rate_to_db(new.bandwidth.down_bps)?)
+        .bind(rate_to_db(new.bandwidth.up_bps)?)
+        .bind(new.new_conn_rate)
         .bind(now)
         .execute(&mut *conn)
         .await?;
@@ -149,6 +171,59 @@ impl Store {
         Ok(service)
     }
 
+    /// Changes a service's caps: `bandwidth` replaces the whole cap (`Bandwidth::default()`
+    /// removes it), `new_conn_rate` `Some(None)` removes the rate limit; `None` leaves either as
+    /// it is. Its hosts get the new spec; an edit that changes nothing pushes nothing.
+    pub async fn edit_service(
+        &self,
+        name: &str,
+        bandwidth: Option<Bandwidth>,
+        new_conn_rate: Option<Option<u32>>,
+    ) -> Result<Mutation<ServiceRow>> {
+        if let Some(b) = &bandwidth {
+            validate::bandwidth(b)?;
+        }
+        if let Some(rate) = new_conn_rate {
+            validate::new_conn_rate(rate)?;
+        }
+        let mut w = self.write().await?;
+        let conn = &mut *w.tx;
+        let service = load_services(conn, Some(name)).await?.pop();
+        let service = service.ok_or_else(|| StoreError::not_found("service", name))?;
+        let bandwidth = bandwidth.unwrap_or(service.bandwidth);
+        let new_conn_rate = new_conn_rate.unwrap_or(service.new_conn_rate);
+        if bandwidth == service.bandwidth && new_conn_rate == service.new_conn_rate {
+            return Ok(Mutation {
+                value: service,
+                pushes: Vec::new(),
+            });
+        }
+        sqlx::query(
+            "UPDATE services SET bandwidth_down = ?1, bandwidth_up = ?2, new_conn_rate = ?3 \
+             WHERE name = ?4",
+        )
+        .bind(rate_to_db(bandwidth.down_bps)?)
+        .bind(rate_to_db(bandwidth.up_bps)?)
+        .bind(new_conn_rate)
+        .bind(name)
+        .execute(&mut *conn)
+        .await?;
+        let all = matches!(service.servers, super::Servers::All);
+        let bumped = state::bump(conn, all, Owner::Service(name)).await?;
+        let service = ServiceRow {
+            bandwidth,
+            new_conn_rate,
+            ..service
+        };
+        w.commit().await?;
+        let spec = service.spec();
+        let pushes = render::pushes(bumped, |_| vec![Change::UpsertService(spec.clone())]);
+        Ok(Mutation {
+            value: service,
+            pushes,
+        })
+    }
+
     /// Removes a service and every credential for it; its hosts are told to drop it (which also
     /// drops those credentials from their users). The ports return to nobody: the range goes too.
     pub async fn remove_service(&self, name: &str) -> Result<Mutation<ServiceRow>> {
@@ -198,6 +273,18 @@ async fn check_overlap(conn: &mut SqliteConnection, port: u16, span: u16) -> Res
     }
 }
 
+/// A holder's `users` row: id, name, all servers, bandwidth down and up.
+type HolderRaw = (String, String, bool, Option<i64>, Option<i64>);
+
+/// An active user that just got a credential for a deployed service.
+struct Holder {
+    id: String,
+    name: String,
+    bandwidth: Bandwidth,
+    placement: Placement,
+    creds: Vec<HeldCredential>,
+}
+
 /// The pushes of a deploy: bumps the service's hosts and sends each the service plus the fresh
 /// spec of every active user placed there that just got a credential for it.
 async fn deploy_pushes(
@@ -208,8 +295,9 @@ async fn deploy_pushes(
     let bumped = state::bump(conn, all, Owner::Service(&service.name)).await?;
     const HOLDERS: &str = "u.status = 'active' AND u.id IN \
         (SELECT user_id FROM credentials WHERE service = ?1)";
-    let users: Vec<(String, String, bool)> = sqlx::query_as(&format!(
-        "SELECT u.id, u.name, u.all_servers FROM users u WHERE {HOLDERS} ORDER BY u.name"
+    let users: Vec<HolderRaw> = sqlx::query_as(&format!(
+        "SELECT u.id, u.name, u.all_servers, u.bandwidth_down, u.bandwidth_up FROM users u \
+         WHERE {HOLDERS} ORDER BY u.name"
     ))
     .bind(&service.name)
     .fetch_all(&mut *conn)
@@ -232,28 +320,36 @@ async fn deploy_pushes(
     let mut held = state::held_where(conn, &sql, &service.name).await?;
     let placements = state::service_placements(conn).await?;
 
-    let holders: Vec<(String, String, Placement, Vec<HeldCredential>)> = users
+    let holders: Vec<Holder> = users
         .into_iter()
-        .map(|(id, name, all)| {
+        .map(|(id, name, all, down, up)| {
             let placement = if all {
                 Placement::All
             } else {
                 Placement::Hosts(explicit.remove(&id).unwrap_or_default())
             };
-            let creds = held.remove(&id).unwrap_or_default();
-            (id, name, placement, creds)
+            Ok(Holder {
+                creds: held.remove(&id).unwrap_or_default(),
+                bandwidth: bandwidth_from_db(down, up)?,
+                id,
+                name,
+                placement,
+            })
         })
-        .collect();
+        .collect::<Result<_>>()?;
     let spec = service.spec();
     Ok(render::pushes(bumped, |host| {
         let on_host = |s: &str| placements.get(s).is_some_and(|p| p.contains(host));
         let mut changes = vec![Change::UpsertService(spec.clone())];
-        for (id, name, placement, creds) in &holders {
-            if placement.contains(host) {
-                changes.push(Change::UpsertUser(render::user_spec(
-                    id, name, creds, on_host,
-                )));
-            }
+        for h in holders.iter().filter(|h| h.placement.contains(host)) {
+            let key = UserKey {
+                id: &h.id,
+                name: &h.name,
+                bandwidth: h.bandwidth,
+            };
+            changes.push(Change::UpsertUser(render::user_spec(
+                &key, &h.creds, on_host,
+            )));
         }
         changes
     }))

@@ -7,9 +7,9 @@ use sqlx::SqliteConnection;
 use vpn_shared::model::{Change, DesiredState, ServiceSpec};
 
 use super::error::{Result, StoreError};
-use super::render::{self, ActiveUser, HeldCredential, Placement};
-use super::rows::{Servers, parse_options, parse_protocol};
-use super::{HostPush, Store};
+use super::render::{self, ActiveUser, HeldCredential, Placement, UserKey};
+use super::rows::{Servers, bandwidth_from_db, conn_rate_from_db, parse_options, parse_protocol};
+use super::{HostPush, Store, firewall};
 
 /// Whose host membership decides which hosts a bump touches.
 #[derive(Debug, Clone, Copy)]
@@ -95,6 +95,19 @@ pub(super) async fn service_placements(
     Ok(placements)
 }
 
+/// A service row as a host's spec needs it: name, protocol, port, image, options, bandwidth
+/// down and up, new-connection rate.
+type ServiceSpecRaw = (
+    String,
+    String,
+    u16,
+    Option<String>,
+    String,
+    Option<i64>,
+    Option<i64>,
+    Option<i64>,
+);
+
 /// A stored credential row: `(user id, service, protocol, port, secret)`.
 type HeldRow = (String, String, String, u16, String);
 
@@ -138,6 +151,17 @@ pub(super) async fn push_user(
             vec![Change::RemoveUser { name: name.into() }]
         }));
     }
+    let (down, up): (Option<i64>, Option<i64>) =
+        sqlx::query_as("SELECT bandwidth_down, bandwidth_up FROM users WHERE id = ?1")
+            .bind(user_id)
+            .fetch_optional(&mut *conn)
+            .await?
+            .ok_or_else(|| StoreError::not_found("user", name))?;
+    let key = UserKey {
+        id: user_id,
+        name,
+        bandwidth: bandwidth_from_db(down, up)?,
+    };
     const SQL: &str = "SELECT c.user_id, c.service, s.protocol, c.port, c.secret \
         FROM credentials c JOIN services s ON s.name = c.service WHERE c.user_id = ?1";
     let mut by_user = held_where(conn, SQL, user_id).await?;
@@ -145,15 +169,13 @@ pub(super) async fn push_user(
     let placements = service_placements(conn).await?;
     Ok(render::pushes(bumped, |host| {
         let on_host = |s: &str| placements.get(s).is_some_and(|p| p.contains(host));
-        vec![Change::UpsertUser(render::user_spec(
-            user_id, name, &held, on_host,
-        ))]
+        vec![Change::UpsertUser(render::user_spec(&key, &held, on_host))]
     }))
 }
 
 impl Store {
-    /// The full desired state of one host at its current generation: its services and its active
-    /// users, each with only the credentials of services on that host.
+    /// The full desired state of one host at its current generation: its services, its active
+    /// users (each with only the credentials of services on that host) and its firewall policy.
     pub async fn desired_state(&self, host_id: &str) -> Result<DesiredState> {
         let mut tx = self.read().await?;
         let generation: Option<u64> =
@@ -163,8 +185,9 @@ impl Store {
                 .await?;
         let generation = generation.ok_or_else(|| StoreError::not_found("host", host_id))?;
 
-        let rows: Vec<(String, String, u16, Option<String>, String)> = sqlx::query_as(
-            "SELECT name, protocol, port, image, options FROM services WHERE all_servers \
+        let rows: Vec<ServiceSpecRaw> = sqlx::query_as(
+            "SELECT name, protocol, port, image, options, bandwidth_down, bandwidth_up, \
+             new_conn_rate FROM services WHERE all_servers \
              OR name IN (SELECT service FROM service_servers WHERE host_id = ?1)",
         )
         .bind(host_id)
@@ -172,26 +195,27 @@ impl Store {
         .await?;
         let services = rows
             .into_iter()
-            .map(|(name, protocol, port, image, options)| {
+            .map(|(name, protocol, port, image, options, down, up, rate)| {
                 Ok(ServiceSpec {
                     name,
                     protocol: parse_protocol(&protocol)?,
                     port,
                     image,
                     options: parse_options(&options)?,
-                    bandwidth: Default::default(),
-                    new_conn_rate: None,
+                    bandwidth: bandwidth_from_db(down, up)?,
+                    new_conn_rate: conn_rate_from_db(rate)?,
                 })
             })
             .collect::<Result<Vec<_>>>()?;
 
         const ON_HOST: &str = "u.status = 'active' AND (u.all_servers \
             OR u.id IN (SELECT user_id FROM user_servers WHERE host_id = ?1))";
-        let users: Vec<(String, String)> =
-            sqlx::query_as(&format!("SELECT u.id, u.name FROM users u WHERE {ON_HOST}"))
-                .bind(host_id)
-                .fetch_all(&mut *tx)
-                .await?;
+        let users: Vec<(String, String, Option<i64>, Option<i64>)> = sqlx::query_as(&format!(
+            "SELECT u.id, u.name, u.bandwidth_down, u.bandwidth_up FROM users u WHERE {ON_HOST}"
+        ))
+        .bind(host_id)
+        .fetch_all(&mut *tx)
+        .await?;
         let sql = format!(
             "SELECT c.user_id, c.service, s.protocol, c.port, c.secret FROM credentials c \
              JOIN services s ON s.name = c.service JOIN users u ON u.id = c.user_id \
@@ -199,16 +223,23 @@ impl Store {
              OR s.name IN (SELECT service FROM service_servers WHERE host_id = ?1))"
         );
         let mut held = held_where(&mut tx, &sql, host_id).await?;
+        let firewall = firewall::host_specs(&mut tx, Some(&[host_id.to_owned()])).await?;
         tx.commit().await?;
 
         let users: Vec<ActiveUser> = users
             .into_iter()
-            .map(|(id, name)| ActiveUser {
-                held: held.remove(&id).unwrap_or_default(),
-                id,
-                name,
+            .map(|(id, name, down, up)| {
+                Ok(ActiveUser {
+                    held: held.remove(&id).unwrap_or_default(),
+                    bandwidth: bandwidth_from_db(down, up)?,
+                    id,
+                    name,
+                })
             })
-            .collect();
-        Ok(render::desired_state(generation, services, &users))
+            .collect::<Result<_>>()?;
+        let firewall = firewall.into_values().next().unwrap_or_default();
+        Ok(render::desired_state(
+            generation, services, &users, firewall,
+        ))
     }
 }

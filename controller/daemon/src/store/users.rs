@@ -1,5 +1,6 @@
 //! Users: adding one issues its credentials and puts it on its hosts; suspending, resuming and
-//! removing it take it off or put it back. Each change touches only that user's hosts. Listing
+//! removing it take it off or put it back; editing its rate limit updates its spec. Each change
+//! touches only that user's hosts. Listing
 //! is a fixed number of queries however many users there are (100,000 is the target).
 
 use std::collections::HashMap;
@@ -8,8 +9,9 @@ use sqlx::SqliteConnection;
 
 use super::error::{Result, StoreError};
 use super::rows::{
-    CredentialRow, HOST_COLUMNS, HostRow, NewUser, UserDetail, UserRow, UserStatus,
-    format_protocols, parse_options, parse_protocol, parse_protocols, parse_status, servers,
+    CredentialRow, EditUserFields, HOST_COLUMNS, HostRow, NewUser, UserDetail, UserRow, UserStatus,
+    bandwidth_from_db, format_protocols, parse_options, parse_protocol, parse_protocols,
+    parse_status, rate_to_db, servers,
 };
 use super::{Mutation, Store, ports, state, validate};
 
@@ -22,19 +24,22 @@ type UserRaw = (
     String,
     bool,
     Option<String>,
+    Option<i64>,
+    Option<i64>,
     i64,
     i64,
 );
 
-const USER_COLUMNS: &str =
-    "id, name, email, note, status, all_servers, protocols, created_at, updated_at";
+const USER_COLUMNS: &str = "id, name, email, note, status, all_servers, protocols, \
+    bandwidth_down, bandwidth_up, created_at, updated_at";
 
 fn user_row(raw: UserRaw, names: Vec<String>) -> Result<UserRow> {
-    let (id, name, email, note, status, all, protocols, created_at, updated_at) = raw;
+    let (id, name, email, note, status, all, protocols, down, up, created_at, updated_at) = raw;
     Ok(UserRow {
         status: parse_status(&status)?,
         servers: servers(all, names),
         protocols: parse_protocols(protocols.as_deref())?,
+        bandwidth: bandwidth_from_db(down, up)?,
         id,
         name,
         email,
@@ -81,6 +86,7 @@ impl Store {
         validate::user_name(&new.name)?;
         validate::email(new.email.as_deref())?;
         validate::note(new.note.as_deref())?;
+        validate::bandwidth(&new.bandwidth)?;
         let protocols = validate::protocols(new.protocols)?;
 
         let mut w = self.write().await?;
@@ -95,7 +101,8 @@ impl Store {
         let id = uuid::Uuid::new_v4().to_string();
         sqlx::query(
             "INSERT INTO users (id, name, email, note, status, all_servers, protocols, \
-             created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8)",
+             bandwidth_down, bandwidth_up, created_at, updated_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10)",
         )
         .bind(&id)
         .bind(&new.name)
@@ -104,6 +111,8 @@ impl Store {
         .bind(UserStatus::Active.as_str())
         .bind(all)
         .bind(format_protocols(protocols.as_deref()))
+        .bind(rate_to_db(new.bandwidth.down_bps)?)
+        .bind(rate_to_db(new.bandwidth.up_bps)?)
         .bind(now)
         .execute(&mut *conn)
         .await?;
@@ -233,6 +242,67 @@ impl Store {
         let is = status == UserStatus::Active;
         let pushes = if was != is {
             state::push_user(conn, &user.id, &user.name, is_all(&user), is).await?
+        } else {
+            Vec::new()
+        };
+        let user = require_user(conn, name).await?;
+        w.commit().await?;
+        Ok(Mutation {
+            value: user,
+            pushes,
+        })
+    }
+
+    /// Edits a user's email, note and rate limit. Only a changed limit of an active user reaches
+    /// hosts (its spec on each of them); an edit that changes nothing writes nothing.
+    pub async fn edit_user(
+        &self,
+        name: &str,
+        edit: EditUserFields,
+        now: i64,
+    ) -> Result<Mutation<UserRow>> {
+        if let Some(email) = &edit.email {
+            validate::email(email.as_deref())?;
+        }
+        if let Some(note) = &edit.note {
+            validate::note(note.as_deref())?;
+        }
+        if let Some(b) = &edit.bandwidth {
+            validate::bandwidth(b)?;
+        }
+        let mut w = self.write().await?;
+        let conn = &mut *w.tx;
+        let user = require_user(conn, name).await?;
+        let mut new = user.clone();
+        if let Some(email) = edit.email {
+            new.email = email;
+        }
+        if let Some(note) = edit.note {
+            new.note = note;
+        }
+        if let Some(b) = edit.bandwidth {
+            new.bandwidth = b;
+        }
+        if new == user {
+            return Ok(Mutation {
+                value: user,
+                pushes: Vec::new(),
+            });
+        }
+        sqlx::query(
+            "UPDATE users SET email = ?1, note = ?2, bandwidth_down = ?3, bandwidth_up = ?4, \
+             updated_at = ?5 WHERE id = ?6",
+        )
+        .bind(&new.email)
+        .bind(&new.note)
+        .bind(rate_to_db(new.bandwidth.down_bps)?)
+        .bind(rate_to_db(new.bandwidth.up_bps)?)
+        .bind(now)
+        .bind(&user.id)
+        .execute(&mut *conn)
+        .await?;
+        let pushes = if user.status == UserStatus::Active && new.bandwidth != user.bandwidth {
+            state::push_user(conn, &user.id, &user.name, is_all(&user), true).await?
         } else {
             Vec::new()
         };

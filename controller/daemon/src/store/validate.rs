@@ -1,7 +1,9 @@
 //! Checks of operator input before anything is written, so a bad value is refused with the
 //! field it came from and nothing is half-written (SPEC §4 item 6). Pure functions.
 
-use vpn_shared::model::{Protocol, ServiceOptions};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use vpn_shared::model::{Bandwidth, Protocol, ServiceOptions};
 
 use super::error::{Result, StoreError};
 
@@ -154,6 +156,106 @@ pub(crate) fn protocols(protocols: Option<Vec<Protocol>>) -> Result<Option<Vec<P
     Ok(Some(list))
 }
 
+/// Rates are stored in signed 64-bit columns; anything above is a typo anyway (9 Ebit/s).
+const MAX_RATE_BPS: u64 = i64::MAX as u64;
+
+/// Each direction of a limit, when set, is at least 1 bit/s.
+pub(crate) fn bandwidth(b: &Bandwidth) -> Result<()> {
+    for (direction, rate) in [("down", b.down_bps), ("up", b.up_bps)] {
+        match rate {
+            Some(0) => {
+                return Err(StoreError::invalid(
+                    "bandwidth",
+                    format!(
+                        "the {direction} rate must be more than 0 bit/s; leave it out for no limit"
+                    ),
+                ));
+            }
+            Some(r) if r > MAX_RATE_BPS => {
+                return Err(StoreError::invalid(
+                    "bandwidth",
+                    format!("the {direction} rate {r} bit/s is out of range"),
+                ));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// A new-connection rate, when set, admits at least one connection per second.
+pub(crate) fn new_conn_rate(rate: Option<u32>) -> Result<()> {
+    if rate == Some(0) {
+        return Err(StoreError::invalid(
+            "new_conn_rate",
+            "must be at least 1 connection per second; leave it out for no limit",
+        ));
+    }
+    Ok(())
+}
+
+/// Normalizes a block-list target to CIDR: `203.0.113.7` → `203.0.113.7/32`, `2001:DB8::1` →
+/// `2001:db8::1/128`, an IPv4-mapped IPv6 network → its IPv4 network.
+///
+/// A network with host bits set (`10.1.2.3/8`) is refused rather than normalized: silently
+/// widening a typo to a /8, or narrowing it to one address, would block something other than what
+/// the operator meant. `/0` is refused too: it would cut every client off every service.
+pub(crate) fn firewall_target(target: &str) -> Result<String> {
+    let bad = |reason: String| StoreError::invalid("target", reason);
+    let (addr, prefix) = match target.split_once('/') {
+        Some((a, p)) => (a, Some(p)),
+        None => (target, None),
+    };
+    let ip: IpAddr = addr
+        .parse()
+        .map_err(|_| bad(format!("{target:?} is not an IP address or a CIDR network")))?;
+    let max: u8 = if ip.is_ipv4() { 32 } else { 128 };
+    let prefix = match prefix {
+        None => max,
+        Some(p) => p
+            .parse::<u8>()
+            .ok()
+            .filter(|&n| n <= max && p.bytes().all(|b| b.is_ascii_digit()))
+            .ok_or_else(|| {
+                bad(format!(
+                    "prefix length {p:?} of {target:?} is not 0 to {max}"
+                ))
+            })?,
+    };
+    let (ip, prefix, max) = match ip {
+        IpAddr::V6(v6) if prefix >= 96 => match v6.to_ipv4_mapped() {
+            Some(v4) => (IpAddr::V4(v4), prefix - 96, 32),
+            None => (ip, prefix, max),
+        },
+        _ => (ip, prefix, max),
+    };
+    if prefix == 0 {
+        return Err(bad(format!("{target:?} would block every address")));
+    }
+    let network = network_of(ip, prefix);
+    if network != ip {
+        return Err(bad(format!(
+            "{target:?} has host bits set: write {network}/{prefix} for the network or {ip}/{max} \
+             for the address"
+        )));
+    }
+    Ok(format!("{ip}/{prefix}"))
+}
+
+/// `ip` with every bit past `prefix` (1 ..= the address width) cleared.
+fn network_of(ip: IpAddr, prefix: u8) -> IpAddr {
+    match ip {
+        IpAddr::V4(v4) => {
+            let mask = u32::MAX << (32 - u32::from(prefix));
+            IpAddr::V4(Ipv4Addr::from(u32::from(v4) & mask))
+        }
+        IpAddr::V6(v6) => {
+            let mask = u128::MAX << (128 - u32::from(prefix));
+            IpAddr::V6(Ipv6Addr::from(u128::from(v6) & mask))
+        }
+    }
+}
+
 /// A join token's SHA-256, as 64 lowercase hex digits.
 pub(crate) fn token_hash(hash: &str) -> Result<()> {
     if hash.len() == 64
@@ -214,5 +316,68 @@ mod tests {
         assert!(err.starts_with("invalid protocols"));
         token_hash(&"ab".repeat(32)).unwrap();
         assert!(reason(token_hash("AB")).starts_with("invalid token"));
+    }
+
+    #[test]
+    fn rates_are_positive() {
+        let b = |down, up| Bandwidth {
+            down_bps: down,
+            up_bps: up,
+        };
+        bandwidth(&b(None, None)).unwrap();
+        bandwidth(&b(Some(1), Some(20_000_000))).unwrap();
+        let err = reason(bandwidth(&b(Some(8), Some(0))));
+        assert!(err.starts_with("invalid bandwidth: the up rate"), "{err}");
+        let err = reason(bandwidth(&b(Some(u64::MAX), None)));
+        assert!(err.starts_with("invalid bandwidth: the down rate"), "{err}");
+        new_conn_rate(None).unwrap();
+        new_conn_rate(Some(1)).unwrap();
+        assert!(reason(new_conn_rate(Some(0))).starts_with("invalid new_conn_rate"));
+    }
+
+    #[test]
+    fn firewall_targets_are_normalized_to_cidr() {
+        let ok = |t: &str| firewall_target(t).unwrap();
+        assert_eq!(ok("203.0.113.7"), "203.0.113.7/32");
+        assert_eq!(ok("203.0.113.0/24"), "203.0.113.0/24");
+        assert_eq!(ok("10.0.0.0/8"), "10.0.0.0/8");
+        assert_eq!(ok("2001:DB8:0:0::1"), "2001:db8::1/128");
+        assert_eq!(ok("2001:db8::/32"), "2001:db8::/32");
+        assert_eq!(ok("::ffff:198.51.100.9"), "198.51.100.9/32");
+        assert_eq!(ok("::ffff:198.51.100.0/120"), "198.51.100.0/24");
+        assert_eq!(ok("1.2.3.4/32"), "1.2.3.4/32");
+    }
+
+    #[test]
+    fn bad_firewall_targets_name_the_field() {
+        let err = |t: &str| reason(firewall_target(t).map(drop));
+        for bad in [
+            "",
+            "example.com",
+            "1.2.3",
+            "1.2.3.4/",
+            "1.2.3.4/33",
+            "1.2.3.4/+8",
+            "1.2.3.4/-1",
+            "2001:db8::/129",
+            "fe80::1%eth0",
+            " 1.2.3.4",
+            "1.2.3.4/8/8",
+            "01.2.3.4",
+        ] {
+            assert!(
+                err(bad).starts_with("invalid target: "),
+                "{bad:?}: {}",
+                err(bad)
+            );
+        }
+        assert_eq!(
+            err("10.1.2.3/8"),
+            "invalid target: \"10.1.2.3/8\" has host bits set: write 10.0.0.0/8 for the network \
+             or 10.1.2.3/32 for the address"
+        );
+        assert!(err("2001:db8::1/64").contains("2001:db8::/64"));
+        assert!(err("0.0.0.0/0").contains("would block every address"));
+        assert!(err("::/0").contains("would block every address"));
     }
 }

@@ -24,6 +24,10 @@ fn json_and_yaml_are_the_payload_without_the_enum_wrapper() {
   "all_servers": true,
   "servers": [],
   "protocols": null,
+  "bandwidth": {
+    "down_bps": 20000000,
+    "up_bps": 1500000
+  },
   "created_at": 1738238400,
   "updated_at": 1738324800
 }
@@ -38,10 +42,27 @@ status: active
 all_servers: true
 servers: []
 protocols: null
+bandwidth:
+  down_bps: 20000000
+  up_bps: 1500000
 created_at: 1738238400
 updated_at: 1738324800
 ";
     assert_eq!(show(&resp, &opts(Format::Yaml)), want);
+}
+
+#[test]
+fn firewall_json_lists_fleet_wide_rules_with_a_null_server() {
+    let out = show(&firewall(), &opts(Format::Json));
+    let rules: serde_json::Value = match serde_json::from_str(&out) {
+        Ok(v) => v,
+        Err(e) => panic!("not JSON: {e}\n{out}"),
+    };
+    assert_eq!(
+        rules[0],
+        serde_json::json!({"target": "10.0.0.0/8", "server": null, "created_at": 1738324740})
+    );
+    assert_eq!(rules[3]["server"], "ams-2");
 }
 
 #[test]

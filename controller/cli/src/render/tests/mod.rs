@@ -5,10 +5,10 @@
 mod formats;
 mod table;
 
-use vpn_shared::model::Protocol;
+use vpn_shared::model::{Bandwidth, Protocol};
 use vpn_shared::proto::admin::{
-    AdminResponse, Applied, ErrorKind, HostApply, HostApplyState, LinkInfo, ServerAdded,
-    ServerInfo, StatusInfo, UserInfo,
+    AdminResponse, Applied, ErrorKind, FirewallRuleInfo, HostApply, HostApplyState, LinkInfo,
+    ServerAdded, ServerInfo, ServiceInfo, StatusInfo, UserInfo,
 };
 
 use super::{Opts, ago, render};
@@ -92,6 +92,10 @@ fn alice() -> UserInfo {
         all_servers: true,
         servers: vec![],
         protocols: None,
+        bandwidth: Bandwidth {
+            down_bps: Some(20_000_000),
+            up_bps: Some(1_500_000),
+        },
         created_at: NOW - 86400,
         updated_at: NOW,
     }
@@ -107,10 +111,55 @@ fn users() -> AdminResponse {
         all_servers: false,
         servers: vec!["fra-1".into(), "ams-2".into()],
         protocols: Some(vec![Protocol::Shadowsocks]),
+        bandwidth: Bandwidth::default(),
         created_at: NOW,
         updated_at: NOW,
     };
     AdminResponse::Users(vec![alice(), bob])
+}
+
+fn services() -> AdminResponse {
+    let ss = ServiceInfo {
+        name: "ss".into(),
+        protocol: Protocol::Shadowsocks,
+        port: 8388,
+        port_span: 1000,
+        image: None,
+        all_servers: true,
+        servers: vec![],
+        options: r#"{"Shadowsocks":{"method":"chacha20-ietf-poly1305"}}"#.into(),
+        bandwidth: Bandwidth {
+            down_bps: Some(1_000_000_000),
+            up_bps: Some(1_000_000_000),
+        },
+        new_conn_rate: Some(20),
+    };
+    let alt = ServiceInfo {
+        name: "ss-alt".into(),
+        port: 9000,
+        port_span: 1,
+        image: Some("local/ss:1".into()),
+        all_servers: false,
+        servers: vec!["fra-1".into()],
+        bandwidth: Bandwidth::default(),
+        new_conn_rate: None,
+        ..ss.clone()
+    };
+    AdminResponse::Services(vec![ss, alt])
+}
+
+fn firewall() -> AdminResponse {
+    let rule = |target: &str, server: Option<&str>| FirewallRuleInfo {
+        target: target.into(),
+        server: server.map(Into::into),
+        created_at: NOW - 60,
+    };
+    AdminResponse::Firewall(vec![
+        rule("10.0.0.0/8", None),
+        rule("203.0.113.7/32", None),
+        rule("203.0.113.7/32", Some("fra-1")),
+        rule("2001:db8::/32", Some("ams-2")),
+    ])
 }
 
 fn links() -> AdminResponse {

@@ -16,14 +16,14 @@ nyc-3  not joined  -            -        never      -/1         -          0
 #[test]
 fn users_table_and_plain() {
     let want = "\
-NAME   STATUS     SERVERS      PROTOCOLS    CREATED
-alice  active     all          all          2025-01-30
-bob    suspended  fra-1,ams-2  shadowsocks  2025-01-31
+NAME   STATUS     SERVERS      PROTOCOLS    DOWN       UP          CREATED
+alice  active     all          all          20 Mbit/s  1.5 Mbit/s  2025-01-30
+bob    suspended  fra-1,ams-2  shadowsocks  -          -           2025-01-31
 ";
     assert_eq!(show(&users(), &opts(Format::Table)), want);
     let want = "\
-alice\tactive\tall\tall\t1738238400\t8d0c5c1e\talice@example.com
-bob\tsuspended\tfra-1,ams-2\tshadowsocks\t1738324800\t77aa\t-
+alice\tactive\tall\tall\t1738238400\t8d0c5c1e\talice@example.com\t20000000\t1500000
+bob\tsuspended\tfra-1,ams-2\tshadowsocks\t1738324800\t77aa\t-\t-\t-
 ";
     assert_eq!(show(&users(), &opts(Format::Plain)), want);
 }
@@ -31,20 +31,78 @@ bob\tsuspended\tfra-1,ams-2\tshadowsocks\t1738324800\t77aa\t-
 #[test]
 fn user_show_table() {
     let want = "\
-Name:       alice
-ID:         8d0c5c1e
-Status:     active
-Email:      alice@example.com
-Note:       -
-Servers:    all
-Protocols:  all
-Created:    2025-01-30T12:00:00Z
-Updated:    2025-01-31T12:00:00Z
+Name:            alice
+ID:              8d0c5c1e
+Status:          active
+Email:           alice@example.com
+Note:            -
+Servers:         all
+Protocols:       all
+Download limit:  20 Mbit/s
+Upload limit:    1.5 Mbit/s
+Created:         2025-01-30T12:00:00Z
+Updated:         2025-01-31T12:00:00Z
 ";
     assert_eq!(
         show(&AdminResponse::User(alice()), &opts(Format::Table)),
         want
     );
+}
+
+#[test]
+fn services_table_and_plain_show_caps_and_connection_rates() {
+    let want = "\
+NAME    PROTOCOL     PORTS      SERVERS  DOWN      UP        CONN/S  IMAGE
+ss      shadowsocks  8388-9387  all      1 Gbit/s  1 Gbit/s  20/s    default
+ss-alt  shadowsocks  9000       fra-1    -         -         -       local/ss:1
+";
+    assert_eq!(show(&services(), &opts(Format::Table)), want);
+    let want = "\
+ss\tshadowsocks\t8388\t1000\tall\t-\t1000000000\t1000000000\t20
+ss-alt\tshadowsocks\t9000\t1\tfra-1\tlocal/ss:1\t-\t-\t-
+";
+    assert_eq!(show(&services(), &opts(Format::Plain)), want);
+}
+
+#[test]
+fn service_show_table() {
+    let AdminResponse::Services(list) = services() else {
+        panic!("services() is a list");
+    };
+    let want = r#"Name:             ss
+Protocol:         shadowsocks
+Ports:            8388-9387
+Servers:          all
+Download cap:     1 Gbit/s
+Upload cap:       1 Gbit/s
+New connections:  20/s per source address
+Image:            default
+Options:          {"Shadowsocks":{"method":"chacha20-ietf-poly1305"}}
+"#;
+    let resp = AdminResponse::Service(list[0].clone());
+    assert_eq!(show(&resp, &opts(Format::Table)), want);
+}
+
+#[test]
+fn firewall_list_table_and_plain() {
+    let want = "\
+TARGET          SERVERS  CREATED
+10.0.0.0/8      all      2025-01-31T11:59:00Z
+203.0.113.7/32  all      2025-01-31T11:59:00Z
+203.0.113.7/32  fra-1    2025-01-31T11:59:00Z
+2001:db8::/32   ams-2    2025-01-31T11:59:00Z
+";
+    assert_eq!(show(&firewall(), &opts(Format::Table)), want);
+    let want = "\
+10.0.0.0/8\tall\t1738324740
+203.0.113.7/32\tall\t1738324740
+203.0.113.7/32\tfra-1\t1738324740
+2001:db8::/32\tams-2\t1738324740
+";
+    assert_eq!(show(&firewall(), &opts(Format::Plain)), want);
+    let empty = AdminResponse::Firewall(vec![]);
+    assert_eq!(show(&empty, &opts(Format::Table)), "no firewall rules\n");
+    assert_eq!(show(&empty, &opts(Format::Plain)), "");
 }
 
 #[test]

@@ -4,10 +4,20 @@
 
 use std::collections::BTreeMap;
 
-use vpn_shared::model::{Change, DesiredState};
+use vpn_shared::model::{Bandwidth, Change, DesiredState};
 
 use super::{host, named, ss, store, user};
-use crate::store::{HostPush, Servers, Store, UserStatus};
+use crate::store::{EditUserFields, HostPush, Servers, Store, UserStatus};
+
+fn limit(bps: Option<u64>) -> EditUserFields {
+    EditUserFields {
+        bandwidth: Some(Bandwidth {
+            down_bps: bps,
+            up_bps: bps.map(|b| b / 2),
+        }),
+        ..Default::default()
+    }
+}
 
 /// What each tracked host would hold if it had applied every push so far.
 struct Fleet {
@@ -213,6 +223,48 @@ async fn deltas_rebuild_the_full_state_of_every_host() {
     let frank = &f.held[&f.names["d"]].users["frank"];
     let services: Vec<&str> = frank.credentials.iter().map(|c| c.service()).collect();
     assert_eq!(services, ["ss3", "ss4"]);
+
+    // Limits: a user's reaches its hosts, a service's the service's hosts.
+    let m = f.store.edit_user("frank", limit(Some(8_000_000)), 9).await;
+    assert_eq!(f.apply(&m.unwrap().pushes).await, ["c", "d"]);
+    let m = f.store.edit_user("frank", limit(Some(8_000_000)), 9).await;
+    assert!(f.apply(&m.unwrap().pushes).await.is_empty(), "unchanged");
+    let m = f.store.edit_user("frank", limit(None), 9).await;
+    assert_eq!(f.apply(&m.unwrap().pushes).await, ["c", "d"]);
+    let m = f.store.edit_user("alice", limit(Some(1_000)), 9).await;
+    assert_eq!(f.apply(&m.unwrap().pushes).await, ["a", "c", "d"]);
+    let cap = Bandwidth {
+        down_bps: Some(100_000_000),
+        up_bps: None,
+    };
+    let m = f.store.edit_service("ss3", Some(cap), Some(Some(10))).await;
+    assert_eq!(f.apply(&m.unwrap().pushes).await, ["a", "d"]);
+
+    // Firewall: per-host and fleet-wide rules, overlapping, added and removed.
+    let m = f.store.block("192.0.2.1", &named(&["c"]), 9).await;
+    assert_eq!(f.apply(&m.unwrap().pushes).await, ["c"]);
+    let m = f.store.block("192.0.2.1", &Servers::All, 9).await;
+    assert_eq!(f.apply(&m.unwrap().pushes).await, ["a", "d"]);
+    let m = f
+        .store
+        .block("198.51.100.0/24", &named(&["a", "d"]), 9)
+        .await;
+    assert_eq!(f.apply(&m.unwrap().pushes).await, ["a", "d"]);
+    f.add_host("e", 10).await;
+    assert_eq!(f.held[&f.names["e"]].firewall.blocked, ["192.0.2.1/32"]);
+    let m = f.store.unblock("192.0.2.1/32", &named(&["c"])).await;
+    assert!(
+        f.apply(&m.unwrap().pushes).await.is_empty(),
+        "still fleet-wide"
+    );
+    let m = f.store.block("192.0.2.1/32", &named(&["c"]), 9).await;
+    assert!(f.apply(&m.unwrap().pushes).await.is_empty());
+    let m = f.store.unblock("192.0.2.1", &Servers::All).await;
+    assert_eq!(f.apply(&m.unwrap().pushes).await, ["a", "d", "e"]);
+    assert_eq!(f.held[&f.names["c"]].firewall.blocked, ["192.0.2.1/32"]);
+    f.remove_host("c").await;
+    let m = f.store.unblock("198.51.100.0/24", &named(&["d"])).await;
+    assert_eq!(f.apply(&m.unwrap().pushes).await, ["d"]);
 }
 
 /// A small deterministic generator (xorshift), so failures replay without a proptest dependency.
@@ -262,9 +314,9 @@ async fn random_mutations_keep_deltas_and_full_states_equal() {
             tokens += 1;
             f.add_host(name, tokens).await;
         }
-        let (mut pushed, mut refused) = (0, 0);
-        for _ in 0..200 {
-            let pushes = match rng.below(10) {
+        let (mut pushed, mut refused, mut firewall_pushed) = (0, 0, 0);
+        for _ in 0..300 {
+            let pushes = match rng.below(14) {
                 0 => {
                     let name = HOSTS[rng.below(HOSTS.len())];
                     if f.names.contains_key(name) {
@@ -278,7 +330,7 @@ async fn random_mutations_keep_deltas_and_full_states_equal() {
                 1..=6 => {
                     let name = USERS[rng.below(USERS.len())];
                     let exists = f.store.user(name).await.unwrap().is_some();
-                    match rng.below(5) {
+                    match rng.below(6) {
                         _ if !exists => {
                             let new = user(name, rng.servers(&f));
                             f.store.add_user(new, 1).await.map(|m| m.pushes)
@@ -288,6 +340,11 @@ async fn random_mutations_keep_deltas_and_full_states_equal() {
                             let dup = user(name, Servers::All);
                             f.store.add_user(dup, 1).await.map(|m| m.pushes)
                         }
+                        2 => {
+                            let rate = [None, Some(1_000_000), Some(2_000_000)][rng.below(3)];
+                            let m = f.store.edit_user(name, limit(rate), 2).await;
+                            m.map(|m| m.pushes)
+                        }
                         _ => {
                             let status = STATUSES[rng.below(STATUSES.len())];
                             let m = f.store.set_user_status(name, status, 2).await;
@@ -295,17 +352,33 @@ async fn random_mutations_keep_deltas_and_full_states_equal() {
                         }
                     }
                 }
-                _ => {
+                7..=9 => {
                     let i = rng.below(3);
                     let name = format!("s{i}");
                     if f.store.service(&name).await.unwrap().is_some() {
-                        f.store.remove_service(&name).await.map(|m| m.pushes)
+                        if rng.below(2) == 0 {
+                            f.store.remove_service(&name).await.map(|m| m.pushes)
+                        } else {
+                            let rate = [None, Some(5), Some(9)][rng.below(3)];
+                            let m = f.store.edit_service(&name, None, Some(rate)).await;
+                            m.map(|m| m.pushes)
+                        }
                     } else {
                         // Eight ports for up to ten users: some deploys and adds run out and
                         // must leave everything as it was.
                         let port = 10_000 + 100 * i as u16;
                         let new = ss(&name, port, 8, rng.servers(&f));
                         f.store.deploy_service(new, 3).await.map(|m| m.pushes)
+                    }
+                }
+                _ => {
+                    // Few targets and overlapping scopes, so rules often cover each other.
+                    let target = ["10.0.0.1", "10.0.0.2", "2001:db8::/48"][rng.below(3)];
+                    let servers = rng.servers(&f);
+                    if rng.below(2) == 0 {
+                        f.store.block(target, &servers, 4).await.map(|m| m.pushes)
+                    } else {
+                        f.store.unblock(target, &servers).await.map(|m| m.pushes)
                     }
                 }
             };
@@ -315,11 +388,19 @@ async fn random_mutations_keep_deltas_and_full_states_equal() {
                 Vec::new()
             });
             pushed += pushes.len();
+            let firewall = |c: &Change| matches!(c, Change::SetFirewall(_));
+            firewall_pushed += pushes
+                .iter()
+                .filter(|p| p.changes.iter().any(firewall))
+                .count();
             f.apply(&pushes).await;
         }
-        eprintln!("seed {seed}: {pushed} host pushes, {refused} refused mutations");
+        eprintln!(
+            "seed {seed}: {pushed} host pushes ({firewall_pushed} of the firewall), \
+             {refused} refused mutations"
+        );
         assert!(
-            pushed > 50 && refused > 5,
+            pushed > 50 && refused > 5 && firewall_pushed > 10,
             "the sequence exercises too little"
         );
     }

@@ -4,6 +4,7 @@
 mod credentials;
 mod hosts;
 mod invariant;
+mod limits;
 mod scale;
 
 use tempfile::TempDir;
@@ -39,6 +40,8 @@ pub(super) fn ss(name: &str, port: u16, span: u16, servers: Servers) -> NewServi
             method: "chacha20-ietf-poly1305".into(),
         },
         servers,
+        bandwidth: Default::default(),
+        new_conn_rate: None,
     }
 }
 
@@ -49,6 +52,7 @@ pub(super) fn user(name: &str, servers: Servers) -> NewUser {
         note: None,
         servers,
         protocols: None,
+        bandwidth: Default::default(),
     }
 }
 
