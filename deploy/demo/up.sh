@@ -50,6 +50,7 @@ else
 fi
 BIN="$ROOT/target/$PROFILE"
 export VPN_CONFIG="$DEMO/vpn.toml"
+export NO_COLOR=1 # plain-text daemon logs in .demo/logs
 mkdir -p "$DEMO/run" "$DEMO/logs" "$DEMO/www"
 
 # --- the network every demo host sits on; its gateway is this machine.
@@ -112,9 +113,27 @@ for l in "${links[@]}"; do
     [[ "$l" == *"@$host1_ip:"* ]] && first="$l"
 done
 
+# --- self-check: the very link printed, through the real client, to host 1's page.
+check="not run (sslocal or curl missing)"
+if command -v sslocal >/dev/null && command -v curl >/dev/null && [[ -n "$first" ]]; then
+    cport="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+    sslocal --server-url "$first" --local-addr "127.0.0.1:$cport" >"$DEMO/logs/selfcheck-sslocal.log" 2>&1 &
+    spid=$!
+    check="FAILED (see .demo/logs/)"
+    for _ in $(seq 1 15); do
+        if page="$(curl -sS --max-time 3 --socks5-hostname "127.0.0.1:$cport" http://127.0.0.1:8000/ 2>/dev/null)"; then
+            check="OK: $page"
+            break
+        fi
+        sleep 1
+    done
+    kill "$spid" 2>/dev/null || true
+fi
+
 cat <<MSG
 
 The demo fleet is up (state and logs in .demo/).
+Self-check through the tunnel: $check
 
 User "demo" has these links, one per host:
 $(printf '  %s\n' "${links[@]}")

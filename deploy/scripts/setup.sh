@@ -20,6 +20,7 @@ die() { echo "setup: $*" >&2; exit 1; }
 # --- 1. Debian packages: "command package" pairs; a package is installed when its command is missing.
 need=(
     "ip iproute2" "tc iproute2" "nft nftables" "iptables iptables" "nsenter util-linux"
+    "setpriv util-linux"
     "python3 python3" "curl curl" "ps procps" "docker docker.io"
 )
 missing=()

@@ -64,6 +64,7 @@ impl SsLocal {
                 tail(log, 30)
             );
         }
+        proc.note("is listening (an 'unexpected end of file' above was the readiness probe)");
         Ok(SsLocal {
             proc,
             addr,

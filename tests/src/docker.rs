@@ -2,12 +2,15 @@
 //! what an operator would type, and needs no Docker API client).
 
 use std::net::Ipv4Addr;
+use std::path::Path;
 use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 
 /// Label put on every network and container the harness creates, valued with the fleet's id.
 pub const FLEET_LABEL: &str = "vpn-e2e.fleet";
+/// Label on each fleet network: the pid of the test process that owns it (see [`sweep_stale`]).
+pub const OWNER_LABEL: &str = "vpn-e2e.owner-pid";
 /// Label the agent puts on the containers it manages, valued with its host id.
 pub const HOST_LABEL: &str = "vpn-fleet.host";
 /// Label the agent puts on every container it manages.
@@ -42,8 +45,9 @@ impl Network {
     /// Creates `name` (Docker picks a free subnet) and reads its gateway.
     pub fn create(name: &str, fleet_id: &str) -> Result<Network> {
         let label = format!("{FLEET_LABEL}={fleet_id}");
+        let owner = format!("{OWNER_LABEL}={}", std::process::id());
         docker(&[
-            "network", "create", "--driver", "bridge", "--label", &label, name,
+            "network", "create", "--driver", "bridge", "--label", &label, "--label", &owner, name,
         ])?;
         let gw = docker(&[
             "network",
@@ -108,4 +112,43 @@ pub fn remove_containers(ids: &[String]) -> Vec<String> {
     ids.iter()
         .filter_map(|id| docker(&["rm", "-f", "-v", id]).err().map(|e| e.to_string()))
         .collect()
+}
+
+/// Removes what earlier test processes left behind when they were killed before their clean-up
+/// ran: every fleet network whose owner process is gone, its host containers and the agent
+/// containers in their namespaces. (Their processes died with them: see `proc::Proc::spawn`.)
+pub fn sweep_stale() -> Vec<String> {
+    let mut problems = Vec::new();
+    let format =
+        format!("{{{{.Name}}}} {{{{.Label \"{FLEET_LABEL}\"}}}} {{{{.Label \"{OWNER_LABEL}\"}}}}");
+    let filter = format!("label={FLEET_LABEL}");
+    let listing = match docker(&["network", "ls", "--filter", &filter, "--format", &format]) {
+        Ok(l) => l,
+        Err(e) => return vec![e.to_string()],
+    };
+    for line in listing.lines() {
+        let mut f = line.split_whitespace();
+        let (Some(net), Some(fleet), owner) = (f.next(), f.next(), f.next()) else {
+            continue;
+        };
+        let alive = owner
+            .and_then(|p| p.parse::<u32>().ok())
+            .is_some_and(|pid| Path::new(&format!("/proc/{pid}")).exists());
+        if alive {
+            continue;
+        }
+        let hosts =
+            containers_with_labels(&[&format!("{FLEET_LABEL}={fleet}")]).unwrap_or_default();
+        for host in &hosts {
+            let name = docker(&["inspect", "--format", "{{.Name}}", host]).unwrap_or_default();
+            let managed = managed_containers_in_namespace_of(name.trim_start_matches('/'), host)
+                .unwrap_or_default();
+            problems.extend(remove_containers(&managed));
+        }
+        problems.extend(remove_containers(&hosts));
+        if let Err(e) = docker(&["network", "rm", net]) {
+            problems.push(e.to_string());
+        }
+    }
+    problems
 }

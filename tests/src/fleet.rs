@@ -44,11 +44,17 @@ pub const RECONNECT_MAX: &str = "2s";
 /// processes, `.config/nextest.toml` puts these tests in a serial group.)
 static SERIAL: Mutex<()> = Mutex::new(());
 
-/// Takes the harness-wide lock that serialises tests using Docker and namespaces.
+/// Takes the harness-wide lock that serialises tests using Docker and namespaces, then sweeps
+/// away what killed test processes left behind ([`docker::sweep_stale`]).
 pub fn serial_guard() -> MutexGuard<'static, ()> {
-    SERIAL
+    let guard = SERIAL
         .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let problems = docker::sweep_stale();
+    if !problems.is_empty() {
+        eprintln!("sweeping stale test fleets: {problems:#?}");
+    }
+    guard
 }
 
 /// One row of `vpn servers list -o json` (the fields the tests rely on are not optional).
@@ -528,6 +534,8 @@ impl Fleet {
             }
         }
         cmd.env("VPN_CONFIG", &self.vpn_config);
+        // Plain-text logs: they are read by people and grepped by tests.
+        cmd.env("NO_COLOR", "1");
         if std::env::var_os("RUST_LOG").is_none() {
             cmd.env("RUST_LOG", "info");
         }
@@ -580,14 +588,17 @@ impl Drop for Fleet {
         }
         if failing {
             self.print_logs();
-            if let Some(dir) = self.tempdir.take() {
-                let kept = dir.keep();
-                eprintln!(
-                    "fleet {}: test failed; logs and state kept in {}",
-                    self.id,
-                    kept.display()
-                );
-            }
+        }
+        // VPN_E2E_KEEP=1 keeps the directory of a passing test too, for a look around.
+        if (failing || std::env::var_os("VPN_E2E_KEEP").is_some_and(|v| v == "1"))
+            && let Some(dir) = self.tempdir.take()
+        {
+            let kept = dir.keep();
+            eprintln!(
+                "fleet {}: logs and state kept in {}",
+                self.id,
+                kept.display()
+            );
         }
     }
 }

@@ -5,7 +5,8 @@
 //!
 //! - [`env`]: preconditions (root, Docker, `sslocal`, local images, the workspace's binaries), each
 //!   checked loudly: a missing piece panics with what to install, it never skips quietly.
-//! - [`docker`]: the `docker` CLI driven through `std::process`; the per-fleet bridge network.
+//! - [`docker`]: the `docker` CLI driven through `std::process`; the per-fleet bridge network;
+//!   the sweep of what killed test runs left behind.
 //! - [`host`]: a simulated VPN host = one `vpn-fleet/pause:local` container holding a network
 //!   namespace; programs are started inside it with `nsenter --net`.
 //! - [`proc`]: child processes whose output goes to a log file, killed on drop.
@@ -17,6 +18,12 @@
 //! - [`wait`]: bounded polling.
 //!
 //! Everything a test sends goes to loopback or to the namespaces of containers the test created.
+//!
+//! Processes are started through `setpriv --pdeathsig KILL` so they die with a killed test
+//! process; the Docker networks and containers such a process leaves are swept by the next test
+//! that takes [`fleet::serial_guard`]. Environment knobs: `VPN_E2E_KEEP=1` keeps a passing
+//! fleet's directory (a failing one is always kept and its logs printed), `VPN_E2E_BIN_DIR`
+//! points at the product binaries when they are not in this build's target directory.
 
 #![allow(
     clippy::print_stderr,

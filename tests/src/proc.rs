@@ -21,8 +21,12 @@ pub struct Proc {
 }
 
 impl Proc {
-    /// Starts `cmd` with stdin closed and both output streams appended to `log`.
-    pub fn spawn(name: &str, mut cmd: Command, log: &Path) -> Result<Proc> {
+    /// Starts `cmd` with stdin closed and both output streams appended to `log`. The process is
+    /// started through `setpriv --pdeathsig KILL`, so it dies with the test process even when
+    /// that is killed before it can clean up (a timeout, Ctrl-C). The signal follows the
+    /// *thread* that spawned it: spawn long-lived processes from the test's own thread.
+    pub fn spawn(name: &str, cmd: Command, log: &Path) -> Result<Proc> {
+        let mut cmd = with_parent_death_signal(&cmd);
         let mut file = open_log(log)?;
         writeln!(file, "=== harness: starting {name}: {cmd:?}")?;
         let stderr = file.try_clone()?;
@@ -86,7 +90,8 @@ impl Proc {
         self.kill();
     }
 
-    fn note(&self, what: &str) {
+    /// Appends a harness line to the process's log (to explain what a reader will see there).
+    pub fn note(&self, what: &str) {
         if let Ok(mut f) = open_log(&self.log) {
             let _ = writeln!(f, "=== harness: {} {what}", self.name);
         }
@@ -100,6 +105,26 @@ impl Drop for Proc {
             let _ = self.child.wait();
         }
     }
+}
+
+/// `cmd` rewritten as `setpriv --pdeathsig KILL -- PROGRAM ARGS…` with the same environment and
+/// working directory. `setpriv` execs the program, so the pid stays the program's.
+fn with_parent_death_signal(cmd: &Command) -> Command {
+    let mut wrapped = Command::new("setpriv");
+    wrapped
+        .args(["--pdeathsig", "KILL", "--"])
+        .arg(cmd.get_program())
+        .args(cmd.get_args());
+    for (k, v) in cmd.get_envs() {
+        match v {
+            Some(v) => wrapped.env(k, v),
+            None => wrapped.env_remove(k),
+        };
+    }
+    if let Some(dir) = cmd.get_current_dir() {
+        wrapped.current_dir(dir);
+    }
+    wrapped
 }
 
 fn open_log(path: &Path) -> Result<File> {
