@@ -195,11 +195,10 @@ mod tests {
         let negative = r#"{"nftables": [{"counter": {"family": "inet", "name": "x",
             "table": "vpn_agent", "packets": -1, "bytes": 0}}]}"#;
         assert!(matches!(parse(negative), Err(CountersError::Malformed(_))));
-        let twice = r#"{"nftables": [
-            {"counter": {"family": "inet", "name": "x", "table": "vpn_agent", "packets": 1, "bytes": 1}},
-            {"counter": {"family": "inet", "name": "x", "table": "vpn_agent", "packets": 1, "bytes": 1}}
-        ]}"#;
-        assert!(matches!(parse(twice), Err(CountersError::Duplicate(n)) if n == "x"));
+        let one = r#"{"counter": {"family": "inet", "name": "x", "table": "vpn_agent",
+            "packets": 1, "bytes": 1}}"#;
+        let twice = format!(r#"{{"nftables": [{one}, {one}]}}"#);
+        assert!(matches!(parse(&twice), Err(CountersError::Duplicate(n)) if n == "x"));
     }
 
     #[test]
@@ -209,7 +208,14 @@ mod tests {
                 assert_eq!(parse_counter_name(&counter_name(port, d)), Some((port, d)));
             }
         }
-        for bad in ["port_8388", "port__up", "port_+1_up", "port_70000_up", "x_1_up", "port_1_in"] {
+        for bad in [
+            "port_8388",
+            "port__up",
+            "port_+1_up",
+            "port_70000_up",
+            "x_1_up",
+            "port_1_in",
+        ] {
             assert_eq!(parse_counter_name(bad), None, "{bad}");
         }
     }
