@@ -10,12 +10,16 @@
 //! - [`backoff`]: reconnect delays.
 //! - [`apply`]: the applier and its thin Docker layer (labelled containers, spec-hash recreate).
 //! - [`drivers`]: per-protocol container specs and hot user changes (ssmanager for Shadowsocks).
+//! - [`firewall`]: our own nftables table `inet vpn_agent` (block list, rate limits, counters).
+//! - [`shaping`]: per-user and per-service bandwidth limits with tc (HTB, IFB for upload).
 
 pub mod apply;
 pub mod backoff;
 pub mod config;
 pub mod drivers;
 pub mod enroll;
+pub mod firewall;
 pub mod renew;
 pub mod session;
+pub mod shaping;
 pub mod state;
