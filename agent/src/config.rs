@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::hostnet::NetConfig;
+
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
@@ -20,6 +22,14 @@ pub struct FileConfig {
     pub public_address: Option<String>,
     /// Longest wait between reconnect attempts, humantime (default `30s`).
     pub reconnect_max: Option<String>,
+    /// Interface whose traffic is shaped (default: the default route's device).
+    pub shaping_iface: Option<String>,
+    /// The link's real speed, e.g. `1gbit` (default `10gbit`).
+    pub link_ceiling: Option<String>,
+    /// Whether the agent manages its nftables table (default true).
+    pub firewall: Option<bool>,
+    /// Whether the agent applies bandwidth limits (default true).
+    pub shaping: Option<bool>,
 }
 
 /// Where the agent keeps its files.
@@ -53,6 +63,10 @@ pub struct Overrides {
     pub network_mode: Option<String>,
     pub public_address: Option<String>,
     pub reconnect_max: Option<String>,
+    pub shaping_iface: Option<String>,
+    pub link_ceiling: Option<String>,
+    pub no_firewall: bool,
+    pub no_shaping: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,6 +77,7 @@ pub struct Config {
     pub network_mode: String,
     pub public_address: Option<String>,
     pub reconnect_max: Duration,
+    pub net: NetConfig,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -112,7 +127,24 @@ impl Config {
                 field: "reconnect_max",
                 reason: format!("{reconnect:?}: {e}"),
             })?;
+        let link_ceiling_bps = over
+            .link_ceiling
+            .or(file.link_ceiling)
+            .map(|c| {
+                vpn_shared::rate::parse(&c).map_err(|reason| ConfigError::Invalid {
+                    field: "link_ceiling",
+                    reason,
+                })
+            })
+            .transpose()?;
+        let net = NetConfig {
+            shaping_iface: over.shaping_iface.or(file.shaping_iface),
+            link_ceiling_bps,
+            firewall: !over.no_firewall && file.firewall.unwrap_or(true),
+            shaping: !over.no_shaping && file.shaping.unwrap_or(true),
+        };
         Ok(Config {
+            net,
             controller: file.controller,
             host_id: file.host_id,
             host_name: file.host_name,

@@ -6,6 +6,7 @@
 //! - [`enroll`]: `vpn-agent join` — CSR enrollment pinning the controller's CA.
 //! - [`config`]: `agent.toml`, env and flags; where files live.
 //! - [`renew`]: certificate renewal over the live session.
+//! - [`hostnet`]: shaping and the firewall around the containers; feature probe and health.
 //! - [`state`]: the last applied state on disk (atomic, 0600).
 //! - [`backoff`]: reconnect delays.
 //! - [`apply`]: the applier and its thin Docker layer (labelled containers, spec-hash recreate).
@@ -19,6 +20,7 @@ pub mod config;
 pub mod drivers;
 pub mod enroll;
 pub mod firewall;
+pub mod hostnet;
 pub mod renew;
 pub mod session;
 pub mod shaping;

@@ -41,6 +41,18 @@ enum Command {
         /// Longest pause between reconnect attempts (e.g. `30s`).
         #[arg(long, env = "VPN_AGENT_RECONNECT_MAX")]
         reconnect_max: Option<String>,
+        /// Interface to shape (default: the default route's device).
+        #[arg(long, env = "VPN_AGENT_SHAPING_IFACE")]
+        shaping_iface: Option<String>,
+        /// The link's real speed, e.g. `1gbit` (default `10gbit`).
+        #[arg(long, env = "VPN_AGENT_LINK_CEILING")]
+        link_ceiling: Option<String>,
+        /// Do not manage the nftables table `inet vpn_agent`.
+        #[arg(long, env = "VPN_AGENT_NO_FIREWALL")]
+        no_firewall: bool,
+        /// Do not apply bandwidth limits.
+        #[arg(long, env = "VPN_AGENT_NO_SHAPING")]
+        no_shaping: bool,
     },
 }
 
@@ -93,6 +105,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             network_mode,
             public_address,
             reconnect_max,
+            shaping_iface,
+            link_ceiling,
+            no_firewall,
+            no_shaping,
         } => {
             let paths = Paths::new(&data_dir);
             let file = FileConfig::load(&paths.config)?;
@@ -102,12 +118,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     network_mode,
                     public_address,
                     reconnect_max,
+                    shaping_iface,
+                    link_ceiling,
+                    no_firewall,
+                    no_shaping,
                 },
             )?;
             let docker = Docker::connect().await.context("connecting to Docker")?;
             let applier = Applier::new(docker, &config.host_id, &data_dir, &config.network_mode);
             tracing::info!(host = %config.host_name, host_id = %config.host_id, controller = %config.controller, network_mode = %config.network_mode, "agent starting");
-            Agent::new(config, paths, applier).run().await
+            let net = vpn_agent::hostnet::HostNet::setup(&config.net).await;
+            Agent::new(config, paths, applier, net).run().await
         }
     }
 }

@@ -23,6 +23,7 @@ use vpn_shared::transport::{self, SERVER_NAME};
 use crate::apply::Applier;
 use crate::backoff;
 use crate::config::{Config, Paths};
+use crate::hostnet::HostNet;
 use crate::renew::Renewal;
 use crate::state;
 
@@ -38,6 +39,7 @@ pub struct Agent {
     pub config: Config,
     pub paths: Paths,
     pub applier: Applier,
+    pub net: HostNet,
     pub current: TrackedState,
     /// Results of the last apply, re-sent in acks.
     last_results: Vec<ResourceResult>,
@@ -51,11 +53,12 @@ enum SessionEnd {
 }
 
 impl Agent {
-    pub fn new(config: Config, paths: Paths, applier: Applier) -> Agent {
+    pub fn new(config: Config, paths: Paths, applier: Applier, net: HostNet) -> Agent {
         Agent {
             config,
             paths,
             applier,
+            net,
             current: TrackedState::default(),
             last_results: Vec::new(),
             renewal: Renewal::new(backoff::random_unit()),
@@ -127,7 +130,8 @@ impl Agent {
 
     /// Applies a whole state, persists it and remembers the results.
     async fn apply(&mut self, state: DesiredState) {
-        let results = self.applier.apply(&state).await;
+        let mut results = self.applier.apply(&state).await;
+        results.extend(self.net.apply(&state).await);
         let failed = results
             .iter()
             .filter(|r| r.outcome != vpn_shared::proto::Outcome::Ok)
@@ -144,7 +148,9 @@ impl Agent {
     /// users a restarted container lost. Idempotent, and cheap when nothing drifted.
     async fn reconcile(&mut self) {
         let report = self.applier.apply_report(self.current.state()).await;
-        let results = report.results;
+        let mut results = report.results;
+        let state = self.current.state().clone();
+        results.extend(self.net.apply(&state).await);
         for r in results
             .iter()
             .filter(|r| r.outcome != vpn_shared::proto::Outcome::Ok)
@@ -218,6 +224,10 @@ impl Agent {
             public_address: self.config.public_address.clone(),
         });
         if let Err(e) = write_frame(&mut send, &hello).await {
+            return lost(e.to_string());
+        }
+        let health = AgentMsg::Health(self.net.health().clone());
+        if let Err(e) = write_frame(&mut send, &health).await {
             return lost(e.to_string());
         }
         let (tx, mut msgs) = mpsc::channel(16);

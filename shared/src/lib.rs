@@ -6,6 +6,7 @@
 //! - [`pki`]: the private CA, certificates, CSRs and identities in SANs.
 //! - [`transport`]: QUIC endpoint configuration (rustls, ring, mTLS) and framed streams.
 //! - [`join`]: the join string an operator hands to a new host.
+//! - [`rate`]: parsing and showing bit rates (`20mbit`, `20 Mbit/s`).
 //! - [`links`]: client links (SIP002 `ss://`).
 
 pub mod context;
@@ -15,4 +16,5 @@ pub mod links;
 pub mod model;
 pub mod pki;
 pub mod proto;
+pub mod rate;
 pub mod transport;

@@ -322,7 +322,7 @@ fn parse_protocol(s: &str) -> Result<Protocol, String> {
 }
 
 fn parse_rate(s: &str) -> Result<u64, String> {
-    crate::rate::parse(s)
+    vpn_shared::rate::parse(s)
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {

@@ -5,7 +5,6 @@
 //! - [`commands`]: a parsed command becomes one admin request; runs it and prints the answer.
 //! - [`client`]: the QUIC mTLS connection to the controller, one stream per request.
 //! - [`render`]: response → text for `-o table|json|yaml|plain` (pure, snapshot-tested).
-//! - [`rate`]: bandwidth rates parsed from flags (`20mbit`) and shown in tables (`20 Mbit/s`).
 //! - [`output`]: the only module that prints.
 //! - [`error`]: errors and their exit codes (2 usage, 65 bad data, 69 unavailable, 78 config…).
 
@@ -14,7 +13,6 @@ mod client;
 mod commands;
 mod error;
 mod output;
-mod rate;
 mod render;
 
 use std::process::ExitCode;

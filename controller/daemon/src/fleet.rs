@@ -41,6 +41,8 @@ struct Link {
     /// and must never wait on a slow agent.
     tx: mpsc::UnboundedSender<SessionCommand>,
     acked: watch::Receiver<AckState>,
+    /// Missing host features the agent reported.
+    health: Vec<String>,
 }
 
 #[derive(Default)]
@@ -71,6 +73,7 @@ impl Fleet {
                 session,
                 tx,
                 acked: ack_rx,
+                health: Vec::new(),
             },
         );
         if let Some(old) = old {
@@ -89,6 +92,23 @@ impl Fleet {
         if links.get(host_id).is_some_and(|l| l.session == session) {
             links.remove(host_id);
         }
+    }
+
+    /// Records what the host's agent reported about its features.
+    pub fn set_health(&self, host_id: &str, session: u64, missing: Vec<String>) {
+        if let Some(link) = self.lock().get_mut(host_id)
+            && link.session == session
+        {
+            link.health = missing;
+        }
+    }
+
+    /// Missing features of an online host (empty when offline).
+    pub fn health(&self, host_id: &str) -> Vec<String> {
+        self.lock()
+            .get(host_id)
+            .map(|l| l.health.clone())
+            .unwrap_or_default()
     }
 
     pub fn is_online(&self, host_id: &str) -> bool {

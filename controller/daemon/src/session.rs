@@ -408,6 +408,15 @@ impl Session {
                 self.resync(reg).await
             }
             AgentMsg::Hello(_) => Err(End::Protocol("hello in the middle of a session".into())),
+            AgentMsg::Health(health) => {
+                for line in &health.missing {
+                    warn!(host = %self.host_name, missing = %line, "host feature missing");
+                }
+                self.ctl
+                    .fleet
+                    .set_health(&self.host_id, reg.session, health.missing);
+                Ok(())
+            }
             AgentMsg::RenewRequest { csr_pem } => {
                 let reply = self.renew(&csr_pem).await;
                 write_frame(&mut self.send, &reply)

@@ -193,6 +193,8 @@ pub struct ServerInfo {
     pub cert_not_after: Option<i64>,
     pub services: Vec<String>,
     pub users: u64,
+    /// Missing host features the agent reported (empty when offline or all present).
+    pub health: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

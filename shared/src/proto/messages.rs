@@ -17,6 +17,15 @@ pub enum AgentMsg {
     ResyncRequest { reason: String },
     /// A new certificate for a fresh key (sent at 70–90% of the current one's lifetime).
     RenewRequest { csr_pem: String },
+    /// What the host can and cannot do; sent after `Hello` and whenever it changes.
+    Health(HostHealth),
+}
+
+/// The host's capabilities as the agent found them at start.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct HostHealth {
+    /// One line per missing kernel or tool feature: what is missing and what that disables.
+    pub missing: Vec<String>,
 }
 
 /// The agent's opening frame.

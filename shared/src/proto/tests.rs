@@ -127,6 +127,12 @@ fn samples() -> Vec<(&'static str, Vec<u8>)> {
             }),
         ),
         (
+            "agent_health",
+            enc(&AgentMsg::Health(HostHealth {
+                missing: vec!["act_connmark: x".into()],
+            })),
+        ),
+        (
             "ctl_renewed",
             enc(&ControllerMsg::Renewed {
                 cert_pem: "c".into(),
@@ -265,6 +271,7 @@ fn admin_responses() -> Vec<AdminResponse> {
         cert_not_after: None,
         services: vec!["ss".into()],
         users: 3,
+        health: vec![],
     };
     let service = ServiceInfo {
         name: "ss".into(),

@@ -11,7 +11,7 @@ use vpn_shared::proto::admin::{
 
 use super::{Opts, ago, conn_rate, dash_join, date, refused, server_list, timestamp};
 use crate::error::CliError;
-use crate::rate;
+use vpn_shared::rate;
 
 pub fn render(resp: &AdminResponse, opts: &Opts) -> Result<String, CliError> {
     let now = opts.now;
@@ -143,6 +143,14 @@ fn server(s: &ServerInfo, now: i64) -> String {
         ),
         ("Services", dash_join(&s.services)),
         ("Users", s.users.to_string()),
+        (
+            "Missing features",
+            if s.health.is_empty() {
+                "-".into()
+            } else {
+                s.health.join("; ")
+            },
+        ),
     ])
 }
 

@@ -50,6 +50,7 @@ fn servers() -> AdminResponse {
             cert_not_after: Some(NOW + 86400),
             services: vec!["ss".into()],
             users: 12,
+            health: vec![],
         },
         ServerInfo {
             name: "ams-2".into(),
@@ -64,6 +65,7 @@ fn servers() -> AdminResponse {
             cert_not_after: None,
             services: vec!["ss".into(), "ss-alt".into()],
             users: 3,
+            health: vec![],
         },
         ServerInfo {
             name: "nyc-3".into(),
@@ -78,6 +80,7 @@ fn servers() -> AdminResponse {
             cert_not_after: None,
             services: vec![],
             users: 0,
+            health: vec![],
         },
     ])
 }

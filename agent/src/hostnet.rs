@@ -1,0 +1,142 @@
+//! The host's network policy around the containers: tc shaping and the nftables table.
+//!
+//! Probed once at start: what the kernel lacks is logged, reported to the controller's health
+//! view, and disables only what depends on it. Applied after the containers on every state, and
+//! idempotent: with nothing changed neither `tc` nor `nft` rewrites anything.
+
+use std::collections::BTreeMap;
+
+use tracing::{info, warn};
+use vpn_shared::model::DesiredState;
+use vpn_shared::proto::{HostHealth, ResourceResult};
+
+use crate::firewall::{Count, Firewall};
+use crate::shaping::apply::{DEFAULT_CEILING_BPS, Shaper, detect_egress_iface};
+use crate::shaping::{kernel, plan};
+
+/// What the operator configured for shaping.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NetConfig {
+    /// Interface to shape; `None` detects the default route's device.
+    pub shaping_iface: Option<String>,
+    /// The link's real speed in bit/s; `None` is 10 gbit.
+    pub link_ceiling_bps: Option<u64>,
+    pub firewall: bool,
+    pub shaping: bool,
+}
+
+pub struct HostNet {
+    shaper: Option<Shaper>,
+    firewall: Option<Firewall>,
+    health: HostHealth,
+    /// Bytes per firewall counter read before each table replacement; kept here until the
+    /// traffic ledger takes them (SPEC §2.6).
+    traffic: BTreeMap<String, Count>,
+}
+
+impl HostNet {
+    /// Probes the kernel and tools and sets up what is usable.
+    pub async fn setup(config: &NetConfig) -> HostNet {
+        let mut missing = Vec::new();
+        let shaper = if config.shaping {
+            let report = kernel::probe().await;
+            report.log();
+            missing.extend(report.effects());
+            match &config.shaping_iface {
+                Some(i) => Some(i.clone()),
+                None => match detect_egress_iface(None).await {
+                    Ok(i) => Some(i),
+                    Err(e) => {
+                        missing.push(format!(
+                            "egress interface not found ({e}): disables bandwidth limits"
+                        ));
+                        None
+                    }
+                },
+            }
+            .map(|iface| {
+                info!(%iface, "bandwidth limits shape this interface");
+                Shaper::new(
+                    &iface,
+                    config.link_ceiling_bps.unwrap_or(DEFAULT_CEILING_BPS),
+                    report.capabilities(),
+                )
+            })
+        } else {
+            info!("bandwidth limits disabled by configuration");
+            None
+        };
+        let firewall = if config.firewall {
+            let fw = Firewall::new();
+            let support = fw.check().await;
+            for (feature, why) in &support.missing {
+                let line = format!(
+                    "nftables {feature:?} ({why}): disables {}",
+                    feature.disables()
+                );
+                warn!(missing = %line, "firewall feature missing");
+                missing.push(line);
+            }
+            support
+                .usable()
+                .then(|| fw.with_options(support.render_options()))
+        } else {
+            info!("managed firewall disabled by configuration");
+            None
+        };
+        HostNet {
+            shaper,
+            firewall,
+            health: HostHealth { missing },
+            traffic: BTreeMap::new(),
+        }
+    }
+
+    pub fn health(&self) -> &HostHealth {
+        &self.health
+    }
+
+    /// Applies the firewall and the shaping for `state`.
+    pub async fn apply(&mut self, state: &DesiredState) -> Vec<ResourceResult> {
+        let mut results = Vec::new();
+        if let Some(fw) = &self.firewall {
+            match fw.apply(state).await {
+                Ok(outcome) => {
+                    self.account(outcome.counters);
+                    results.push(ResourceResult::ok("host/firewall"));
+                }
+                Err(e) => {
+                    warn!(error = %e, "firewall not applied");
+                    results.push(ResourceResult::error("host/firewall", e.to_string()));
+                }
+            }
+        }
+        if let Some(shaper) = &self.shaper {
+            match shaper.apply(&plan::plan(state)).await {
+                Ok(outcome) => {
+                    if !outcome.tc_lines.is_empty() || !outcome.ip_lines.is_empty() {
+                        info!(
+                            tc = outcome.tc_lines.len(),
+                            ip = outcome.ip_lines.len(),
+                            "bandwidth limits applied"
+                        );
+                    }
+                    results.push(ResourceResult::ok("host/shaping"));
+                }
+                Err(e) => {
+                    warn!(error = %e, "bandwidth limits not applied");
+                    results.push(ResourceResult::error("host/shaping", e.to_string()));
+                }
+            }
+        }
+        results
+    }
+
+    fn account(&mut self, counters: BTreeMap<String, Count>) {
+        for (name, c) in counters {
+            let t = self.traffic.entry(name).or_default();
+            t.packets += c.packets;
+            t.bytes += c.bytes;
+        }
+    }
+}
