@@ -12,6 +12,7 @@ use vpn_shared::proto::{HostHealth, ResourceResult};
 
 use crate::firewall::{Count, Firewall};
 use crate::shaping::apply::{DEFAULT_CEILING_BPS, Shaper, detect_egress_iface};
+use crate::shaping::render::Capabilities;
 use crate::shaping::{kernel, plan};
 
 /// What the operator configured for shaping.
@@ -64,6 +65,11 @@ impl HostNet {
             })
         } else {
             info!("bandwidth limits disabled by configuration");
+            missing.push(
+                "shaping disabled by configuration (--no-shaping): disables bandwidth limits"
+                    .into(),
+            );
+            clear_shaping(config).await;
             None
         };
         let firewall = if config.firewall {
@@ -82,6 +88,12 @@ impl HostNet {
                 .then(|| fw.with_options(support.render_options()))
         } else {
             info!("managed firewall disabled by configuration");
+            missing.push("firewall disabled by configuration (--no-firewall): disables block lists and connection rate limits".into());
+            // Switching the firewall off must not leave a stale table enforcing old blocks.
+            match Firewall::new().remove().await {
+                Ok(_) => info!("table inet vpn_agent removed (if it existed)"),
+                Err(e) => warn!(error = %e, "could not remove table inet vpn_agent"),
+            }
             None
         };
         HostNet {
@@ -96,9 +108,22 @@ impl HostNet {
         &self.health
     }
 
-    /// Applies the firewall and the shaping for `state`.
+    /// Applies the firewall and the shaping for `state`. A policy this host cannot enforce is
+    /// an error in the ack, so operators see it instead of a silent "applied".
     pub async fn apply(&mut self, state: &DesiredState) -> Vec<ResourceResult> {
         let mut results = Vec::new();
+        if self.firewall.is_none() && wants_firewall(state) {
+            results.push(ResourceResult::error(
+                "host/firewall",
+                "block list or connection rate limit not enforced: the firewall is disabled or unusable on this host",
+            ));
+        }
+        if self.shaper.is_none() && wants_shaping(state) {
+            results.push(ResourceResult::error(
+                "host/shaping",
+                "bandwidth limit not enforced: shaping is disabled or unusable on this host",
+            ));
+        }
         if let Some(fw) = &self.firewall {
             match fw.apply(state).await {
                 Ok(outcome) => {
@@ -138,5 +163,59 @@ impl HostNet {
             t.packets += c.packets;
             t.bytes += c.bytes;
         }
+    }
+}
+
+fn wants_firewall(state: &DesiredState) -> bool {
+    !state.firewall.blocked.is_empty() || state.services.values().any(|s| s.new_conn_rate.is_some())
+}
+
+fn wants_shaping(state: &DesiredState) -> bool {
+    state.services.values().any(|s| !s.bandwidth.is_unlimited())
+        || state.users.values().any(|u| !u.bandwidth.is_unlimited())
+}
+
+/// With shaping switched off, removes what an earlier run may have installed.
+async fn clear_shaping(config: &NetConfig) {
+    let iface = match &config.shaping_iface {
+        Some(i) => i.clone(),
+        None => match detect_egress_iface(None).await {
+            Ok(i) => i,
+            Err(_) => return,
+        },
+    };
+    let shaper = Shaper::new(&iface, DEFAULT_CEILING_BPS, Capabilities::ALL);
+    if let Err(e) = shaper.clear().await {
+        warn!(%iface, error = %e, "could not remove earlier bandwidth limits");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use vpn_shared::model::{Bandwidth, FirewallSpec, UserSpec};
+
+    use super::*;
+
+    #[test]
+    fn only_states_with_limits_or_blocks_need_the_modules() {
+        let mut s = DesiredState::default();
+        assert!(!wants_firewall(&s) && !wants_shaping(&s));
+        s.users.insert(
+            "a".into(),
+            UserSpec {
+                name: "a".into(),
+                id: "1".into(),
+                credentials: vec![],
+                bandwidth: Bandwidth {
+                    down_bps: Some(8_000_000),
+                    up_bps: None,
+                },
+            },
+        );
+        assert!(wants_shaping(&s) && !wants_firewall(&s));
+        s.firewall = FirewallSpec {
+            blocked: vec!["203.0.113.0/24".into()],
+        };
+        assert!(wants_firewall(&s));
     }
 }

@@ -17,7 +17,7 @@ pub enum AgentMsg {
     ResyncRequest { reason: String },
     /// A new certificate for a fresh key (sent at 70–90% of the current one's lifetime).
     RenewRequest { csr_pem: String },
-    /// What the host can and cannot do; sent after `Hello` and whenever it changes.
+    /// What the host can and cannot do (probed at agent start); sent after every `Hello`.
     Health(HostHealth),
 }
 
