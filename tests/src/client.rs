@@ -1,11 +1,12 @@
 //! The client side of the data plane: the real `sslocal` (SOCKS5 front end of a Shadowsocks
 //! client, started from the exact `ss://` link the product printed) and a small SOCKS5 HTTP
-//! client that fetches from the host server behind the tunnel.
+//! client that fetches from the host server behind the tunnel, plus bulk transfers in both
+//! directions (`/stream/N`, `POST /sink`) for throughput measurements.
 
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream as StdTcpStream, UdpSocket};
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -97,6 +98,55 @@ impl SsLocal {
     pub fn start_drip(&self, secs: u64) -> LongTransfer {
         LongTransfer::start(self.addr, secs)
     }
+
+    /// Starts a `/stream/BYTES` download through a new tunnel connection, as fast as the path
+    /// allows; it ends when complete, stopped, or after `limit`.
+    pub fn start_bulk_download(&self, bytes: usize, limit: Duration) -> BulkDownload {
+        BulkDownload::start(self.addr, bytes, limit)
+    }
+
+    /// `POST /sink` of `bytes` bytes through a new tunnel connection; returns the time from the
+    /// first byte sent to the server's answer, which comes only once it has read every byte.
+    pub fn upload(&self, bytes: usize, limit: Duration) -> Result<Duration> {
+        let proxy = self.addr;
+        let rt = runtime()?;
+        rt.block_on(async {
+            tokio::time::timeout(limit, upload_via_socks(proxy, bytes))
+                .await
+                .with_context(|| format!("upload of {bytes} bytes exceeded {limit:?}"))?
+        })
+    }
+}
+
+async fn upload_via_socks(proxy: SocketAddr, bytes: usize) -> Result<Duration> {
+    let (host, port) = ("127.0.0.1", hostserver::PORT);
+    let mut s = socks5_connect(proxy, host, port).await?;
+    let start = Instant::now();
+    let head = format!(
+        "POST /sink HTTP/1.0\r\nHost: {host}:{port}\r\nContent-Length: {bytes}\r\n\
+         Connection: close\r\n\r\n"
+    );
+    s.write_all(head.as_bytes())
+        .await
+        .context("sending request")?;
+    let chunk: Vec<u8> = (0..BULK_CHUNK).map(drip_byte).collect();
+    let mut sent = 0;
+    while sent < bytes {
+        let n = BULK_CHUNK.min(bytes - sent);
+        s.write_all(&chunk[..n]).await.context("sending body")?;
+        sent += n;
+    }
+    let (_, mut body) = read_head(&mut s).await?;
+    s.read_to_end(&mut body).await.context("reading answer")?;
+    let elapsed = start.elapsed();
+    let got: usize = String::from_utf8_lossy(&body)
+        .trim()
+        .parse()
+        .with_context(|| format!("sink answered {:?}", String::from_utf8_lossy(&body)))?;
+    if got != bytes {
+        bail!("sink read {got} of the {bytes} bytes sent");
+    }
+    Ok(elapsed)
 }
 
 /// Blocking wrapper: SOCKS5 CONNECT to `host:port` via `proxy`, HTTP/1.0 GET `path`, return
@@ -225,6 +275,153 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
         .enable_all()
         .build()
         .context("building a tokio runtime")
+}
+
+/// Size of the writes of an upload.
+const BULK_CHUNK: usize = 64 * 1024;
+
+/// What a bulk download saw.
+#[derive(Debug, Clone)]
+pub struct BulkReport {
+    pub received: usize,
+    pub expected: usize,
+    /// From sending the request to the last byte read (or to the stop).
+    pub elapsed: Duration,
+    /// The spot-checked bytes had the expected values and, unless stopped, all `expected`
+    /// bytes arrived.
+    pub intact: bool,
+    pub stopped: bool,
+    pub error: Option<String>,
+}
+
+impl BulkReport {
+    /// Goodput over the whole transfer in bit/s (HTTP body bytes only).
+    pub fn bits_per_sec(&self) -> f64 {
+        self.received as f64 * 8.0 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+}
+
+/// A `/stream/N` download running on its own thread; sample [`BulkDownload::received`] over a
+/// time window to measure a rate, [`BulkDownload::stop`] it, or wait for all of it.
+#[derive(Debug)]
+pub struct BulkDownload {
+    progress: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+    handle: JoinHandle<BulkReport>,
+}
+
+impl BulkDownload {
+    fn start(proxy: SocketAddr, bytes: usize, limit: Duration) -> BulkDownload {
+        let progress = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (seen, stopped) = (progress.clone(), stop.clone());
+        let handle = std::thread::spawn(move || bulk(proxy, bytes, limit, &seen, &stopped));
+        BulkDownload {
+            progress,
+            stop,
+            handle,
+        }
+    }
+
+    /// Body bytes received so far.
+    pub fn received(&self) -> usize {
+        self.progress.load(Ordering::Relaxed)
+    }
+
+    pub fn is_finished(&self) -> bool {
+        self.handle.is_finished()
+    }
+
+    /// Closes the connection at the next read (within a second) and returns the report.
+    pub fn stop(self) -> BulkReport {
+        self.stop.store(true, Ordering::Relaxed);
+        self.wait()
+    }
+
+    /// Waits for the download to end (it ends by itself within its limit).
+    pub fn wait(self) -> BulkReport {
+        self.handle.join().unwrap_or_else(|_| BulkReport {
+            received: 0,
+            expected: 0,
+            elapsed: Duration::ZERO,
+            intact: false,
+            stopped: false,
+            error: Some("download thread panicked".into()),
+        })
+    }
+}
+
+fn bulk(
+    proxy: SocketAddr,
+    expected: usize,
+    limit: Duration,
+    progress: &AtomicUsize,
+    stop: &AtomicBool,
+) -> BulkReport {
+    let mut start = Instant::now();
+    let mut received = 0usize;
+    let mut corrupt = false;
+    let mut stopped = false;
+    let result: Result<()> = (|| {
+        let rt = runtime()?;
+        rt.block_on(async {
+            tokio::time::timeout(limit, async {
+                let (host, port) = ("127.0.0.1", hostserver::PORT);
+                let mut s = socks5_connect(proxy, host, port).await?;
+                start = Instant::now();
+                send_get(&mut s, host, port, &format!("/stream/{expected}")).await?;
+                let (len, first) = read_head(&mut s).await?;
+                if len != Some(expected) {
+                    bail!("stream announced {len:?} bytes, expected {expected}");
+                }
+                // Spot checks (first and last byte of every read): a per-byte check would cap
+                // what an unoptimised test build can measure.
+                let check = |bytes: &[u8], received: &mut usize, corrupt: &mut bool| {
+                    if let (Some(first), Some(last)) = (bytes.first(), bytes.last()) {
+                        *corrupt |= *first != drip_byte(*received)
+                            || *last != drip_byte(*received + bytes.len() - 1);
+                    }
+                    *received += bytes.len();
+                    progress.store(*received, Ordering::Relaxed);
+                };
+                check(&first, &mut received, &mut corrupt);
+                let mut buf = vec![0u8; BULK_CHUNK];
+                // Bounded: every turn reads bytes, or waits at most a second to look at `stop`.
+                while received < expected {
+                    if stop.load(Ordering::Relaxed) {
+                        stopped = true;
+                        break;
+                    }
+                    let read = tokio::time::timeout(Duration::from_secs(1), s.read(&mut buf));
+                    match read.await {
+                        Ok(n) => match n.context("reading stream body")? {
+                            0 => break,
+                            n => check(&buf[..n], &mut received, &mut corrupt),
+                        },
+                        Err(_) => continue,
+                    }
+                }
+                Ok(())
+            })
+            .await
+            .with_context(|| format!("bulk download exceeded {limit:?}"))?
+        })
+    })();
+    let elapsed = start.elapsed();
+    let mut error = result.err().map(|e| format!("{e:#}"));
+    if error.is_none() && !stopped && received != expected {
+        error = Some(format!(
+            "connection closed after {received} of {expected} bytes"
+        ));
+    }
+    BulkReport {
+        received,
+        expected,
+        elapsed,
+        intact: !corrupt && error.is_none() && (stopped || received == expected),
+        stopped,
+        error,
+    }
 }
 
 /// What a long-running transfer saw.

@@ -6,6 +6,10 @@ Clients reach it *through* the VPN tunnel as 127.0.0.1:PORT from the server's si
   GET /payload     the bytes of --payload (a random file the harness wrote and knows)
   GET /drip/SECS   SECS*10 KiB sent as 1 KiB every 100 ms (a long-running transfer); the byte at
                    stream offset k is k % 251, so the client can check it arrived intact
+  GET /stream/N    N bytes (at most 1 GiB) as fast as the path takes them; the byte at stream
+                   offset k is k % 251 (bulk downloads for throughput measurements)
+  POST /sink       reads and discards the request body (Content-Length), answers with the number
+                   of bytes it read (bulk uploads for throughput measurements)
   GET /            a one-line greeting
 """
 import argparse
@@ -16,6 +20,10 @@ import time
 
 CHUNK = 1024
 TICK = 0.1
+BULK_CHUNK = 64 * 1024
+MAX_STREAM = 1 << 30
+# 64 KiB + 251 bytes of the k % 251 pattern: any 64 KiB window of it starts at a known offset.
+PATTERN = bytes(k % 251 for k in range(BULK_CHUNK + 251))
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
@@ -41,12 +49,50 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 self.wfile.write(bytes((base + j) % 251 for j in range(CHUNK)))
                 self.wfile.flush()
                 time.sleep(TICK)
+        elif self.path.startswith("/stream/"):
+            try:
+                total = int(self.path[len("/stream/"):])
+            except ValueError:
+                self.send_error(400, "bad size")
+                return
+            if not 0 <= total <= MAX_STREAM:
+                self.send_error(400, "size out of range")
+                return
+            self._headers(total)
+            sent = 0
+            try:
+                while sent < total:
+                    n = min(BULK_CHUNK, total - sent)
+                    start = sent % 251
+                    self.wfile.write(PATTERN[start:start + n])
+                    sent += n
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the client stopped reading: a measurement window ended
         elif self.path == "/":
             body = b"hello from a vpn-fleet test host, through the tunnel\n"
             self._headers(len(body), "text/plain")
             self.wfile.write(body)
         else:
             self.send_error(404)
+
+    def do_POST(self):
+        if self.path != "/sink":
+            self.send_error(404)
+            return
+        try:
+            remaining = int(self.headers.get("Content-Length", ""))
+        except ValueError:
+            self.send_error(411, "Content-Length required")
+            return
+        got = 0
+        while got < remaining:
+            data = self.rfile.read(min(BULK_CHUNK, remaining - got))
+            if not data:
+                break
+            got += len(data)
+        body = f"{got}\n".encode()
+        self._headers(len(body), "text/plain")
+        self.wfile.write(body)
 
     def _headers(self, length, ctype="application/octet-stream"):
         self.send_response(200)
