@@ -523,6 +523,26 @@ fn depth(id: ClassId, parent_of: impl Fn(ClassId) -> Option<ClassId>) -> usize {
 }
 
 /// One device's root tree.
+/// An explicit burst for fast classes. tc derives the default burst from the rate and the
+/// kernel clock, and above about 4 Gbit/s that default rounds down to 0 bytes; one millisecond
+/// of the rate keeps a 10 Gbit/s class able to send. Slow classes keep tc's default, which
+/// keeps limits tight.
+fn burst(rate: u64, ceil: u64) -> String {
+    const MIN: u64 = 1_000_000_000;
+    let bytes = |bps: u64| (bps / 8 / 1000).max(1600);
+    if rate < MIN && ceil < MIN {
+        return String::new();
+    }
+    let mut out = String::new();
+    if rate >= MIN {
+        out.push_str(&format!(" burst {}", bytes(rate)));
+    }
+    if ceil >= MIN {
+        out.push_str(&format!(" cburst {}", bytes(ceil)));
+    }
+    out
+}
+
 fn render_tree(
     dev: &str,
     want: &Wanted,
@@ -635,8 +655,10 @@ fn render_tree(
         let quantum = (w.ceil / 80).clamp(1514, 200_000);
         out.push(format!(
             "class replace dev {dev} parent {parent} classid {ROOT_HANDLE}{id:x} htb rate {}bit \
-             ceil {}bit quantum {quantum}",
-            w.rate, w.ceil
+             ceil {}bit quantum {quantum}{}",
+            w.rate,
+            w.ceil,
+            burst(w.rate, w.ceil)
         ));
     }
 
