@@ -422,3 +422,44 @@ fn versions_negotiate_to_the_highest_common_one() {
     assert_eq!(negotiate(1, 9), Some(PROTOCOL_VERSION));
     assert_eq!(negotiate(PROTOCOL_VERSION + 1, PROTOCOL_VERSION + 3), None);
 }
+
+/// SPEC §4 item 5 without a fuzzer: random bytes and mutated real messages must decode to an
+/// error or a value, never a panic or a huge allocation (postcard checks every length against
+/// the bytes left, and serde caps pre-allocation).
+#[test]
+fn random_and_mutated_frames_never_panic() {
+    let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let decode_all = |b: &[u8]| {
+        let _ = super::frame::decode_body::<AgentMsg>(b);
+        let _ = super::frame::decode_body::<ControllerMsg>(b);
+        let _ = super::frame::decode_body::<AdminRequest>(b);
+        let _ = super::frame::decode_body::<AdminResponse>(b);
+        let _ = super::frame::decode_body::<EnrollRequest>(b);
+        let _ = super::frame::decode_body::<EnrollResponse>(b);
+    };
+    for _ in 0..20_000 {
+        let len = (next() % 512) as usize;
+        let bytes: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+        decode_all(&bytes);
+    }
+    for (_, sample) in samples() {
+        for _ in 0..500 {
+            let mut m = sample.clone();
+            for _ in 0..1 + next() % 4 {
+                let i = (next() as usize) % m.len().max(1);
+                if let Some(b) = m.get_mut(i) {
+                    *b ^= 1 << (next() % 8);
+                }
+            }
+            let cut = (next() as usize) % (m.len() + 1);
+            decode_all(&m);
+            decode_all(&m[..cut]);
+        }
+    }
+}
