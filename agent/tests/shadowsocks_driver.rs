@@ -1,15 +1,19 @@
 //! End to end against the real Docker engine: the `Applier` runs the locally built ssmanager
 //! image with host networking on ports 39xxx, and real `sslocal` clients carry traffic to an echo
-//! server on 127.0.0.1. Checks hot user changes (another user's open connection survives),
-//! idempotent re-apply, users coming back after a container restart, and that stale removal
-//! spares another host's containers. Needs Docker; fails (does not skip) without it.
+//! server on an address of a veth pair the test adds (198.18.0.0/15, removed on drop). Checks
+//! that the tunnel refuses the host's loopback (an echo server on 127.0.0.1 never sees a
+//! connection), hot user changes (another user's open connection survives), idempotent
+//! re-apply, users coming back after a container restart, and that stale removal spares another
+//! host's containers. Needs Docker and CAP_NET_ADMIN; fails (does not skip) without them.
 
 // Test code: a panic is the failure report (clippy's in-test allowances skip helper functions).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::net::{SocketAddr, TcpListener as StdTcpListener, UdpSocket};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener as StdTcpListener, UdpSocket};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -41,6 +45,47 @@ impl Drop for Cleanup {
                 let _ = Command::new("docker").args(["rm", "-f", id]).output();
             }
         }
+    }
+}
+
+/// A veth pair the test adds, with one address: a local destination the ACL allows (the host's
+/// loopback is refused). Removed on drop; deleting one end deletes both.
+struct Veth {
+    link: String,
+    ip: Ipv4Addr,
+}
+
+impl Veth {
+    fn add() -> Veth {
+        let pid = std::process::id();
+        let link = format!("vpnit{}", pid % 100_000);
+        // Benchmarking range (RFC 2544): routed nowhere, and the address is ours alone.
+        let ip = Ipv4Addr::new(198, 18, (pid / 254 % 256) as u8, (pid % 254 + 1) as u8);
+        let veth = Veth { link, ip };
+        let peer = format!("{}p", veth.link);
+        let ip_cmd = |args: &[&str]| {
+            let out = Command::new("ip").args(args).output().unwrap();
+            assert!(
+                out.status.success(),
+                "ip {}: {} (this test needs CAP_NET_ADMIN)",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        let link = veth.link.as_str();
+        ip_cmd(&["link", "add", link, "type", "veth", "peer", "name", &peer]);
+        ip_cmd(&["addr", "add", &format!("{ip}/32"), "dev", link]);
+        ip_cmd(&["link", "set", link, "up"]);
+        ip_cmd(&["link", "set", &peer, "up"]);
+        veth
+    }
+}
+
+impl Drop for Veth {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.link])
+            .output();
     }
 }
 
@@ -99,18 +144,22 @@ fn free_local_port() -> u16 {
         .port()
 }
 
-async fn echo_server() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+/// An echo server on `ip`; the counter says how many connections it accepted.
+async fn echo_server(ip: Ipv4Addr) -> (SocketAddr, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind((ip, 0)).await.unwrap();
     let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
     tokio::spawn(async move {
         while let Ok((mut s, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
             tokio::spawn(async move {
                 let (mut r, mut w) = s.split();
                 let _ = tokio::io::copy(&mut r, &mut w).await;
             });
         }
     });
-    addr
+    (addr, accepted)
 }
 
 /// Starts `sslocal` for one user and waits until its SOCKS5 port accepts.
@@ -229,12 +278,16 @@ async fn shadowsocks_users_change_hot_through_the_applier() {
         format!("it{}b", std::process::id()),
     );
     let _cleanup = Cleanup(vec![host.clone(), other_host.clone()]);
-    timeout(Duration::from_secs(60), story(docker, host, other_host))
-        .await
-        .expect("story took over 60 s");
+    let veth = Veth::add();
+    timeout(
+        Duration::from_secs(60),
+        story(docker, host, other_host, veth.ip),
+    )
+    .await
+    .expect("story took over 60 s");
 }
 
-async fn story(docker: Docker, host: String, other_host: String) {
+async fn story(docker: Docker, host: String, other_host: String, local_ip: Ipv4Addr) {
     let dir = tempfile::tempdir().unwrap();
     let applier = Applier::new(docker.clone(), &host, dir.path(), "host");
     let other = Applier::new(
@@ -243,7 +296,8 @@ async fn story(docker: Docker, host: String, other_host: String) {
         &dir.path().join("other"),
         "host",
     );
-    let echo = echo_server().await;
+    let (echo, _) = echo_server(local_ip).await;
+    let (loopback_echo, loopback_accepted) = echo_server(Ipv4Addr::LOCALHOST).await;
     let base = free_port_pair();
     let (pa, pb) = (base, base + 1);
     let full = state(base, &[("alice", pa, "pw-alice"), ("bob", pb, "pw-bob")]);
@@ -268,6 +322,18 @@ async fn story(docker: Docker, host: String, other_host: String) {
     );
     let mut b1 = socks_connect(socks_b, echo).await.unwrap();
     assert_eq!(roundtrip(&mut b1, b"b-1").await.unwrap(), b"b-1");
+
+    // The host's loopback is refused by the ACL: sslocal may answer the CONNECT, but the server
+    // drops the relay before dialling, so the loopback echo server never sees a connection.
+    let to_loopback = match socks_connect(socks_a, loopback_echo).await {
+        Ok(mut s) => roundtrip(&mut s, b"loopback").await.map(|_| ()),
+        Err(e) => Err(e),
+    };
+    assert!(
+        to_loopback.is_err(),
+        "the tunnel relayed to the host's 127.0.0.1"
+    );
+    assert_eq!(loopback_accepted.load(Ordering::SeqCst), 0);
 
     // Remove alice: only her port closes, bob's open connection carries on.
     let r = applier.apply_report(&without_alice).await;

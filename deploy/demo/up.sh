@@ -4,8 +4,10 @@
 #   - two simulated VPN hosts, each a `vpn-fleet/pause:local` container with its own network
 #     namespace on the Docker network `vpn-demo`, a vpn-agent running inside that namespace
 #     (nsenter) and the Shadowsocks containers it starts sharing it;
-#   - shadowsocks deployed on both, user `demo` added, and a small web page served on
-#     127.0.0.1:8000 inside host 1's namespace (reachable only through the tunnel).
+#   - shadowsocks deployed on both, user `demo` added, and a small web page served on port 8000
+#     inside host 1's namespace, fetched through the tunnel at host 1's own address (the server
+#     refuses to relay to its host's loopback: the page listens there too, and the self-check
+#     shows 127.0.0.1:8000 refused).
 # Then prints the user's links and how to try one. Stop everything with deploy/demo/down.sh.
 #
 # Env: VPN_DEMO_PORT (controller UDP port), VPN_DEMO_PROFILE (debug|release, default debug).
@@ -96,9 +98,10 @@ sys.exit(0 if want <= {r["name"] for r in rows if r.get("online")} else 1)' "${H
 wait_for 30 all_online || die "agents not online within 30 s; see $DEMO/logs/agent-*.log"
 say "agents online: ${HOSTS[*]}"
 
-# --- a web page inside host 1's namespace, on its loopback only.
+# --- a web page inside host 1's namespace, on all its addresses (loopback too, so the
+# self-check can show the tunnel refusing 127.0.0.1).
 echo "Hello from inside ${HOSTS[0]}: you came through the Shadowsocks tunnel." >"$DEMO/www/index.html"
-nohup nsenter --net="$(netns "${HOSTS[0]}")" -- python3 -m http.server 8000 --bind 127.0.0.1 \
+nohup nsenter --net="$(netns "${HOSTS[0]}")" -- python3 -m http.server 8000 --bind 0.0.0.0 \
     --directory "$DEMO/www" >"$DEMO/logs/www.log" 2>&1 &
 echo $! >"$DEMO/run/www.pid"
 
@@ -113,20 +116,29 @@ for l in "${links[@]}"; do
     [[ "$l" == *"@$host1_ip:"* ]] && first="$l"
 done
 
-# --- self-check: the very link printed, through the real client, to host 1's page.
+# --- self-check: the very link printed, through the real client, to host 1's page; the same
+# page asked for as 127.0.0.1 must be refused (the server's ACL).
 check="not run (sslocal or curl missing)"
+loopback="not run"
 if command -v sslocal >/dev/null && command -v curl >/dev/null && [[ -n "$first" ]]; then
     cport="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
     sslocal --server-url "$first" --local-addr "127.0.0.1:$cport" >"$DEMO/logs/selfcheck-sslocal.log" 2>&1 &
     spid=$!
     check="FAILED (see .demo/logs/)"
     for _ in $(seq 1 15); do
-        if page="$(curl -sS --max-time 3 --socks5-hostname "127.0.0.1:$cport" http://127.0.0.1:8000/ 2>/dev/null)"; then
+        if page="$(curl -sS --max-time 3 --socks5-hostname "127.0.0.1:$cport" "http://$host1_ip:8000/" 2>/dev/null)"; then
             check="OK: $page"
             break
         fi
         sleep 1
     done
+    if [[ "$check" == OK* ]]; then
+        if curl -sS --max-time 3 --socks5-hostname "127.0.0.1:$cport" http://127.0.0.1:8000/ >/dev/null 2>&1; then
+            loopback="FAILED: the tunnel reached ${HOSTS[0]}'s 127.0.0.1"
+        else
+            loopback="OK: http://127.0.0.1:8000/ refused"
+        fi
+    fi
     kill "$spid" 2>/dev/null || true
 fi
 
@@ -134,14 +146,16 @@ cat <<MSG
 
 The demo fleet is up (state and logs in .demo/).
 Self-check through the tunnel: $check
+Host loopback through the tunnel: $loopback
 
 User "demo" has these links, one per host:
 $(printf '  %s\n' "${links[@]}")
 
 Try the one of ${HOSTS[0]} ($host1_ip) with the real Shadowsocks client:
   sslocal --server-url '$first' --local-addr 127.0.0.1:1080 &
-  curl --socks5-hostname 127.0.0.1:1080 http://127.0.0.1:8000/
-(127.0.0.1:8000 is resolved on the server's side: a page only ${HOSTS[0]}'s namespace serves.)
+  curl --socks5-hostname 127.0.0.1:1080 http://$host1_ip:8000/
+($host1_ip is ${HOSTS[0]}'s own address, dialled from the server's side. http://127.0.0.1:8000/ is
+refused: the server does not relay to its host's loopback.)
 
 Drive the fleet with the CLI:
   export VPN_CONFIG=$VPN_CONFIG

@@ -2,6 +2,10 @@
 //! client, started from the exact `ss://` link the product printed) and a small SOCKS5 HTTP
 //! client that fetches from the host server behind the tunnel, plus bulk transfers in both
 //! directions (`/stream/N`, `POST /sink`) for throughput measurements.
+//!
+//! The host server is addressed by the host's own address on the fleet network — the server
+//! address of the link — never as 127.0.0.1: the VPN server refuses to relay to its host's
+//! loopback.
 
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream as StdTcpStream, UdpSocket};
 use std::path::Path;
@@ -42,11 +46,15 @@ pub struct SsLocal {
     pub proc: Proc,
     pub addr: SocketAddr,
     pub link: String,
+    /// The host of the link's server: where the host server listens, in the server's namespace.
+    pub target: String,
 }
 
 impl SsLocal {
     /// Starts `sslocal --server-url LINK --local-addr 127.0.0.1:FREE` and waits until it listens.
     pub fn start(link: &str, log: &Path) -> Result<SsLocal> {
+        let target = crate::fleet::link_host(link)
+            .with_context(|| format!("no server host in link {link}"))?;
         let port = free_tcp_port()?;
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
         let mut cmd = std::process::Command::new(crate::env::sslocal());
@@ -70,17 +78,24 @@ impl SsLocal {
             proc,
             addr,
             link: link.to_string(),
+            target,
         })
     }
 
-    /// GETs `path` from the host server behind the tunnel (`127.0.0.1:8000` on the server side).
+    /// GETs `path` from the host server behind the tunnel (`TARGET:8000`, on the server side).
     pub fn get(&self, path: &str) -> Result<Vec<u8>> {
         self.get_within(path, FETCH_TIMEOUT)
     }
 
     /// [`SsLocal::get`] with its own time limit.
     pub fn get_within(&self, path: &str, timeout: Duration) -> Result<Vec<u8>> {
-        http_get_via_socks(self.addr, "127.0.0.1", hostserver::PORT, path, timeout)
+        self.get_from(&self.target, path, timeout)
+    }
+
+    /// GETs `path` from port 8000 of `host` as resolved on the server's side, e.g. `127.0.0.1`
+    /// to check that the server refuses its own loopback.
+    pub fn get_from(&self, host: &str, path: &str, timeout: Duration) -> Result<Vec<u8>> {
+        http_get_via_socks(self.addr, host, hostserver::PORT, path, timeout)
     }
 
     /// A small request (`GET /`) on a new tunnel connection: does this link work right now?
@@ -96,13 +111,13 @@ impl SsLocal {
 
     /// Starts a `/drip/SECS` download through a new tunnel connection.
     pub fn start_drip(&self, secs: u64) -> LongTransfer {
-        LongTransfer::start(self.addr, secs)
+        LongTransfer::start(self.addr, &self.target, secs)
     }
 
     /// Starts a `/stream/BYTES` download through a new tunnel connection, as fast as the path
     /// allows; it ends when complete, stopped, or after `limit`.
     pub fn start_bulk_download(&self, bytes: usize, limit: Duration) -> BulkDownload {
-        BulkDownload::start(self.addr, bytes, limit)
+        BulkDownload::start(self.addr, &self.target, bytes, limit)
     }
 
     /// `POST /sink` of `bytes` bytes through a new tunnel connection; returns the time from the
@@ -111,15 +126,15 @@ impl SsLocal {
         let proxy = self.addr;
         let rt = runtime()?;
         rt.block_on(async {
-            tokio::time::timeout(limit, upload_via_socks(proxy, bytes))
+            tokio::time::timeout(limit, upload_via_socks(proxy, &self.target, bytes))
                 .await
                 .with_context(|| format!("upload of {bytes} bytes exceeded {limit:?}"))?
         })
     }
 }
 
-async fn upload_via_socks(proxy: SocketAddr, bytes: usize) -> Result<Duration> {
-    let (host, port) = ("127.0.0.1", hostserver::PORT);
+async fn upload_via_socks(proxy: SocketAddr, host: &str, bytes: usize) -> Result<Duration> {
+    let port = hostserver::PORT;
     let mut s = socks5_connect(proxy, host, port).await?;
     let start = Instant::now();
     let head = format!(
@@ -311,11 +326,12 @@ pub struct BulkDownload {
 }
 
 impl BulkDownload {
-    fn start(proxy: SocketAddr, bytes: usize, limit: Duration) -> BulkDownload {
+    fn start(proxy: SocketAddr, host: &str, bytes: usize, limit: Duration) -> BulkDownload {
         let progress = Arc::new(AtomicUsize::new(0));
         let stop = Arc::new(AtomicBool::new(false));
         let (seen, stopped) = (progress.clone(), stop.clone());
-        let handle = std::thread::spawn(move || bulk(proxy, bytes, limit, &seen, &stopped));
+        let host = host.to_string();
+        let handle = std::thread::spawn(move || bulk(proxy, &host, bytes, limit, &seen, &stopped));
         BulkDownload {
             progress,
             stop,
@@ -353,6 +369,7 @@ impl BulkDownload {
 
 fn bulk(
     proxy: SocketAddr,
+    host: &str,
     expected: usize,
     limit: Duration,
     progress: &AtomicUsize,
@@ -366,7 +383,7 @@ fn bulk(
         let rt = runtime()?;
         rt.block_on(async {
             tokio::time::timeout(limit, async {
-                let (host, port) = ("127.0.0.1", hostserver::PORT);
+                let port = hostserver::PORT;
                 let mut s = socks5_connect(proxy, host, port).await?;
                 start = Instant::now();
                 send_get(&mut s, host, port, &format!("/stream/{expected}")).await?;
@@ -444,11 +461,13 @@ pub struct LongTransfer {
 }
 
 impl LongTransfer {
-    /// Starts downloading `/drip/SECS` through the SOCKS5 proxy at `proxy`.
-    pub fn start(proxy: SocketAddr, secs: u64) -> LongTransfer {
+    /// Starts downloading `/drip/SECS` from the host server on `host` through the SOCKS5 proxy
+    /// at `proxy`.
+    pub fn start(proxy: SocketAddr, host: &str, secs: u64) -> LongTransfer {
         let progress = Arc::new(AtomicUsize::new(0));
         let seen = progress.clone();
-        let handle = std::thread::spawn(move || drip(proxy, secs, &seen));
+        let host = host.to_string();
+        let handle = std::thread::spawn(move || drip(proxy, &host, secs, &seen));
         LongTransfer { progress, handle }
     }
 
@@ -474,7 +493,7 @@ impl LongTransfer {
     }
 }
 
-fn drip(proxy: SocketAddr, secs: u64, progress: &AtomicUsize) -> TransferReport {
+fn drip(proxy: SocketAddr, host: &str, secs: u64, progress: &AtomicUsize) -> TransferReport {
     let start = Instant::now();
     let expected = usize::try_from(secs).unwrap_or(0) * DRIP_BYTES_PER_SEC;
     let deadline = Duration::from_secs(secs * 3 + 30);
@@ -484,14 +503,8 @@ fn drip(proxy: SocketAddr, secs: u64, progress: &AtomicUsize) -> TransferReport 
         let rt = runtime()?;
         rt.block_on(async {
             tokio::time::timeout(deadline, async {
-                let mut s = socks5_connect(proxy, "127.0.0.1", hostserver::PORT).await?;
-                send_get(
-                    &mut s,
-                    "127.0.0.1",
-                    hostserver::PORT,
-                    &format!("/drip/{secs}"),
-                )
-                .await?;
+                let mut s = socks5_connect(proxy, host, hostserver::PORT).await?;
+                send_get(&mut s, host, hostserver::PORT, &format!("/drip/{secs}")).await?;
                 let (len, first) = read_head(&mut s).await?;
                 if len != Some(expected) {
                     bail!("drip announced {len:?} bytes, expected {expected}");

@@ -8,7 +8,7 @@
 //!  vpn-controller run  0.0.0.0:<udp>  ◀──QUIC── gateway ◀── host h0: pause container (own netns)
 //!  vpn (CLI, VPN_CONFIG=<dir>/vpn.toml)                      ├ vpn-agent run (nsenter --net)
 //!  sslocal 127.0.0.1:<tcp> ──ss://h0-ip:port──────────────▶  ├ ssserver container (container:h0)
-//!                                                            └ hostserver.py 127.0.0.1:8000
+//!                                                            └ hostserver.py 0.0.0.0:8000
 //! ```
 //!
 //! Everything is torn down on drop: processes, the agent's containers (by host-id label and by

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """HTTP server that the end-to-end harness runs inside a simulated host's network namespace.
 
-Clients reach it *through* the VPN tunnel as 127.0.0.1:PORT from the server's side.
+Clients reach it *through* the VPN tunnel as HOST-IP:PORT (the namespace's own address) from the
+server's side; the server refuses 127.0.0.1, which the harness checks.
 
   GET /payload     the bytes of --payload (a random file the harness wrote and knows)
   GET /drip/SECS   SECS*10 KiB sent as 1 KiB every 100 ms (a long-running transfer); the byte at
@@ -108,7 +109,7 @@ class Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--bind", default="127.0.0.1")
+    ap.add_argument("--bind", default="0.0.0.0")
     ap.add_argument("--port", type=int, required=True)
     ap.add_argument("--payload", required=True)
     args = ap.parse_args()

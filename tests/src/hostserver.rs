@@ -1,8 +1,10 @@
 //! The HTTP server inside each host namespace (`hostserver.py`, run with the system `python3`).
 //!
-//! It listens on the namespace's loopback only, so a client can reach it solely *through* the
-//! VPN server that shares the namespace: a byte-exact payload proves the tunnel went to that
-//! very host.
+//! It listens on all of the namespace's addresses. Clients reach it through the VPN server that
+//! shares the namespace, on the host's own address (the server address of the link); each host
+//! serves its own random payload, so a byte-exact payload proves the tunnel went to that very
+//! host. It listens on the namespace's loopback too, so that stories can check the VPN server
+//! refuses `127.0.0.1` (a refused fetch there is the server's ACL, not an empty port).
 
 use std::io::Read;
 use std::path::Path;
@@ -16,6 +18,8 @@ use crate::wait::poll_until;
 
 /// Port of the server inside every host namespace (namespaces do not share ports).
 pub const PORT: u16 = 8000;
+/// The server's listening address in the namespace: every address, loopback included.
+const BIND: &str = "0.0.0.0";
 /// `/drip/SECS` sends this many bytes per second (1 KiB every 100 ms).
 pub const DRIP_BYTES_PER_SEC: usize = 10 * 1024;
 
@@ -46,12 +50,12 @@ impl HostServer {
         std::fs::write(&script, SCRIPT)?;
         let mut cmd = host.command("python3");
         cmd.arg(&script)
-            .args(["--bind", "127.0.0.1", "--port", &PORT.to_string()])
+            .args(["--bind", BIND, "--port", &PORT.to_string()])
             .arg("--payload")
             .arg(&payload_path)
             .env("PYTHONUNBUFFERED", "1");
         let mut proc = Proc::spawn(&format!("hostserver[{}]", host.name), cmd, log)?;
-        let ready = format!("listening on 127.0.0.1:{PORT}");
+        let ready = format!("listening on {BIND}:{PORT}");
         let up = poll_until(Duration::from_secs(15), || {
             !proc.is_running() || crate::proc::tail(log, 50).contains(&ready)
         });

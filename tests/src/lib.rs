@@ -11,7 +11,8 @@
 //!   namespace; programs are started inside it with `nsenter --net`.
 //! - [`proc`]: child processes whose output goes to a log file, killed on drop.
 //! - [`hostserver`]: the HTTP server inside each host namespace (`/payload`, `/drip/SECS`) that
-//!   clients reach *through* the tunnel as `127.0.0.1:PORT`.
+//!   clients reach *through* the tunnel as `HOST-IP:PORT` (the server of the link; the VPN
+//!   server refuses its own loopback).
 //! - [`client`]: `sslocal` (SOCKS5) plus a small SOCKS5 HTTP GET and a long-running transfer.
 //! - [`fleet`]: [`fleet::Fleet`] — a controller and N enrolled agents, each in its own host, with
 //!   helpers to drive the CLI, stop/start pieces, and clean everything up on drop.

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use vpn_e2e::Fleet;
 use vpn_e2e::client::SsLocal;
+use vpn_e2e::proc::tail;
 use vpn_e2e::wait::poll_until;
 use vpn_e2e::wait_until;
 
@@ -97,6 +98,32 @@ fn assert_payload_through(fleet: &Fleet, i: usize, client: &SsLocal) {
     );
 }
 
+/// Host `i`'s server listens on the namespace's loopback as well as on its own address, yet
+/// through `client` only the host's address works: the VPN server refuses `127.0.0.1` (its ACL),
+/// and the host server never sees a request from loopback.
+fn assert_loopback_refused(fleet: &Fleet, i: usize, client: &SsLocal) {
+    assert_eq!(client.target, fleet.agents[i].host.ip.to_string());
+    let page = client.get("/");
+    assert!(
+        page.is_ok(),
+        "http://{}:8000/ through {}: {page:?}",
+        client.target,
+        client.link
+    );
+    let loopback = client.get_from("127.0.0.1", "/", Duration::from_secs(3));
+    assert!(
+        loopback.is_err(),
+        "http://127.0.0.1:8000/ of host {i} was served through {}: the tunnel reaches the host's \
+         loopback",
+        client.link
+    );
+    let log = tail(&fleet.log(&format!("hostserver-{i}")), 500);
+    assert!(
+        !log.contains("127.0.0.1 - -"),
+        "host server {i} answered a request from loopback:\n{log}"
+    );
+}
+
 /// Waits until a new connection through `client` fails, at the latest by `deadline`.
 fn assert_refused_by(client: &SsLocal, deadline: Instant, what: &str) -> Duration {
     let start = Instant::now();
@@ -114,7 +141,8 @@ fn assert_refused_by(client: &SsLocal, deadline: Instant, what: &str) -> Duratio
 }
 
 /// Story (a): three hosts, Shadowsocks everywhere, alice added; every link she is given takes a
-/// real client to that very host (the payload only that host's namespace serves, byte for byte).
+/// real client to that very host (the payload only that host's namespace serves, byte for byte),
+/// and none lets her reach that host's own loopback.
 #[test]
 fn every_link_of_a_new_user_reaches_its_own_host() {
     let fleet = Fleet::start(3);
@@ -124,6 +152,7 @@ fn every_link_of_a_new_user_reaches_its_own_host() {
 
     for (i, client) in clients_for(&fleet, "alice") {
         assert_payload_through(&fleet, i, &client);
+        assert_loopback_refused(&fleet, i, &client);
     }
 }
 

@@ -55,7 +55,7 @@ fn sslocal_reaches_a_host_namespace_through_a_plain_ssserver() {
     let host = Host::start(&format!("vpn-e2e-{id}-h0"), &lab.network, &id).unwrap();
     let host = lab.host.insert(host);
 
-    // The host's HTTP server, reachable only from inside its namespace.
+    // The host's HTTP server, on the namespace's own address (and its loopback).
     let server = HostServer::start(
         host,
         &dir.path().join("www"),
@@ -81,7 +81,7 @@ fn sslocal_reaches_a_host_namespace_through_a_plain_ssserver() {
     let link = vpn_shared::links::shadowsocks(METHOD, password, &ip, SS_PORT, "selftest h0");
     let client = SsLocal::start(&link, &dir.path().join("sslocal.log")).unwrap();
 
-    // Story: the exact link reaches the host's loopback-only server, byte for byte.
+    // Story: the exact link reaches the host's server on the host's address, byte for byte.
     wait_until(
         Duration::from_secs(15),
         "the payload arrives through ssserver",

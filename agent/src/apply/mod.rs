@@ -160,10 +160,14 @@ impl Applier {
         let name = self.container_name(&service.name);
         let mut spec = match service.protocol {
             Protocol::Shadowsocks => {
-                shadowsocks::render(service, &name, &run_dir, &self.network_mode)
+                let spec = shadowsocks::render(service, &name, &run_dir, &self.network_mode)
+                    .map_err(|e: drivers::DriverError| e.to_string())?;
+                // Rewritten every time: the file on disk always matches the label in the spec.
+                shadowsocks::write_acl(&run_dir)
+                    .map_err(|e| format!("acl file in {}: {e}", run_dir.display()))?;
+                spec
             }
-        }
-        .map_err(|e: drivers::DriverError| e.to_string())?;
+        };
         spec.labels.insert(LABEL_HOST.into(), self.host_id.clone());
         self.docker.ensure(&spec).await.map_err(|e| e.to_string())
     }

@@ -1,7 +1,8 @@
 //! Shadowsocks through shadowsocks-rust's `ssmanager`: one container per service, one port per
 //! user, users opened and closed hot through the manager API so no other user is disturbed.
 //!
-//! - [`render`]: the container spec of a service (pure).
+//! - [`render`]: the container spec of a service (pure), with the [`OUTBOUND_ACL`] it loads.
+//! - [`write_acl`]: puts that ACL into the service's run directory before the container starts.
 //! - [`plan`]: which ports to close and open, from the desired users and the manager's `list`.
 //! - [`apply_service`]: waits for the manager, executes the plan, reports per resource.
 //! - [`manager`]: the manager API client.
@@ -9,6 +10,7 @@
 pub mod manager;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -29,9 +31,56 @@ pub const READY_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long one manager request may take.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// Label carrying a digest of [`OUTBOUND_ACL`]: the file's path alone is on the command line, so
+/// this is what makes a changed ACL change the spec hash (ssmanager reads the file only at start).
+pub const LABEL_ACL: &str = "vpn-fleet.acl-sha256";
+
+/// shadowsocks-rust ACL (`--acl`) loaded by ssmanager and shared by every port it opens.
+///
+/// With host networking the server's own loopback is the VPN host's: without this list any user
+/// could reach services bound to 127.0.0.1 or ::1 on the host (a database, the Docker-published
+/// `127.0.0.1:` ports, an admin UI). Connecting to 0.0.0.0 or `::` also lands on the local
+/// host on Linux, so those go too. shadowsocks-rust matches IPv4-mapped IPv6 addresses against
+/// the IPv4 rules itself; the mapped loopback is listed anyway so the intent does not depend on
+/// that. Domain targets are checked after resolution (`localhost` is refused as well).
+///
+/// Format notes: `#` comments only at the start of a line, and no whitespace-only lines (the
+/// parser would take one as a match-everything host regex).
+pub const OUTBOUND_ACL: &str = "\
+# Written by vpn-agent; rewritten on every apply. Refuses relaying to the VPN host itself.
+[outbound_block_list]
+127.0.0.0/8
+::1/128
+0.0.0.0/8
+::/128
+::ffff:127.0.0.0/104
+::ffff:0.0.0.0/104
+";
+
 /// The manager's socket inside a service's run directory.
 pub fn socket_path(run_dir: &Path) -> PathBuf {
     run_dir.join("manager.sock")
+}
+
+/// The ACL file inside a service's run directory.
+pub fn acl_path(run_dir: &Path) -> PathBuf {
+    run_dir.join("outbound.acl")
+}
+
+/// Writes [`OUTBOUND_ACL`] to [`acl_path`] (write, fsync, rename: a container starting meanwhile
+/// never reads half a file). Call before the container is ensured.
+pub fn write_acl(run_dir: &Path) -> std::io::Result<()> {
+    let path = acl_path(run_dir);
+    let tmp = run_dir.join("outbound.acl.tmp");
+    let mut file = std::fs::File::create(&tmp)?;
+    file.write_all(OUTBOUND_ACL.as_bytes())?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, &path)
+}
+
+fn acl_digest() -> String {
+    let d = ring::digest::digest(&ring::digest::SHA256, OUTBOUND_ACL.as_bytes());
+    hex::encode(&d.as_ref()[..8])
 }
 
 fn method_of(service: &ServiceSpec) -> Result<&str, DriverError> {
@@ -57,10 +106,13 @@ fn method_of(service: &ServiceSpec) -> Result<&str, DriverError> {
 ///
 /// The manager API listens on a UNIX datagram socket in `run_dir` (the agent's
 /// `<data_dir>/run/<service>/`, mode 0700), never on a UDP port: the API has no authentication,
-/// and with host networking a loopback port would be reachable by every local process — and by
-/// every VPN user, whose traffic the server relays to 127.0.0.1 too. Only root can reach the
+/// and with host networking a loopback port would be reachable by every local process (and by
+/// every VPN user, were it not for the ACL below). Only root can reach the
 /// socket file. The directory is mounted at the *same* path inside the container because ssmanager
 /// answers to the client's socket path as the client bound it, resolved in the container.
+///
+/// Every port refuses to relay to the host's own loopback: see [`OUTBOUND_ACL`], which the caller
+/// writes with [`write_acl`] into the same directory.
 ///
 /// The method is the manager's default cipher on the command line as well as sent with each
 /// `add`: `list` does not report methods, so a method change must change the spec hash, which
@@ -85,6 +137,8 @@ pub fn render(
         "-U", // TCP and UDP, as Outline clients expect
         "--encrypt-method",
         method,
+        "--acl",
+        &acl_path(run_dir).display().to_string(),
     ];
     Ok(ContainerSpec {
         name: container_name.to_owned(),
@@ -99,6 +153,7 @@ pub fn render(
         labels: BTreeMap::from([
             ("vpn-fleet.service".into(), service.name.clone()),
             ("vpn-fleet.protocol".into(), "shadowsocks".into()),
+            (LABEL_ACL.into(), acl_digest()),
         ]),
     })
 }

@@ -66,12 +66,60 @@ fn render_runs_ssmanager_on_a_socket_in_the_run_dir() {
     assert_eq!(
         spec.cmd.join(" "),
         "ssmanager --manager-addr /var/lib/vpn-agent/run/ss/manager.sock \
-         --server-host 0.0.0.0 -U --encrypt-method aes-256-gcm"
+         --server-host 0.0.0.0 -U --encrypt-method aes-256-gcm \
+         --acl /var/lib/vpn-agent/run/ss/outbound.acl"
     );
     assert_eq!(
         spec.labels.get("vpn-fleet.service").map(String::as_str),
         Some("ss")
     );
+}
+
+#[test]
+fn the_acl_blocks_the_hosts_own_addresses_and_its_digest_is_in_the_spec() {
+    let lines: Vec<&str> = OUTBOUND_ACL.lines().collect();
+    let [head, rest @ ..] = &lines[..] else {
+        panic!("empty acl");
+    };
+    assert!(head.starts_with('#'));
+    assert_eq!(rest.first(), Some(&"[outbound_block_list]"));
+    for rule in [
+        "127.0.0.0/8",
+        "::1/128",
+        "0.0.0.0/8",
+        "::/128",
+        "::ffff:127.0.0.0/104",
+    ] {
+        assert!(rest.contains(&rule), "{rule} missing");
+    }
+    // Every rule must be a network: anything else would become a host regex to the parser.
+    for rule in &rest[1..] {
+        assert!(
+            rule.parse::<std::net::IpAddr>().is_ok() || rule.contains('/'),
+            "{rule:?}"
+        );
+        assert_eq!(rule.trim(), *rule);
+    }
+    let spec = render(&service("aes-256-gcm"), "c", Path::new("/d"), "host").unwrap();
+    let digest = spec.labels.get(LABEL_ACL).unwrap();
+    assert_eq!(digest.len(), 16);
+}
+
+#[test]
+fn write_acl_puts_the_acl_where_the_command_line_points() {
+    let dir = tempfile::tempdir().unwrap();
+    write_acl(dir.path()).unwrap();
+    write_acl(dir.path()).unwrap(); // idempotent
+    let written = std::fs::read_to_string(acl_path(dir.path())).unwrap();
+    assert_eq!(written, OUTBOUND_ACL);
+    let spec = render(&service("aes-256-gcm"), "c", dir.path(), "host").unwrap();
+    let at = spec.cmd.iter().position(|a| a == "--acl").unwrap();
+    assert_eq!(Path::new(&spec.cmd[at + 1]), acl_path(dir.path()));
+    let names: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, ["outbound.acl"]);
 }
 
 #[test]
