@@ -69,6 +69,7 @@ async fn listing_and_adding_at_one_hundred_thousand_users() {
     );
 
     let mut took = Vec::new();
+    let mut slowest = Vec::new();
     for i in 0..200 {
         let started = Instant::now();
         let m = store
@@ -76,8 +77,12 @@ async fn listing_and_adding_at_one_hundred_thousand_users() {
             .await
             .unwrap();
         took.push(started.elapsed());
+        slowest.push((started.elapsed(), i));
         assert_eq!(m.pushes.len(), hosts.len());
     }
+    slowest.sort();
+    let worst: Vec<_> = slowest.iter().rev().take(3).collect();
+    println!("slowest adds (time, index): {worst:?}");
     took.sort();
     println!(
         "add_user --all-servers, 10 hosts, 1 service: p50 {:?}, p99 {:?}",
