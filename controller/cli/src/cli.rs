@@ -71,6 +71,11 @@ pub enum Command {
     Firewall(FirewallCmd),
     /// Fleet summary.
     Status,
+    /// Print a shell completion script (for example `vpn completions bash > /etc/bash_completion.d/vpn`).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 #[derive(Debug, Subcommand)]

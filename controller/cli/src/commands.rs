@@ -18,8 +18,21 @@ use crate::client::Client;
 use crate::error::CliError;
 use crate::{output, render};
 
+/// Writes the completion script for the requested shell to stdout.
+fn completions(cli: &Cli) -> Result<(), CliError> {
+    let Command::Completions { shell } = &cli.command else {
+        return Ok(());
+    };
+    let mut cmd = <Cli as clap::CommandFactory>::command();
+    let mut script = Vec::new();
+    clap_complete::generate(*shell, &mut cmd, "vpn", &mut script);
+    output::stdout(&String::from_utf8_lossy(&script))
+}
+
 pub async fn run(cli: Cli) -> Result<(), CliError> {
-    let request = to_request(&cli.command);
+    let Some(request) = to_request(&cli.command) else {
+        return completions(&cli);
+    };
     let path = cli.config.clone().unwrap_or_else(CliContext::default_path);
     let ctx = CliContext::load(&path).map_err(|e| CliError::Config(e.to_string()))?;
     tracing::debug!(context = %path.display(), controller = %ctx.controller, ?request, "sending");
@@ -42,8 +55,9 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
 }
 
 /// The admin request a command stands for.
-pub fn to_request(command: &Command) -> AdminRequest {
-    match command {
+/// `None` for commands answered locally (completions).
+pub fn to_request(command: &Command) -> Option<AdminRequest> {
+    Some(match command {
         Command::Servers(cmd) => match cmd {
             ServersCmd::Add { name, expires } => AdminRequest::ServersAdd {
                 name: name.clone(),
@@ -94,7 +108,8 @@ pub fn to_request(command: &Command) -> AdminRequest {
             FirewallCmd::List => AdminRequest::FirewallList,
         },
         Command::Status => AdminRequest::Status,
-    }
+        Command::Completions { .. } => return None,
+    })
 }
 
 /// The same rate in both directions.

@@ -17,7 +17,7 @@ fn parse(args: &str) -> Result<Cli, clap::Error> {
 
 fn request(args: &str) -> AdminRequest {
     match parse(args) {
-        Ok(cli) => to_request(&cli.command),
+        Ok(cli) => to_request(&cli.command).expect("a remote command"),
         Err(e) => panic!("`vpn {args}` should parse: {e}"),
     }
 }
@@ -115,7 +115,7 @@ fn users_link_filters_and_output_flag_anywhere() {
         server: Some("fra-1".into()),
         protocol: Some(Protocol::Shadowsocks),
     };
-    assert_eq!(to_request(&cli.command), want);
+    assert_eq!(to_request(&cli.command), Some(want));
     assert_eq!(request("-o json status"), AdminRequest::Status);
 }
 
@@ -337,4 +337,15 @@ fn firewall_commands_build_their_requests() {
 fn the_command_tree_is_consistent() {
     use clap::CommandFactory;
     Cli::command().debug_assert();
+}
+
+#[test]
+fn completions_are_answered_locally_and_unknown_shells_are_usage_errors() {
+    let cli = parse("completions bash").unwrap();
+    assert_eq!(to_request(&cli.command), None);
+    assert_eq!(
+        parse("completions tcsh").unwrap_err().exit_code(),
+        2,
+        "an unknown shell is a usage error"
+    );
 }
