@@ -20,7 +20,7 @@ async fn listing_and_adding_at_one_hundred_thousand_users() {
     }
     // Deployed before the bulk rows, so only the users added below get a port from it.
     store
-        .deploy_service(super::ss("ss", 10_000, 1_000, Servers::All), 0)
+        .deploy_service(super::ss("ss", 10_000, 5_000, Servers::All), 0)
         .await
         .unwrap();
     // Bulk rows straight into SQLite: the figure wanted is listing, not 100,000 inserts.
@@ -68,9 +68,21 @@ async fn listing_and_adding_at_one_hundred_thousand_users() {
         started.elapsed()
     );
 
+    // The first adds after a bulk load pay for checkpointing its WAL and warming the page cache;
+    // they are reported apart, then 1,000 adds are measured.
+    let mut warmup = Vec::new();
+    for i in 0..20 {
+        let started = Instant::now();
+        store
+            .add_user(user(&format!("warm{i}"), Servers::All), 1)
+            .await
+            .unwrap();
+        warmup.push(started.elapsed());
+    }
+    println!("first 20 adds after the bulk load: {warmup:?}");
     let mut took = Vec::new();
     let mut slowest = Vec::new();
-    for i in 0..200 {
+    for i in 0..1000 {
         let started = Instant::now();
         let m = store
             .add_user(user(&format!("new{i}"), Servers::All), 1)
@@ -81,7 +93,7 @@ async fn listing_and_adding_at_one_hundred_thousand_users() {
         assert_eq!(m.pushes.len(), hosts.len());
     }
     slowest.sort();
-    let worst: Vec<_> = slowest.iter().rev().take(3).collect();
+    let worst: Vec<_> = slowest.iter().rev().take(5).collect();
     println!("slowest adds (time, index): {worst:?}");
     took.sort();
     println!(
