@@ -134,7 +134,37 @@ pub struct Fleet {
     _serial: MutexGuard<'static, ()>,
 }
 
+/// How long a data-plane change may take to show on a host (container start, manager ready).
+pub const DATA_PLANE_SETTLE: Duration = Duration::from_secs(30);
+
 impl Fleet {
+    /// Fetches host `i`'s payload through `client` (retrying for [`DATA_PLANE_SETTLE`]) and
+    /// checks it byte for byte.
+    pub fn assert_payload_through(&self, i: usize, client: &SsLocal) {
+        let expected = &self.agents[i].server.payload;
+        let mut last = String::new();
+        let ok = poll_until(DATA_PLANE_SETTLE, || match client.fetch_payload() {
+            Ok(body) if body == *expected => true,
+            Ok(body) => {
+                last = format!(
+                    "got {} bytes that differ from the {} expected",
+                    body.len(),
+                    expected.len()
+                );
+                false
+            }
+            Err(e) => {
+                last = format!("{e:#}");
+                false
+            }
+        });
+        assert!(
+            ok.is_some(),
+            "payload of host {i} not fetched through {} within {DATA_PLANE_SETTLE:?}: {last}",
+            client.link
+        );
+    }
+
     /// A controller and `n` enrolled, running, online agents. Panics (with logs) if any step fails.
     pub fn start(n: usize) -> Fleet {
         env::require_fleet_prerequisites();

@@ -35,8 +35,6 @@ use vpn_e2e::wait_until;
 
 /// The port `services deploy` is given (users get ports of their own next to it).
 const SS_PORT: &str = "20000";
-/// How long a freshly acknowledged change may take to show in the data plane.
-const DATA_PLANE_SETTLE: Duration = Duration::from_secs(30);
 /// Agents must be online and acked within this bound.
 const CONVERGE_BOUND: Duration = Duration::from_secs(30);
 
@@ -148,7 +146,7 @@ fn client_of(fleet: &Fleet, user: &str) -> SsLocal {
     let links = fleet.links(user);
     assert_eq!(links.len(), 1, "{user} should have one link: {links:#?}");
     let client = fleet.sslocal(&links[0]);
-    assert_payload_through(fleet, 0, &client);
+    fleet.assert_payload_through(0, &client);
     client
 }
 
@@ -523,7 +521,7 @@ fn blocked_addresses_are_cut_per_host_and_fleet_wide_and_stay_cut() {
         }
     }
     for (i, c) in &clients {
-        assert_payload_through(&fleet, *i, c);
+        fleet.assert_payload_through(*i, c);
     }
     let on = |host: usize| -> Vec<(usize, &SsLocal)> {
         clients
@@ -626,7 +624,7 @@ fn blocked_addresses_are_cut_per_host_and_fleet_wide_and_stay_cut() {
 
     restored_by(&fleet, &["firewall", "unblock", &me, "--all-servers"], &all);
     for (i, c) in &all {
-        assert_payload_through(&fleet, *i, c);
+        fleet.assert_payload_through(*i, c);
     }
 }
 
@@ -754,31 +752,4 @@ fn deploy_shadowsocks(fleet: &Fleet) {
         SS_PORT,
         "--all-servers",
     ]);
-}
-
-/// Fetches host `i`'s payload through `client` (retrying for a bounded settle time) and checks
-/// it byte for byte.
-fn assert_payload_through(fleet: &Fleet, i: usize, client: &SsLocal) {
-    let expected = &fleet.agents[i].server.payload;
-    let mut last = String::new();
-    let ok = poll_until(DATA_PLANE_SETTLE, || match client.fetch_payload() {
-        Ok(body) if body == *expected => true,
-        Ok(body) => {
-            last = format!(
-                "{} bytes that differ from the {} expected",
-                body.len(),
-                expected.len()
-            );
-            false
-        }
-        Err(e) => {
-            last = format!("{e:#}");
-            false
-        }
-    });
-    assert!(
-        ok.is_some(),
-        "payload of host {i} not fetched through {} within {DATA_PLANE_SETTLE:?}: {last}",
-        client.link
-    );
 }

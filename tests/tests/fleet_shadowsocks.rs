@@ -11,13 +11,10 @@ use std::time::{Duration, Instant};
 use vpn_e2e::Fleet;
 use vpn_e2e::client::SsLocal;
 use vpn_e2e::proc::tail;
-use vpn_e2e::wait::poll_until;
 use vpn_e2e::wait_until;
 
 /// The port `services deploy` is given (users may get ports of their own next to it).
 const SS_PORT: &str = "20000";
-/// How long a freshly acknowledged change may take to show in the data plane.
-const DATA_PLANE_SETTLE: Duration = Duration::from_secs(30);
 /// Suspension must cut new connections within this bound (the acceptance bar).
 const SUSPEND_BOUND: Duration = Duration::from_secs(5);
 /// Agents must be back online and acked within this bound after the controller returns.
@@ -69,33 +66,6 @@ fn clients_for(fleet: &Fleet, user: &str) -> Vec<(usize, SsLocal)> {
         .into_iter()
         .map(|(i, link)| (i, fleet.sslocal(&link)))
         .collect()
-}
-
-/// Fetches host `i`'s payload through `client` (retrying for a bounded settle time) and checks
-/// it byte for byte.
-fn assert_payload_through(fleet: &Fleet, i: usize, client: &SsLocal) {
-    let expected = &fleet.agents[i].server.payload;
-    let mut last = String::new();
-    let ok = poll_until(DATA_PLANE_SETTLE, || match client.fetch_payload() {
-        Ok(body) if body == *expected => true,
-        Ok(body) => {
-            last = format!(
-                "got {} bytes that differ from the {} expected",
-                body.len(),
-                expected.len()
-            );
-            false
-        }
-        Err(e) => {
-            last = format!("{e:#}");
-            false
-        }
-    });
-    assert!(
-        ok.is_some(),
-        "payload of host {i} not fetched through {} within {DATA_PLANE_SETTLE:?}: {last}",
-        client.link
-    );
 }
 
 /// Host `i`'s server listens on the namespace's loopback as well as on its own address, yet
@@ -151,7 +121,7 @@ fn every_link_of_a_new_user_reaches_its_own_host() {
     fleet.wait_converged(RECONNECT_BOUND);
 
     for (i, client) in clients_for(&fleet, "alice") {
-        assert_payload_through(&fleet, i, &client);
+        fleet.assert_payload_through(i, &client);
         assert_loopback_refused(&fleet, i, &client);
     }
 }
@@ -170,7 +140,7 @@ fn suspend_cuts_only_the_suspended_user_and_resume_restores_her() {
     let alice = clients_for(&fleet, "alice");
     let bob = clients_for(&fleet, "bob");
     for (i, c) in alice.iter().chain(bob.iter()) {
-        assert_payload_through(&fleet, *i, c);
+        fleet.assert_payload_through(*i, c);
     }
 
     // Bob starts a long download on every host and it is flowing before anything changes.
@@ -203,7 +173,7 @@ fn suspend_cuts_only_the_suspended_user_and_resume_restores_her() {
 
     fleet.vpn_ok(&["users", "resume", "alice"]);
     for (i, c) in &alice {
-        assert_payload_through(&fleet, *i, c);
+        fleet.assert_payload_through(*i, c);
     }
 
     for (k, t) in transfers.iter().enumerate() {
@@ -232,7 +202,7 @@ fn data_plane_survives_controller_outage_and_agent_restarts() {
     fleet.wait_converged(RECONNECT_BOUND);
     let alice = clients_for(&fleet, "alice");
     for (i, c) in &alice {
-        assert_payload_through(&fleet, *i, c);
+        fleet.assert_payload_through(*i, c);
     }
 
     fleet.stop_controller();
@@ -259,7 +229,7 @@ fn data_plane_survives_controller_outage_and_agent_restarts() {
     fleet.start_agent(2);
 
     for (i, c) in &alice {
-        assert_payload_through(&fleet, *i, c);
+        fleet.assert_payload_through(*i, c);
     }
     assert!(
         !fleet.agent_containers(2).is_empty(),
@@ -274,7 +244,7 @@ fn data_plane_survives_controller_outage_and_agent_restarts() {
         );
     }
     for (i, c) in &alice {
-        assert_payload_through(&fleet, *i, c);
+        fleet.assert_payload_through(*i, c);
     }
 
     fleet.start_controller();
@@ -284,7 +254,7 @@ fn data_plane_survives_controller_outage_and_agent_restarts() {
     // The control path is live again: a new user reaches every host.
     add_user(&fleet, "carol");
     for (i, c) in clients_for(&fleet, "carol") {
-        assert_payload_through(&fleet, i, &c);
+        fleet.assert_payload_through(i, &c);
     }
 }
 
