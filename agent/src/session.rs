@@ -75,7 +75,7 @@ impl Agent {
                     users = saved.users.len(),
                     "re-applying the last saved state without the controller"
                 );
-                self.apply(saved).await;
+                self.apply(TrackedState::new(saved)).await;
             }
             Ok(None) => info!("no saved state yet; waiting for the controller"),
             Err(e) => warn!(error = %e, "saved state unusable"),
@@ -128,19 +128,20 @@ impl Agent {
         }
     }
 
-    /// Applies a whole state, persists it and remembers the results.
-    async fn apply(&mut self, state: DesiredState) {
-        let mut results = self.applier.apply(&state).await;
-        results.extend(self.net.apply(&state).await);
+    /// Applies a whole state (its digest already known), persists it and remembers the results.
+    async fn apply(&mut self, next: TrackedState) {
+        let state = next.state();
+        let mut results = self.applier.apply(state).await;
+        results.extend(self.net.apply(state).await);
         let failed = results
             .iter()
             .filter(|r| r.outcome != vpn_shared::proto::Outcome::Ok)
             .count();
-        if let Err(e) = state::save(&self.paths.state, &state) {
+        if let Err(e) = state::save(&self.paths.state, state) {
             error!(error = %e, "cannot persist the applied state");
         }
         info!(generation = state.generation, failed, "applied");
-        self.current = TrackedState::new(state);
+        self.current = next;
         self.last_results = results;
     }
 
@@ -149,8 +150,7 @@ impl Agent {
     async fn reconcile(&mut self) {
         let report = self.applier.apply_report(self.current.state()).await;
         let mut results = report.results;
-        let state = self.current.state().clone();
-        results.extend(self.net.apply(&state).await);
+        results.extend(self.net.apply(self.current.state()).await);
         for r in results
             .iter()
             .filter(|r| r.outcome != vpn_shared::proto::Outcome::Ok)
@@ -319,7 +319,7 @@ impl Agent {
                                 changes = changes.len(),
                                 "delta"
                             );
-                            self.apply(next.state().clone()).await;
+                            self.apply(next).await;
                             Some(self.ack())
                         }
                     }
@@ -356,15 +356,16 @@ impl Agent {
                 .users
                 .extend(chunk.users.into_iter().map(|u| (u.name.clone(), u)));
         }
+        let state = TrackedState::new(state);
         if expected != Some(state.digest()) {
             return AgentMsg::ResyncRequest {
                 reason: "full state digest mismatch".into(),
             };
         }
         info!(
-            generation = state.generation,
-            services = state.services.len(),
-            users = state.users.len(),
+            generation = state.generation(),
+            services = state.state().services.len(),
+            users = state.state().users.len(),
             "full state received"
         );
         self.apply(state).await;
