@@ -1,7 +1,8 @@
 //! Client links that users paste into their apps.
 //!
 //! Shadowsocks uses SIP002: `ss://BASE64URL(method:password)@host:port#tag`, the form Outline
-//! and the shadowsocks clients accept for AEAD ciphers.
+//! and the shadowsocks clients accept for AEAD ciphers. VLESS + Reality uses the de-facto
+//! `vless://UUID@host:port?…#tag` form of v2rayN, Xray clients and shoes (SPEC §2.4).
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -9,12 +10,42 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 /// Renders a SIP002 link. IPv6 hosts are bracketed; the tag is percent-encoded.
 pub fn shadowsocks(method: &str, password: &str, host: &str, port: u16, tag: &str) -> String {
     let userinfo = URL_SAFE_NO_PAD.encode(format!("{method}:{password}"));
-    let host = if host.contains(':') && !host.starts_with('[') {
+    format!(
+        "ss://{userinfo}@{}:{port}#{}",
+        bracket(host),
+        percent_encode(tag)
+    )
+}
+
+/// What a `vless://` Reality link carries besides the user's id and the server address.
+#[derive(Debug, Clone, Copy)]
+pub struct Reality<'a> {
+    pub sni: &'a str,
+    /// The service's X25519 public key, base64url without padding.
+    pub public_key: &'a str,
+    pub short_id: &'a str,
+}
+
+/// Renders a VLESS + Reality link with XTLS Vision over TCP and a Chrome fingerprint.
+pub fn vless(uuid: &str, host: &str, port: u16, reality: Reality<'_>, tag: &str) -> String {
+    format!(
+        "vless://{uuid}@{}:{port}?encryption=none&flow={}&security=reality&sni={}&fp=chrome\
+         &pbk={}&sid={}&type=tcp#{}",
+        bracket(host),
+        crate::model::VLESS_FLOW,
+        percent_encode(reality.sni),
+        percent_encode(reality.public_key),
+        percent_encode(reality.short_id),
+        percent_encode(tag)
+    )
+}
+
+fn bracket(host: &str) -> String {
+    if host.contains(':') && !host.starts_with('[') {
         format!("[{host}]")
     } else {
         host.to_string()
-    };
-    format!("ss://{userinfo}@{host}:{port}#{}", percent_encode(tag))
+    }
 }
 
 fn percent_encode(s: &str) -> String {
@@ -47,5 +78,29 @@ mod tests {
             "ss://Y2hhY2hhMjAtaWV0Zi1wb2x5MTMwNTpwdw@203.0.113.5:8388#alice%20%40%20h1"
         );
         assert!(shadowsocks("m", "p", "2001:db8::1", 1, "t").contains("@[2001:db8::1]:1#"));
+    }
+
+    #[test]
+    fn vless_links_carry_every_reality_parameter_in_the_usual_order() {
+        let reality = Reality {
+            sni: "www.example.com",
+            public_key: "Z84J2IelR9ch3k8VtlVhhs5ycBUlXA7wHBWcBrjqnAw",
+            short_id: "6ba85179e30d4fc2",
+        };
+        let l = vless(
+            "b831381d-6324-4d53-ad4f-8cda48b30811",
+            "203.0.113.5",
+            443,
+            reality,
+            "alice @ h1",
+        );
+        assert_eq!(
+            l,
+            "vless://b831381d-6324-4d53-ad4f-8cda48b30811@203.0.113.5:443?encryption=none\
+             &flow=xtls-rprx-vision&security=reality&sni=www.example.com&fp=chrome\
+             &pbk=Z84J2IelR9ch3k8VtlVhhs5ycBUlXA7wHBWcBrjqnAw&sid=6ba85179e30d4fc2&type=tcp\
+             #alice%20%40%20h1"
+        );
+        assert!(vless("u", "2001:db8::1", 1, reality, "t").contains("@[2001:db8::1]:1?"));
     }
 }

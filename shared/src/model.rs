@@ -17,6 +17,9 @@ use serde::{Deserialize, Serialize};
 pub enum Protocol {
     /// Shadowsocks through shadowsocks-rust's `ssmanager`, one port per user.
     Shadowsocks,
+    /// VLESS with XTLS Vision over Reality: Xray-core (one port, users through its gRPC API) or
+    /// shoes (one listener, and so one port, per user). See [`VlessEngine`].
+    Vless,
 }
 
 impl Protocol {
@@ -24,6 +27,7 @@ impl Protocol {
     pub fn as_str(self) -> &'static str {
         match self {
             Protocol::Shadowsocks => "shadowsocks",
+            Protocol::Vless => "vless",
         }
     }
 
@@ -31,9 +35,13 @@ impl Protocol {
     pub fn parse(s: &str) -> Option<Protocol> {
         match s.to_ascii_lowercase().as_str() {
             "shadowsocks" | "ss" => Some(Protocol::Shadowsocks),
+            "vless" | "reality" | "vless-reality" => Some(Protocol::Vless),
             _ => None,
         }
     }
+
+    /// Every protocol, in declaration order.
+    pub const ALL: &'static [Protocol] = &[Protocol::Shadowsocks, Protocol::Vless];
 }
 
 impl std::fmt::Display for Protocol {
@@ -59,6 +67,14 @@ pub struct ServiceSpec {
     pub new_conn_rate: Option<u32>,
 }
 
+impl ServiceSpec {
+    /// Whether the engine listens on each user's own port (Shadowsocks, VLESS on shoes), or
+    /// serves every user on the service port (VLESS on Xray).
+    pub fn port_per_user(&self) -> bool {
+        self.options.port_per_user()
+    }
+}
+
 /// A rate limit in bits per second, per direction as seen by the user: `down` is traffic to the
 /// user (host egress), `up` is traffic from the user (host ingress). `None` is unlimited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
@@ -80,14 +96,85 @@ pub struct FirewallSpec {
     pub blocked: Vec<String>,
 }
 
-/// Protocol-specific service settings.
+/// Protocol-specific service settings. New protocols are appended, never inserted.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ServiceOptions {
     Shadowsocks {
         /// AEAD cipher, for example `chacha20-ietf-poly1305` (Outline-compatible).
         method: String,
     },
+    Vless(VlessOptions),
 }
+
+impl ServiceOptions {
+    /// See [`ServiceSpec::port_per_user`].
+    pub fn port_per_user(&self) -> bool {
+        match self {
+            ServiceOptions::Shadowsocks { .. } => true,
+            ServiceOptions::Vless(v) => v.engine.port_per_user(),
+        }
+    }
+}
+
+/// Which program serves a VLESS + Reality service. Engines are appended, never inserted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum VlessEngine {
+    /// Xray-core: one inbound on the service port for every user, users added and removed
+    /// through its gRPC HandlerService, per-user counters from its StatsService.
+    Xray,
+    /// shoes: one VLESS listener holds one user, so every user has a port of their own.
+    Shoes,
+}
+
+impl VlessEngine {
+    /// The name operators type (`--engine`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VlessEngine::Xray => "xray",
+            VlessEngine::Shoes => "shoes",
+        }
+    }
+
+    /// Parses an operator-supplied engine name.
+    pub fn parse(s: &str) -> Option<VlessEngine> {
+        match s.to_ascii_lowercase().as_str() {
+            "xray" => Some(VlessEngine::Xray),
+            "shoes" => Some(VlessEngine::Shoes),
+            _ => None,
+        }
+    }
+
+    /// Whether every user gets a port of their own (else all share the service port).
+    pub fn port_per_user(self) -> bool {
+        matches!(self, VlessEngine::Shoes)
+    }
+}
+
+impl std::fmt::Display for VlessEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A VLESS + Reality service: the Reality key pair is per service (SPEC §2.4).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VlessOptions {
+    pub engine: VlessEngine,
+    /// The server name clients send (`sni=` in links, Xray's `serverNames`).
+    pub sni: String,
+    /// Where Reality forwards handshakes that are not ours: `host:port` of a real TLS 1.3 site.
+    pub dest: String,
+    /// X25519 private key, base64url without padding (Xray's `privateKey`). Never shown to
+    /// operators; only the service's hosts receive it.
+    pub private_key: String,
+    /// The matching public key (`pbk=` in links).
+    pub public_key: String,
+    /// Reality short ids, 8–16 hex characters each; links carry the first.
+    pub short_ids: Vec<String>,
+}
+
+/// The only VLESS flow this product serves (XTLS Vision).
+pub const VLESS_FLOW: &str = "xtls-rprx-vision";
 
 /// One user as a host needs to know it: only users that are active and assigned to the host.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -102,7 +189,7 @@ pub struct UserSpec {
     pub bandwidth: Bandwidth,
 }
 
-/// A user's credential for one service.
+/// A user's credential for one service. New protocols are appended, never inserted.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Credential {
     Shadowsocks {
@@ -112,13 +199,29 @@ pub enum Credential {
         port: u16,
         password: String,
     },
+    Vless {
+        service: String,
+        /// The port the user's client dials: the user's own (shoes listens on it for this user
+        /// alone) or the service's (Xray serves everyone there), see
+        /// [`ServiceSpec::port_per_user`].
+        port: u16,
+        /// The user's VLESS id.
+        uuid: String,
+    },
 }
 
 impl Credential {
     /// The service this credential belongs to.
     pub fn service(&self) -> &str {
         match self {
-            Credential::Shadowsocks { service, .. } => service,
+            Credential::Shadowsocks { service, .. } | Credential::Vless { service, .. } => service,
+        }
+    }
+
+    /// The port the user's client dials: their own, or the service's where users share it.
+    pub fn port(&self) -> u16 {
+        match self {
+            Credential::Shadowsocks { port, .. } | Credential::Vless { port, .. } => *port,
         }
     }
 }

@@ -302,15 +302,17 @@ impl Docker {
             .collect())
     }
 
-    /// Removes this host's managed containers whose names are not in `keep`; returns their names.
+    /// Removes this host's managed containers whose names are neither in `keep` nor start with
+    /// one of `keep_prefixes`; returns their names.
     pub async fn remove_stale(
         &self,
         host_id: &str,
         keep: &[String],
+        keep_prefixes: &[String],
     ) -> Result<Vec<String>, DockerError> {
         let mut removed = Vec::new();
         for c in self.list_managed(host_id).await? {
-            if keep.contains(&c.name) {
+            if keep.contains(&c.name) || keep_prefixes.iter().any(|p| c.name.starts_with(p)) {
                 continue;
             }
             self.remove(&c.id).await?;

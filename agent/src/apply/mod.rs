@@ -1,4 +1,5 @@
-//! Applying a desired state to this host: containers through [`docker`], users through drivers.
+//! Applying a desired state to this host: containers through [`docker`], users through the
+//! protocol [`Driver`](crate::drivers::Driver)s, which this module sees only through that trait.
 //!
 //! Apply is idempotent and per object (SPEC §2.3): a container is recreated only when its own
 //! spec hash changed, users are added and removed hot through the engine's API, and only this
@@ -12,13 +13,16 @@ use std::time::Duration;
 
 use tokio::sync::Mutex;
 use tracing::{debug, info, warn};
-use vpn_shared::model::{DesiredState, Protocol, ServiceSpec};
+use vpn_shared::fsutil::{SECRET_MODE, write_atomic};
+use vpn_shared::model::{DesiredState, ServiceSpec};
 use vpn_shared::proto::ResourceResult;
 
 use self::docker::{Docker, EnsureOutcome, LABEL_HOST};
-use crate::drivers::{self, service_resource, shadowsocks, user_resource};
+use crate::drivers::{self, Rendered, ServiceCtx, UsersReport, service_resource, user_resource};
 
-/// How long [`Applier::reconcile_users`] waits for a manager that was just restarted by Docker.
+/// How long an apply waits for a freshly (re)created engine to answer its API.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long [`Applier::reconcile_users`] waits for an engine that was just restarted by Docker.
 const RECONCILE_READY: Duration = Duration::from_secs(2);
 
 /// Applies desired states to the local Docker engine on behalf of one host.
@@ -38,13 +42,24 @@ pub struct Applier {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ApplyReport {
     pub results: Vec<ResourceResult>,
-    /// Per service name, what happened to its container.
+    /// Per service name, what happened to its container (`service:user` for a user's own).
     pub containers: BTreeMap<String, EnsureOutcome>,
     /// Manager `add`s and `remove`s made over all services.
     pub adds: usize,
     pub removes: usize,
     /// Stale containers of this host that were removed.
     pub removed: Vec<String>,
+}
+
+/// What [`Applier::ensure_service`] did to a service's containers.
+#[derive(Debug, Default)]
+struct Ensured {
+    /// Every container the service runs now (or keeps running after a failure).
+    names: Vec<String>,
+    /// Per container: the service name, or `service:user` for a user's own container.
+    outcomes: Vec<(String, EnsureOutcome)>,
+    /// Users whose own container could not be ensured, with the reason.
+    user_failures: BTreeMap<String, String>,
 }
 
 /// Keeps names usable as Docker container names and as single path components.
@@ -79,6 +94,12 @@ impl Applier {
         format!("vpn-{host}-{}", sanitize(service))
     }
 
+    /// The name prefix of the containers a service runs per user (`vpn-<host>-<service>.`):
+    /// service names never hold a `.`, so no other service's container shares it.
+    pub fn user_container_prefix(&self, service: &str) -> String {
+        format!("{}.", self.container_name(service))
+    }
+
     /// Where a service's manager socket lives (bind-mounted into its container).
     pub fn run_dir(&self, service: &str) -> PathBuf {
         self.data_dir.join("run").join(sanitize(service))
@@ -94,24 +115,45 @@ impl Applier {
         let _guard = self.lock.lock().await;
         let mut report = ApplyReport::default();
         let mut keep = Vec::new();
+        let mut keep_prefixes = Vec::new();
         for service in state.services.values() {
+            // Kept whatever happens below: a service that fails to apply keeps what runs.
             keep.push(self.container_name(&service.name));
-            match self.ensure_service(service).await {
-                Ok(outcome) => {
-                    report.containers.insert(service.name.clone(), outcome);
-                    let wait = shadowsocks::READY_TIMEOUT;
-                    let sr = self.run_driver(state, service, wait).await;
-                    report.adds += sr.adds;
-                    report.removes += sr.removes;
-                    report.results.extend(sr.results);
-                }
+            let ensured = match self.ensure_service(state, service).await {
+                Ok(ensured) => ensured,
                 Err(msg) => {
                     warn!(service = %service.name, error = %msg, "service container not ensured");
                     report.results.extend(failed_service(state, service, &msg));
+                    // Not rendered: its users' containers are unknown, so all of them stay.
+                    keep_prefixes.push(self.user_container_prefix(&service.name));
+                    continue;
                 }
+            };
+            keep.extend(ensured.names);
+            for (key, outcome) in ensured.outcomes {
+                report.containers.insert(key, outcome);
+            }
+            let sr = self.run_driver(state, service, READY_TIMEOUT).await;
+            report.adds += sr.adds;
+            report.removes += sr.removes;
+            // A user whose own container failed reports that failure instead.
+            let failed = &ensured.user_failures;
+            report.results.extend(sr.results.into_iter().filter(|r| {
+                !failed
+                    .keys()
+                    .any(|u| r.resource == user_resource(u, &service.name))
+            }));
+            for (user, msg) in ensured.user_failures {
+                warn!(service = %service.name, %user, error = %msg, "user container not ensured");
+                let resource = user_resource(&user, &service.name);
+                report.results.push(ResourceResult::error(resource, msg));
             }
         }
-        match self.docker.remove_stale(&self.host_id, &keep).await {
+        match self
+            .docker
+            .remove_stale(&self.host_id, &keep, &keep_prefixes)
+            .await
+        {
             Ok(removed) => report.removed = removed,
             Err(e) => report
                 .results
@@ -154,22 +196,61 @@ impl Applier {
         results
     }
 
-    async fn ensure_service(&self, service: &ServiceSpec) -> Result<EnsureOutcome, String> {
+    /// Renders the service through its driver, writes the files its engines read, then makes
+    /// sure its containers run with those specs. `Err` when the service itself cannot run; a
+    /// failed per-user container is that user's failure only.
+    async fn ensure_service(
+        &self,
+        state: &DesiredState,
+        service: &ServiceSpec,
+    ) -> Result<Ensured, String> {
         let run_dir = self.run_dir(&service.name);
         create_private_dir(&run_dir).map_err(|e| format!("run dir {}: {e}", run_dir.display()))?;
         let name = self.container_name(&service.name);
-        let mut spec = match service.protocol {
-            Protocol::Shadowsocks => {
-                let spec = shadowsocks::render(service, &name, &run_dir, &self.network_mode)
-                    .map_err(|e: drivers::DriverError| e.to_string())?;
-                // Rewritten every time: the file on disk always matches the label in the spec.
-                shadowsocks::write_acl(&run_dir)
-                    .map_err(|e| format!("acl file in {}: {e}", run_dir.display()))?;
-                spec
-            }
+        let ctx = ServiceCtx {
+            container: &name,
+            run_dir: &run_dir,
+            network_mode: &self.network_mode,
         };
-        spec.labels.insert(LABEL_HOST.into(), self.host_id.clone());
-        self.docker.ensure(&spec).await.map_err(|e| e.to_string())
+        let driver = drivers::driver(service.protocol);
+        let rendered = driver
+            .render(service, state, &ctx)
+            .map_err(|e| e.to_string())?;
+        let mut ensured = Ensured::default();
+        for mut r in rendered {
+            let outcome = self.ensure_one(&run_dir, &mut r).await;
+            match (r.user, outcome) {
+                (None, Ok(o)) => {
+                    ensured.outcomes.push((service.name.clone(), o));
+                }
+                (None, Err(msg)) => return Err(msg),
+                (Some(user), Ok(o)) => {
+                    ensured
+                        .outcomes
+                        .push((format!("{}:{user}", service.name), o));
+                }
+                (Some(user), Err(msg)) => {
+                    ensured.user_failures.insert(user, msg);
+                }
+            }
+            ensured.names.push(r.spec.name);
+        }
+        Ok(ensured)
+    }
+
+    /// Writes one rendered container's files, then ensures the container.
+    async fn ensure_one(&self, run_dir: &Path, r: &mut Rendered) -> Result<EnsureOutcome, String> {
+        for file in &r.files {
+            // Rewritten every time: the files on disk always match the spec's labels. Mode 0600:
+            // some hold keys (a Reality private key).
+            let path = run_dir.join(drivers::sanitize_file_name(&file.name));
+            write_atomic(&path, &file.contents, SECRET_MODE)
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+        }
+        r.spec
+            .labels
+            .insert(LABEL_HOST.into(), self.host_id.clone());
+        self.docker.ensure(&r.spec).await.map_err(|e| e.to_string())
     }
 
     async fn run_driver(
@@ -177,20 +258,24 @@ impl Applier {
         state: &DesiredState,
         service: &ServiceSpec,
         wait: Duration,
-    ) -> shadowsocks::ServiceReport {
+    ) -> UsersReport {
         let run_dir = self.run_dir(&service.name);
-        let report = match service.protocol {
-            Protocol::Shadowsocks => {
-                shadowsocks::apply_service(state, service, &run_dir, wait).await
-            }
+        let container = self.container_name(&service.name);
+        let ctx = ServiceCtx {
+            container: &container,
+            run_dir: &run_dir,
+            network_mode: &self.network_mode,
         };
-        if !report.closed.is_empty() {
-            let container = self.container_name(&service.name);
-            let ports = &report.closed;
-            match end_sessions(&self.docker, &container, ports).await {
-                Ok(n) => info!(%container, ?ports, sessions = n, "sessions of closed ports ended"),
+        let driver = drivers::driver(service.protocol);
+        let report = driver.apply_users(state, service, &ctx, wait).await;
+        if !report.end.is_empty() {
+            let (ports, marks) = (&report.end.ports, &report.end.marks);
+            match end_sessions(&self.docker, &container, &report.end).await {
+                Ok(n) => {
+                    info!(%container, ?ports, ?marks, sessions = n, "removed users' sessions ended")
+                }
                 Err(e) => {
-                    warn!(%container, ?ports, error = %e, "could not end sessions of closed ports")
+                    warn!(%container, ?ports, ?marks, error = %e, "could not end removed users' sessions")
                 }
             }
         }
@@ -205,13 +290,22 @@ impl Applier {
 /// kernel's SOCK_DESTROY (`ss -K`, CONFIG_INET_DIAG_DESTROY, on in common distribution kernels)
 /// resets exactly the sockets whose local port is one of `ports` — no other user's. Needs root,
 /// `nsenter` and `ss` on the host. A failure is logged, not fatal: the port itself is closed.
-async fn end_sessions(docker: &Docker, container: &str, ports: &[u16]) -> Result<usize, String> {
+async fn end_sessions(
+    docker: &Docker,
+    container: &str,
+    end: &drivers::EndSessions,
+) -> Result<usize, String> {
     let pid = docker
         .container_pid(container)
         .await
         .map_err(|e| e.to_string())?
         .ok_or_else(|| format!("container {container} is not running"))?;
-    let filter: Vec<String> = ports.iter().map(|p| format!("sport = :{p}")).collect();
+    let filter: Vec<String> = end
+        .ports
+        .iter()
+        .map(|p| format!("sport = :{p}"))
+        .chain(end.marks.iter().map(|m| format!("fwmark = {m:#x}")))
+        .collect();
     let mut cmd = tokio::process::Command::new("nsenter");
     cmd.args([
         "-t",

@@ -37,7 +37,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::IpAddr;
 
-use vpn_shared::model::{Credential, DesiredState};
+use vpn_shared::model::DesiredState;
 
 use super::counters::{Direction, counter_name};
 use super::{TABLE_FAMILY, TABLE_NAME};
@@ -203,9 +203,8 @@ impl Ruleset {
         let mut limits: BTreeMap<u16, RateLimit> = BTreeMap::new();
         for service in state.services.values() {
             let mut own = BTreeSet::from([service.port]);
-            for (_, cred) in state.users_of(&service.name) {
-                let Credential::Shadowsocks { port, .. } = cred;
-                own.insert(*port);
+            if service.port_per_user() {
+                own.extend(state.users_of(&service.name).map(|(_, c)| c.port()));
             }
             if let Some(rate) = service.new_conn_rate {
                 if rate == 0 {
@@ -378,7 +377,7 @@ mod tests {
     use std::path::PathBuf;
 
     use vpn_shared::model::{
-        Bandwidth, FirewallSpec, Protocol, ServiceOptions, ServiceSpec, UserSpec,
+        Bandwidth, Credential, FirewallSpec, Protocol, ServiceOptions, ServiceSpec, UserSpec,
     };
 
     use super::*;

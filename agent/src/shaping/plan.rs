@@ -23,7 +23,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use ring::digest::{SHA256, digest};
-use vpn_shared::model::{Bandwidth, Credential, DesiredState, Protocol};
+use vpn_shared::model::{Bandwidth, Credential, DesiredState};
 
 /// A class minor under the agent's root handle.
 pub type ClassId = u16;
@@ -160,15 +160,22 @@ struct Pending {
 pub fn plan(state: &DesiredState) -> ShapingPlan {
     let mut pending = Vec::new();
     for svc in state.services.values() {
-        let cap = match svc.protocol {
-            Protocol::Shadowsocks => Rates::from_user(svc.bandwidth),
+        let per_port = svc.port_per_user();
+        let cap = if per_port {
+            Rates::from_user(svc.bandwidth)
+        } else {
+            Rates::from_user_outbound(svc.bandwidth)
         };
         let mut users = BTreeMap::new();
         for (user, cred) in state.users_of(&svc.name) {
             let (rates, matcher) = match cred {
-                Credential::Shadowsocks { port, .. } => (
+                Credential::Vless { uuid, .. } if !per_port => (
+                    Rates::from_user_outbound(user.bandwidth),
+                    Matcher::Mark(crate::drivers::user_mark(uuid)),
+                ),
+                _ => (
                     Rates::from_user(user.bandwidth),
-                    Matcher::ServerPort { port: *port },
+                    Matcher::ServerPort { port: cred.port() },
                 ),
             };
             if rates.is_unlimited() && cap.is_unlimited() {
@@ -306,7 +313,7 @@ pub fn allocate(keys: Vec<String>) -> (BTreeMap<String, ClassId>, Vec<String>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use vpn_shared::model::{ServiceOptions, ServiceSpec, UserSpec};
+    use vpn_shared::model::{Protocol, ServiceOptions, ServiceSpec, UserSpec};
 
     fn service(name: &str, bw: Bandwidth) -> ServiceSpec {
         ServiceSpec {

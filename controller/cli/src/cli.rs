@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
-use vpn_shared::model::Protocol;
+use vpn_shared::model::{Protocol, VlessEngine};
 
 /// Operate a VPN fleet through its controller.
 #[derive(Debug, Parser)]
@@ -116,7 +116,7 @@ pub enum ServicesCmd {
 
 #[derive(Debug, Args)]
 pub struct DeployArgs {
-    /// Protocol to run (shadowsocks).
+    /// Protocol to run (shadowsocks, vless).
     #[arg(value_parser = parse_protocol)]
     pub protocol: Protocol,
     /// First port of the service (1-65535).
@@ -131,6 +131,18 @@ pub struct DeployArgs {
     /// Shadowsocks cipher [default: chacha20-ietf-poly1305].
     #[arg(long, value_name = "METHOD")]
     pub method: Option<String>,
+    /// VLESS: the server name clients present (Reality `serverNames`), e.g. www.example.com.
+    #[arg(long, value_name = "NAME")]
+    pub sni: Option<String>,
+    /// VLESS: the real TLS 1.3 site Reality borrows handshakes from, HOST:PORT.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub dest: Option<String>,
+    /// VLESS: how many Reality short ids to generate (1-16) [default: 1].
+    #[arg(long, value_name = "K", value_parser = clap::value_parser!(u8).range(1..=16))]
+    pub short_ids: Option<u8>,
+    /// VLESS: the engine, xray (production) or shoes (a port per user) [default: xray].
+    #[arg(long, value_name = "ENGINE", value_parser = parse_engine)]
+    pub engine: Option<VlessEngine>,
     /// Cap the whole service on each host at RATE in each direction (20mbit, 1.5gbit, 10mbps =
     /// 10 MB/s; a plain number is bit/s).
     #[arg(long, value_name = "RATE", value_parser = parse_rate)]
@@ -320,6 +332,73 @@ pub struct WaitArgs {
     /// Return once the change is stored instead of waiting for hosts to apply it.
     #[arg(long)]
     pub no_wait: bool,
+}
+
+impl Cli {
+    /// Parses the process arguments; usage errors, including the per-protocol ones of
+    /// [`Cli::check`], print and exit 2.
+    pub fn parse_checked() -> Cli {
+        let cli = Cli::parse();
+        if let Err(e) = cli.check() {
+            e.exit();
+        }
+        cli
+    }
+
+    /// [`Cli::parse_checked`] without exiting, for tests.
+    #[cfg(test)]
+    pub fn try_parse_checked<I, T>(args: I) -> Result<Cli, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        let cli = Cli::try_parse_from(args)?;
+        cli.check()?;
+        Ok(cli)
+    }
+
+    /// Rules clap's derive cannot state: which deploy flags belong to which protocol.
+    fn check(&self) -> Result<(), clap::Error> {
+        use clap::CommandFactory;
+        use clap::error::ErrorKind;
+        let Command::Services(ServicesCmd::Deploy(d)) = &self.command else {
+            return Ok(());
+        };
+        let vless_flags = [
+            ("--sni", d.sni.is_some()),
+            ("--dest", d.dest.is_some()),
+            ("--short-ids", d.short_ids.is_some()),
+            ("--engine", d.engine.is_some()),
+        ];
+        let fail = |kind, msg: String| Err(Cli::command().error(kind, msg));
+        match d.protocol {
+            Protocol::Shadowsocks => {
+                if let Some((flag, _)) = vless_flags.iter().find(|(_, set)| *set) {
+                    return fail(
+                        ErrorKind::ArgumentConflict,
+                        format!("{flag} applies to vless services only"),
+                    );
+                }
+            }
+            Protocol::Vless => {
+                if d.method.is_some() {
+                    let msg = "--method applies to shadowsocks services only".to_owned();
+                    return fail(ErrorKind::ArgumentConflict, msg);
+                }
+                for (flag, set) in &vless_flags[..2] {
+                    if !set {
+                        let msg = format!("a vless service needs {flag}");
+                        return fail(ErrorKind::MissingRequiredArgument, msg);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn parse_engine(s: &str) -> Result<VlessEngine, String> {
+    VlessEngine::parse(s).ok_or_else(|| format!("unknown engine `{s}` (expected xray or shoes)"))
 }
 
 fn parse_protocol(s: &str) -> Result<Protocol, String> {

@@ -4,15 +4,15 @@
 //! [`to_request`], tested without a controller.
 
 use vpn_shared::context::CliContext;
-use vpn_shared::model::Bandwidth;
+use vpn_shared::model::{Bandwidth, Protocol};
 use vpn_shared::proto::admin::{
-    AddUser, AdminRequest, AdminResponse, DeployService, EditService, EditUser, HostApplyState,
-    Servers,
+    AddUser, AdminRequest, AdminResponse, DeployOptions, DeployService, DeployVless, EditService,
+    EditUser, HostApplyState, Servers,
 };
 
 use crate::cli::{
-    Cli, Command, EditServiceArgs, EditUserArgs, FirewallCmd, FirewallRuleArgs, ServersCmd,
-    ServicesCmd, Target, UsersCmd,
+    Cli, Command, DeployArgs, EditServiceArgs, EditUserArgs, FirewallCmd, FirewallRuleArgs,
+    ServersCmd, ServicesCmd, Target, UsersCmd,
 };
 use crate::client::Client;
 use crate::error::CliError;
@@ -54,6 +54,35 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
     printed
 }
 
+/// A deploy: Shadowsocks keeps the request older controllers know; other protocols carry their
+/// options in `ServicesDeployWith`.
+fn deploy(a: &DeployArgs) -> AdminRequest {
+    let deploy = DeployService {
+        protocol: a.protocol,
+        name: a.name.clone(),
+        port: a.port,
+        servers: servers(&a.target),
+        image: a.image.clone(),
+        method: a.method.clone(),
+        bandwidth: a.bandwidth.map(both).unwrap_or_default(),
+        new_conn_rate: a.conn_rate,
+        wait: !a.wait.no_wait,
+    };
+    match a.protocol {
+        Protocol::Shadowsocks => AdminRequest::ServicesDeploy(deploy),
+        Protocol::Vless => AdminRequest::ServicesDeployWith {
+            deploy,
+            options: DeployOptions::Vless(DeployVless {
+                engine: a.engine,
+                // Cli::check makes sure both are there for vless.
+                sni: a.sni.clone().unwrap_or_default(),
+                dest: a.dest.clone().unwrap_or_default(),
+                short_ids: a.short_ids,
+            }),
+        },
+    }
+}
+
 /// The admin request a command stands for.
 /// `None` for commands answered locally (completions).
 pub fn to_request(command: &Command) -> Option<AdminRequest> {
@@ -68,17 +97,7 @@ pub fn to_request(command: &Command) -> Option<AdminRequest> {
             ServersCmd::Remove { name } => AdminRequest::ServersRemove { name: name.clone() },
         },
         Command::Services(cmd) => match cmd {
-            ServicesCmd::Deploy(a) => AdminRequest::ServicesDeploy(DeployService {
-                protocol: a.protocol,
-                name: a.name.clone(),
-                port: a.port,
-                servers: servers(&a.target),
-                image: a.image.clone(),
-                method: a.method.clone(),
-                bandwidth: a.bandwidth.map(both).unwrap_or_default(),
-                new_conn_rate: a.conn_rate,
-                wait: !a.wait.no_wait,
-            }),
+            ServicesCmd::Deploy(a) => deploy(a),
             ServicesCmd::List => AdminRequest::ServicesList,
             ServicesCmd::Show { name } => AdminRequest::ServicesShow { name: name.clone() },
             ServicesCmd::Edit(a) => AdminRequest::ServicesEdit(edit_service(a)),

@@ -17,11 +17,9 @@ mod render;
 
 use std::process::ExitCode;
 
-use clap::Parser;
-
 fn main() -> ExitCode {
     // Parse first: `--help` and usage errors (exit 2) must not wait for a runtime or logging.
-    let cli = cli::Cli::parse();
+    let cli = cli::Cli::parse_checked();
     init_tracing();
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()

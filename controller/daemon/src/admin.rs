@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tracing::{info, warn};
 use vpn_shared::join::JoinString;
-use vpn_shared::model::{Protocol, ServiceOptions};
+use vpn_shared::model::{Protocol, ServiceOptions, VlessEngine, VlessOptions};
 use vpn_shared::pki::Identity;
 use vpn_shared::proto::admin::*;
 use vpn_shared::proto::close;
@@ -17,7 +17,9 @@ use vpn_shared::transport::peer_identity;
 
 use crate::enroll::{new_token, token_hash};
 use crate::fleet::not_waited;
+use crate::reality;
 use crate::server::{Controller, now};
+use crate::store::validate::MAX_SHORT_IDS;
 use crate::store::{
     EditUserFields, FirewallRuleRow, HostRow, Mutation, NewService, NewUser, StoreError, UserStatus,
 };
@@ -150,7 +152,15 @@ async fn handle(ctl: &Controller, req: AdminRequest) -> Reply {
                 hosts: Vec::new(),
             }))
         }
-        AdminRequest::ServicesDeploy(d) => services_deploy(ctl, d).await,
+        AdminRequest::ServicesDeploy(d) => {
+            let options = DeployOptions::Shadowsocks {
+                method: d.method.clone(),
+            };
+            services_deploy(ctl, d, options).await
+        }
+        AdminRequest::ServicesDeployWith { deploy, options } => {
+            services_deploy(ctl, deploy, options).await
+        }
         AdminRequest::ServicesList => Ok(AdminResponse::Services(views::services(ctl).await?)),
         AdminRequest::ServicesShow { name } => {
             let all = views::services(ctl).await?;
@@ -325,22 +335,11 @@ async fn servers_add(ctl: &Controller, name: String, expires_secs: u64) -> Reply
     }))
 }
 
-async fn services_deploy(ctl: &Controller, d: DeployService) -> Reply {
+async fn services_deploy(ctl: &Controller, d: DeployService, options: DeployOptions) -> Reply {
     if d.port == 0 {
         return Err(AdminError::bad("invalid --port: must be 1-65535"));
     }
-    let options = match d.protocol {
-        Protocol::Shadowsocks => {
-            let method = d.method.unwrap_or_else(|| SS_METHODS[0].to_string());
-            if !SS_METHODS.contains(&method.as_str()) {
-                return Err(AdminError::bad(format!(
-                    "invalid --method {method:?}: expected one of {}",
-                    SS_METHODS.join(", ")
-                )));
-            }
-            ServiceOptions::Shadowsocks { method }
-        }
-    };
+    let options = service_options(d.protocol, options)?;
     let name = d.name.unwrap_or_else(|| d.protocol.as_str().to_string());
     let summary = format!("service {name} deployed");
     let new = NewService {
@@ -361,6 +360,51 @@ async fn services_deploy(ctl: &Controller, d: DeployService) -> Reply {
         ctl.store.deploy_service(new, now()),
     )
     .await
+}
+
+/// The stored options of a new service from what the operator chose; makes a VLESS service's
+/// Reality keys and short ids.
+fn service_options(
+    protocol: Protocol,
+    options: DeployOptions,
+) -> Result<ServiceOptions, AdminError> {
+    match (protocol, options) {
+        (Protocol::Shadowsocks, DeployOptions::Shadowsocks { method }) => {
+            let method = method.unwrap_or_else(|| SS_METHODS[0].to_string());
+            if !SS_METHODS.contains(&method.as_str()) {
+                return Err(AdminError::bad(format!(
+                    "invalid --method {method:?}: expected one of {}",
+                    SS_METHODS.join(", ")
+                )));
+            }
+            Ok(ServiceOptions::Shadowsocks { method })
+        }
+        (Protocol::Vless, DeployOptions::Vless(v)) => {
+            let count = usize::from(v.short_ids.unwrap_or(1));
+            if !(1..=MAX_SHORT_IDS).contains(&count) {
+                return Err(AdminError::bad(format!(
+                    "invalid --short-ids {count}: must be 1-{MAX_SHORT_IDS}"
+                )));
+            }
+            let rng = ring::rand::SystemRandom::new();
+            let random_failed = |_| AdminError {
+                kind: ErrorKind::Internal,
+                message: "the system random generator failed".into(),
+            };
+            let keys = reality::key_pair(&rng).map_err(random_failed)?;
+            Ok(ServiceOptions::Vless(VlessOptions {
+                engine: v.engine.unwrap_or(VlessEngine::Xray),
+                sni: v.sni,
+                dest: v.dest,
+                private_key: keys.private_key,
+                public_key: keys.public_key,
+                short_ids: reality::short_ids(&rng, count).map_err(random_failed)?,
+            }))
+        }
+        (protocol, _) => Err(AdminError::bad(format!(
+            "invalid options: not those of a {protocol} service"
+        ))),
+    }
 }
 
 /// Stores a change, queues its pushes under the change lock, then waits for acks if asked.

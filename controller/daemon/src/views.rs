@@ -77,10 +77,20 @@ pub fn service(s: &ServiceRow) -> ServiceInfo {
         image: s.image.clone(),
         all_servers,
         servers,
-        options: serde_json::to_string(&s.options).unwrap_or_default(),
+        options: public_options(&s.options),
         bandwidth: s.bandwidth,
         new_conn_rate: s.new_conn_rate,
     }
+}
+
+/// A service's options as JSON for operators: everything but secrets (a VLESS service's
+/// Reality private key stays on the controller and its hosts).
+pub fn public_options(options: &ServiceOptions) -> String {
+    let mut value = serde_json::to_value(options).unwrap_or_default();
+    if let Some(v) = value.get_mut("Vless").and_then(|v| v.as_object_mut()) {
+        v.remove("private_key");
+    }
+    value.to_string()
 }
 
 pub async fn services(ctl: &Controller) -> Result<Vec<ServiceInfo>, StoreError> {
@@ -160,6 +170,20 @@ pub async fn links(
                     cred.port,
                     &format!("{name}@{}", host.name),
                 ),
+                ServiceOptions::Vless(v) => {
+                    let port = if v.engine.port_per_user() {
+                        cred.port
+                    } else {
+                        svc.port
+                    };
+                    let reality = links::Reality {
+                        sni: &v.sni,
+                        public_key: &v.public_key,
+                        short_id: v.short_ids.first().map(String::as_str).unwrap_or_default(),
+                    };
+                    let tag = format!("{name}@{}", host.name);
+                    links::vless(&cred.secret, host_part(address), port, reality, &tag)
+                }
             };
             out.push(LinkInfo {
                 server: host.name.clone(),

@@ -5,7 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{Bandwidth, Protocol};
+use crate::model::{Bandwidth, Protocol, VlessEngine};
 
 /// Which hosts a service or a user is placed on.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -76,6 +76,33 @@ pub enum AdminRequest {
         wait: bool,
     },
     FirewallList,
+    /// A deploy with protocol options; `ServicesDeploy` stays for Shadowsocks-only peers.
+    ServicesDeployWith {
+        deploy: DeployService,
+        options: DeployOptions,
+    },
+}
+
+/// Protocol options of a deploy. New protocols are appended, never inserted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DeployOptions {
+    /// `method` `None` picks the Outline-compatible default.
+    Shadowsocks {
+        method: Option<String>,
+    },
+    Vless(DeployVless),
+}
+
+/// What an operator chooses for a VLESS + Reality service; the controller makes the keys.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeployVless {
+    /// `None`: the production default, Xray.
+    pub engine: Option<VlessEngine>,
+    pub sni: String,
+    /// `host:port` of the TLS 1.3 site Reality borrows its handshake from.
+    pub dest: String,
+    /// How many short ids to generate (`None`: one).
+    pub short_ids: Option<u8>,
 }
 
 /// Changes to a user; `None` leaves a field as it is.

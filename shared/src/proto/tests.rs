@@ -9,7 +9,7 @@ use super::admin::*;
 use super::*;
 use crate::model::{
     Bandwidth, Change, Credential, Digest, FirewallSpec, Protocol, ServiceOptions, ServiceSpec,
-    UserSpec,
+    UserSpec, VlessEngine, VlessOptions,
 };
 
 fn service() -> ServiceSpec {
@@ -42,6 +42,25 @@ fn user() -> UserSpec {
             down_bps: Some(8_000_000),
             up_bps: Some(4_000_000),
         },
+    }
+}
+
+fn vless_service() -> ServiceSpec {
+    ServiceSpec {
+        name: "vless".into(),
+        protocol: Protocol::Vless,
+        port: 443,
+        image: None,
+        options: ServiceOptions::Vless(VlessOptions {
+            engine: VlessEngine::Shoes,
+            sni: "www.example.com".into(),
+            dest: "www.example.com:443".into(),
+            private_key: "priv".into(),
+            public_key: "pub".into(),
+            short_ids: vec!["0123456789abcdef".into()],
+        }),
+        bandwidth: Bandwidth::default(),
+        new_conn_rate: None,
     }
 }
 
@@ -165,6 +184,63 @@ fn samples() -> Vec<(&'static str, Vec<u8>)> {
             enc(&EnrollResponse::Refused { reason: "r".into() }),
         ),
         ("admin_requests", enc(&admin_requests())),
+        (
+            "ctl_delta_vless",
+            enc(&ControllerMsg::Delta {
+                base_generation: 6,
+                generation: 7,
+                digest: d,
+                changes: vec![
+                    Change::UpsertService(vless_service()),
+                    Change::UpsertUser(UserSpec {
+                        credentials: vec![Credential::Vless {
+                            service: "vless".into(),
+                            port: 444,
+                            uuid: "b831381d-6324-4d53-ad4f-8cda48b30811".into(),
+                        }],
+                        ..user()
+                    }),
+                ],
+            }),
+        ),
+        (
+            "admin_deploy_with",
+            enc(&vec![
+                AdminRequest::ServicesDeployWith {
+                    deploy: DeployService {
+                        protocol: Protocol::Vless,
+                        name: None,
+                        port: 443,
+                        servers: Servers::All,
+                        image: None,
+                        method: None,
+                        bandwidth: Bandwidth::default(),
+                        new_conn_rate: None,
+                        wait: true,
+                    },
+                    options: DeployOptions::Vless(DeployVless {
+                        engine: Some(VlessEngine::Xray),
+                        sni: "www.example.com".into(),
+                        dest: "www.example.com:443".into(),
+                        short_ids: Some(2),
+                    }),
+                },
+                AdminRequest::ServicesDeployWith {
+                    deploy: DeployService {
+                        protocol: Protocol::Shadowsocks,
+                        name: Some("ss".into()),
+                        port: 8388,
+                        servers: Servers::Named(vec!["h".into()]),
+                        image: None,
+                        method: None,
+                        bandwidth: Bandwidth::default(),
+                        new_conn_rate: None,
+                        wait: false,
+                    },
+                    options: DeployOptions::Shadowsocks { method: None },
+                },
+            ]),
+        ),
         ("admin_responses", enc(&admin_responses())),
     ]
 }
@@ -408,7 +484,9 @@ fn every_golden_sample_decodes_back() {
             n if n.starts_with("ctl_") => postcard::from_bytes::<ControllerMsg>(&bytes).is_ok(),
             "enroll_request" => postcard::from_bytes::<EnrollRequest>(&bytes).is_ok(),
             n if n.starts_with("enroll_") => postcard::from_bytes::<EnrollResponse>(&bytes).is_ok(),
-            "admin_requests" => postcard::from_bytes::<Vec<AdminRequest>>(&bytes).is_ok(),
+            "admin_requests" | "admin_deploy_with" => {
+                postcard::from_bytes::<Vec<AdminRequest>>(&bytes).is_ok()
+            }
             "admin_responses" => postcard::from_bytes::<Vec<AdminResponse>>(&bytes).is_ok(),
             _ => false,
         };

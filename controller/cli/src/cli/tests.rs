@@ -1,7 +1,6 @@
 //! Argument parsing: valid command lines become the right request, bad ones are usage errors
 //! that name the flag.
 
-use clap::Parser;
 use clap::error::ErrorKind;
 use vpn_shared::model::{Bandwidth, Protocol};
 use vpn_shared::proto::admin::{
@@ -12,7 +11,7 @@ use super::{Cli, Format};
 use crate::commands::to_request;
 
 fn parse(args: &str) -> Result<Cli, clap::Error> {
-    Cli::try_parse_from(std::iter::once("vpn").chain(args.split_whitespace()))
+    Cli::try_parse_checked(std::iter::once("vpn").chain(args.split_whitespace()))
 }
 
 fn request(args: &str) -> AdminRequest {
@@ -348,4 +347,72 @@ fn completions_are_answered_locally_and_unknown_shells_are_usage_errors() {
         2,
         "an unknown shell is a usage error"
     );
+}
+
+#[test]
+fn services_deploy_vless_carries_reality_settings() {
+    use vpn_shared::model::VlessEngine;
+    use vpn_shared::proto::admin::{DeployOptions, DeployVless};
+    let args = "services deploy vless --port 443 --sni www.example.com \
+                --dest www.example.com:443 --short-ids 3 --engine shoes --all-servers";
+    let AdminRequest::ServicesDeployWith { deploy, options } = request(args) else {
+        panic!("vless deploys carry their options");
+    };
+    assert_eq!((deploy.protocol, deploy.port), (Protocol::Vless, 443));
+    assert_eq!(deploy.servers, Servers::All);
+    assert_eq!(
+        options,
+        DeployOptions::Vless(DeployVless {
+            engine: Some(VlessEngine::Shoes),
+            sni: "www.example.com".into(),
+            dest: "www.example.com:443".into(),
+            short_ids: Some(3),
+        })
+    );
+    let args = "services deploy vless --port 443 --sni a.example --dest a.example:443 --server h";
+    let AdminRequest::ServicesDeployWith { options, .. } = request(args) else {
+        panic!("vless deploys carry their options");
+    };
+    let DeployOptions::Vless(v) = options else {
+        panic!("vless options");
+    };
+    assert_eq!(
+        (v.engine, v.short_ids),
+        (None, None),
+        "defaults are the controller's"
+    );
+}
+
+#[test]
+fn vless_and_shadowsocks_flags_do_not_mix_and_vless_needs_sni_and_dest() {
+    let base = "services deploy vless --port 443 --all-servers";
+    let (kind, text) = usage_error(&format!("{base} --dest a.example:443"));
+    assert_eq!(kind, ErrorKind::MissingRequiredArgument);
+    assert!(text.contains("--sni"), "{text}");
+    let (kind, text) = usage_error(&format!("{base} --sni a.example"));
+    assert_eq!(kind, ErrorKind::MissingRequiredArgument);
+    assert!(text.contains("--dest"), "{text}");
+    let (kind, text) = usage_error(&format!(
+        "{base} --sni a.example --dest a.example:443 --method aes-256-gcm"
+    ));
+    assert_eq!(kind, ErrorKind::ArgumentConflict);
+    assert!(text.contains("--method"), "{text}");
+    let (kind, text) = usage_error("services deploy ss --port 8388 --all-servers --sni a.example");
+    assert_eq!(kind, ErrorKind::ArgumentConflict);
+    assert!(text.contains("--sni"), "{text}");
+    let (kind, text) = usage_error(&format!(
+        "{base} --sni a.example --dest a.example:443 --engine v2ray"
+    ));
+    assert_eq!(kind, ErrorKind::ValueValidation);
+    assert!(
+        text.contains("--engine") && text.contains("xray or shoes"),
+        "{text}"
+    );
+    for k in ["0", "17"] {
+        let (kind, text) = usage_error(&format!(
+            "{base} --sni a.example --dest a.example:443 --short-ids {k}"
+        ));
+        assert_eq!(kind, ErrorKind::ValueValidation, "--short-ids {k}");
+        assert!(text.contains("--short-ids"), "{text}");
+    }
 }

@@ -190,7 +190,7 @@ fn service(s: &ServiceInfo) -> String {
     let conns = s
         .new_conn_rate
         .map_or("-".into(), |n| format!("{n}/s per source address"));
-    fields(vec![
+    let mut rows = vec![
         ("Name", s.name.clone()),
         ("Protocol", s.protocol.to_string()),
         ("Ports", ports(s)),
@@ -199,8 +199,32 @@ fn service(s: &ServiceInfo) -> String {
         ("Upload cap", rate::show(s.bandwidth.up_bps)),
         ("New connections", conns),
         ("Image", s.image.as_deref().unwrap_or("default").into()),
-        ("Options", s.options.clone()),
-    ])
+    ];
+    rows.extend(options(&s.options));
+    fields(rows)
+}
+
+/// A service's protocol options, one field each; the raw JSON when this CLI does not know them.
+fn options(json: &str) -> Vec<(&'static str, String)> {
+    let value: serde_json::Value = serde_json::from_str(json).unwrap_or_default();
+    let text = |v: &serde_json::Value, key: &str| v[key].as_str().unwrap_or("-").to_owned();
+    if let Some(ss) = value.get("Shadowsocks") {
+        return vec![("Method", text(ss, "method"))];
+    }
+    if let Some(v) = value.get("Vless") {
+        let short_ids: Vec<&str> = v["short_ids"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|s| s.as_str()).collect())
+            .unwrap_or_default();
+        return vec![
+            ("Engine", text(v, "engine").to_ascii_lowercase()),
+            ("SNI", text(v, "sni")),
+            ("Dest", text(v, "dest")),
+            ("Public key", text(v, "public_key")),
+            ("Short ids", dash_join(&short_ids)),
+        ];
+    }
+    vec![("Options", json.to_owned())]
 }
 
 fn protocols(u: &UserInfo) -> String {

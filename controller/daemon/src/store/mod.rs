@@ -27,7 +27,7 @@ mod rows;
 mod services;
 mod state;
 mod users;
-mod validate;
+pub(crate) mod validate;
 
 #[cfg(test)]
 mod tests;

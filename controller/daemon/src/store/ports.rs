@@ -11,6 +11,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use ring::rand::{SecureRandom, SystemRandom};
 use sqlx::{QueryBuilder, Sqlite, SqliteConnection};
 
+use vpn_shared::model::Protocol;
+
 use super::error::{Result, StoreError};
 
 /// Bytes of randomness in a credential secret.
@@ -65,15 +67,22 @@ pub(super) async fn allocate(
     Ok(ports)
 }
 
-/// A fresh secret: 16 random bytes, base64url without padding.
-pub(super) fn secret(rng: &SystemRandom) -> Result<String> {
+/// A fresh secret for a credential of `protocol`: a Shadowsocks password is 16 random bytes,
+/// base64url without padding; a VLESS id is a random (version 4) UUID.
+pub(super) fn secret(rng: &SystemRandom, protocol: Protocol) -> Result<String> {
     let mut bytes = [0u8; SECRET_BYTES];
     rng.fill(&mut bytes).map_err(|_| StoreError::Random)?;
-    Ok(URL_SAFE_NO_PAD.encode(bytes))
+    Ok(match protocol {
+        Protocol::Shadowsocks => URL_SAFE_NO_PAD.encode(bytes),
+        Protocol::Vless => uuid::Builder::from_random_bytes(bytes)
+            .into_uuid()
+            .to_string(),
+    })
 }
 
-/// One credential to insert: `(user id, port, secret)`.
-pub(super) type NewCredential = (String, u16, String);
+/// One credential to insert: `(user id, own port, secret)`; no port where users share the
+/// service's.
+pub(super) type NewCredential = (String, Option<u16>, String);
 
 /// Inserts credentials of one service in multi-row statements.
 pub(super) async fn insert_credentials(

@@ -43,6 +43,11 @@ pub(crate) fn credential(c: &HeldCredential) -> Credential {
             port: c.port,
             password: c.secret.clone(),
         },
+        Protocol::Vless => Credential::Vless {
+            service: c.service.clone(),
+            port: c.port,
+            uuid: c.secret.clone(),
+        },
     }
 }
 

@@ -116,6 +116,9 @@ impl ServiceRow {
 
 /// The range size a service gets when the operator names none.
 pub const DEFAULT_PORT_SPAN: u16 = 1000;
+/// Ports of a service whose users share its port (VLESS on Xray): the service port alone (the
+/// engine's API is a unix socket).
+pub const SHARED_PORT_SPAN: u16 = 1;
 
 /// What `deploy_service` needs.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -12,8 +12,8 @@ use vpn_shared::model::Bandwidth;
 
 use super::render::{self, HeldCredential, Placement, UserKey};
 use super::rows::{
-    DEFAULT_PORT_SPAN, NewService, ServiceRow, bandwidth_from_db, conn_rate_from_db, parse_options,
-    parse_protocol, parse_protocols, rate_to_db, servers,
+    DEFAULT_PORT_SPAN, NewService, SHARED_PORT_SPAN, ServiceRow, bandwidth_from_db,
+    conn_rate_from_db, parse_options, parse_protocol, parse_protocols, rate_to_db, servers,
 };
 use super::state::{self, Owner};
 use super::{Mutation, Store, ports, validate};
@@ -77,7 +77,11 @@ impl Store {
     /// Deploys a new service on its servers and gives every user whose protocols allow it a
     /// credential. Its hosts get the service and the updated specs of their active users.
     pub async fn deploy_service(&self, new: NewService, now: i64) -> Result<Mutation<ServiceRow>> {
-        let span = new.port_span.unwrap_or(DEFAULT_PORT_SPAN);
+        let span = new.port_span.unwrap_or(if new.options.port_per_user() {
+            DEFAULT_PORT_SPAN
+        } else {
+            SHARED_PORT_SPAN
+        });
         validate::service_name(&new.name)?;
         validate::port_range(new.port, span)?;
         validate::image(new.image.as_deref())?;
@@ -134,7 +138,8 @@ impl Store {
         })
     }
 
-    /// Gives every user allowed the service's protocol a port and a secret, in name order.
+    /// Gives every user allowed the service's protocol a secret and, where the engine listens
+    /// per user, a port of their own, in name order.
     async fn issue_credentials(&self, conn: &mut SqliteConnection, new: &NewService) -> Result<()> {
         let users: Vec<(String, Option<String>)> =
             sqlx::query_as("SELECT id, protocols FROM users ORDER BY name")
@@ -146,11 +151,16 @@ impl Store {
                 allowed.push(id);
             }
         }
-        let ports = ports::allocate(conn, &new.name, allowed.len()).await?;
+        let own_ports: Vec<Option<u16>> = if new.options.port_per_user() {
+            let ports = ports::allocate(conn, &new.name, allowed.len()).await?;
+            ports.into_iter().map(Some).collect()
+        } else {
+            vec![None; allowed.len()]
+        };
         let creds = allowed
             .into_iter()
-            .zip(ports)
-            .map(|(id, port)| Ok((id, port, ports::secret(&self.rng)?)))
+            .zip(own_ports)
+            .map(|(id, port)| Ok((id, port, ports::secret(&self.rng, new.protocol)?)))
             .collect::<Result<Vec<_>>>()?;
         ports::insert_credentials(conn, &new.name, &creds).await
     }
@@ -314,7 +324,7 @@ async fn deploy_pushes(
         explicit.entry(user).or_default().insert(host);
     }
     let sql = format!(
-        "SELECT c.user_id, c.service, s.protocol, c.port, c.secret FROM credentials c \
+        "SELECT c.user_id, c.service, s.protocol, COALESCE(c.port, s.port), c.secret FROM credentials c \
          JOIN services s ON s.name = c.service JOIN users u ON u.id = c.user_id WHERE {HOLDERS}"
     );
     let mut held = state::held_where(conn, &sql, &service.name).await?;

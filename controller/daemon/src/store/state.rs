@@ -162,7 +162,7 @@ pub(super) async fn push_user(
         name,
         bandwidth: bandwidth_from_db(down, up)?,
     };
-    const SQL: &str = "SELECT c.user_id, c.service, s.protocol, c.port, c.secret \
+    const SQL: &str = "SELECT c.user_id, c.service, s.protocol, COALESCE(c.port, s.port), c.secret \
         FROM credentials c JOIN services s ON s.name = c.service WHERE c.user_id = ?1";
     let mut by_user = held_where(conn, SQL, user_id).await?;
     let held = by_user.remove(user_id).unwrap_or_default();
@@ -217,7 +217,7 @@ impl Store {
         .fetch_all(&mut *tx)
         .await?;
         let sql = format!(
-            "SELECT c.user_id, c.service, s.protocol, c.port, c.secret FROM credentials c \
+            "SELECT c.user_id, c.service, s.protocol, COALESCE(c.port, s.port), c.secret FROM credentials c \
              JOIN services s ON s.name = c.service JOIN users u ON u.id = c.user_id \
              WHERE {ON_HOST} AND (s.all_servers \
              OR s.name IN (SELECT service FROM service_servers WHERE host_id = ?1))"

@@ -124,18 +124,19 @@ impl Store {
                 .await?;
         }
 
-        let services: Vec<(String, String)> =
-            sqlx::query_as("SELECT name, protocol FROM services ORDER BY name")
+        let services: Vec<(String, String, String)> =
+            sqlx::query_as("SELECT name, protocol, options FROM services ORDER BY name")
                 .fetch_all(&mut *conn)
                 .await?;
-        for (service, protocol) in services {
+        for (service, protocol, options) in services {
             let protocol = parse_protocol(&protocol)?;
             if protocols.as_ref().is_none_or(|p| p.contains(&protocol)) {
-                let port = ports::allocate(conn, &service, 1).await?;
-                let creds: Vec<_> = port
-                    .into_iter()
-                    .map(|port| Ok((id.clone(), port, ports::secret(&self.rng)?)))
-                    .collect::<Result<_>>()?;
+                let port = if parse_options(&options)?.port_per_user() {
+                    ports::allocate(conn, &service, 1).await?.pop()
+                } else {
+                    None
+                };
+                let creds = [(id.clone(), port, ports::secret(&self.rng, protocol)?)];
                 ports::insert_credentials(conn, &service, &creds).await?;
             }
         }
@@ -180,7 +181,7 @@ impl Store {
             return Ok(None);
         };
         let creds: Vec<(String, String, u16, String, String)> = sqlx::query_as(
-            "SELECT c.service, s.protocol, c.port, c.secret, s.options FROM credentials c \
+            "SELECT c.service, s.protocol, COALESCE(c.port, s.port), c.secret, s.options FROM credentials c \
              JOIN services s ON s.name = c.service WHERE c.user_id = ?1 ORDER BY c.service",
         )
         .bind(&user.id)

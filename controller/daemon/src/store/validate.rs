@@ -3,7 +3,9 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use vpn_shared::model::{Bandwidth, Protocol, ServiceOptions};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use vpn_shared::model::{Bandwidth, Protocol, ServiceOptions, VlessOptions};
 
 use super::error::{Result, StoreError};
 
@@ -137,7 +139,106 @@ pub(crate) fn options(protocol: Protocol, options: &ServiceOptions) -> Result<()
             }
             Ok(())
         }
+        (Protocol::Vless, ServiceOptions::Vless(v)) => vless(v),
+        (protocol, _) => Err(StoreError::invalid(
+            "options",
+            format!("the options are not those of a {protocol} service"),
+        )),
     }
+}
+
+/// Most short ids a service may have (each one is another accepted value, so a handful will do).
+pub(crate) const MAX_SHORT_IDS: usize = 16;
+
+/// A VLESS + Reality service's settings: a DNS name to present, a `host:port` destination, keys
+/// of 32 bytes in base64url, and 1–16 short ids of 8–16 hex characters (an even count, as Xray
+/// parses them as bytes).
+fn vless(v: &VlessOptions) -> Result<()> {
+    dns_name(&v.sni)
+        .map_err(|reason| StoreError::invalid("sni", format!("{:?} {reason}", v.sni)))?;
+    dest(&v.dest)?;
+    for (field, key) in [
+        ("private key", &v.private_key),
+        ("public key", &v.public_key),
+    ] {
+        let ok = URL_SAFE_NO_PAD.decode(key).is_ok_and(|b| b.len() == 32);
+        if !ok {
+            return Err(StoreError::invalid(
+                "reality key",
+                format!("the {field} is not 32 bytes of base64url"),
+            ));
+        }
+    }
+    if v.short_ids.is_empty() || v.short_ids.len() > MAX_SHORT_IDS {
+        return Err(StoreError::invalid(
+            "short-ids",
+            format!(
+                "between 1 and {MAX_SHORT_IDS} short ids, not {}",
+                v.short_ids.len()
+            ),
+        ));
+    }
+    for id in &v.short_ids {
+        let hex = id
+            .chars()
+            .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase());
+        if !hex || !(8..=16).contains(&id.len()) || id.len() % 2 != 0 {
+            return Err(StoreError::invalid(
+                "short-ids",
+                format!("{id:?} is not 8-16 lower-case hex characters of an even count"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Reality's destination: `host:port`, the host a DNS name or an IP address (IPv6 in brackets).
+pub(crate) fn dest(value: &str) -> Result<()> {
+    let bad = |reason: &str| StoreError::invalid("dest", format!("{value:?} {reason}"));
+    let Some((host, port)) = value.rsplit_once(':') else {
+        return Err(bad(
+            "needs a port (host:port, for example www.example.com:443)",
+        ));
+    };
+    match port.parse::<u16>() {
+        Ok(p) if p > 0 => {}
+        _ => return Err(bad("has no valid port (1-65535)")),
+    }
+    if let Some(v6) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        return v6
+            .parse::<Ipv6Addr>()
+            .map(|_| ())
+            .map_err(|_| bad("has an invalid IPv6 address"));
+    }
+    if host.parse::<Ipv4Addr>().is_ok() {
+        return Ok(());
+    }
+    dns_name(host).map_err(|reason| bad(&format!("has a host that {reason}")))
+}
+
+/// A DNS name as a TLS client sends it in SNI: labels of letters, digits and `-`, 1-63
+/// characters each, at most 253 in all, not an IP address.
+pub(crate) fn dns_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("is empty".into());
+    }
+    if name.len() > 253 {
+        return Err("is longer than 253 characters".into());
+    }
+    if name.parse::<IpAddr>().is_ok() {
+        return Err("is an IP address, not a host name".into());
+    }
+    for label in name.split('.') {
+        let ok = !label.is_empty()
+            && label.len() <= 63
+            && !label.starts_with('-')
+            && !label.ends_with('-')
+            && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
+        if !ok {
+            return Err(format!("has an invalid label {label:?}"));
+        }
+    }
+    Ok(())
 }
 
 /// `Some` must name at least one protocol (`None` is the way to say "all"); duplicates go.

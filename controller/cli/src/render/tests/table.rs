@@ -77,10 +77,34 @@ Download cap:     1 Gbit/s
 Upload cap:       1 Gbit/s
 New connections:  20/s per source address
 Image:            default
-Options:          {"Shadowsocks":{"method":"chacha20-ietf-poly1305"}}
+Method:           chacha20-ietf-poly1305
 "#;
     let resp = AdminResponse::Service(list[0].clone());
     assert_eq!(show(&resp, &opts(Format::Table)), want);
+}
+
+#[test]
+fn vless_service_show_names_the_public_reality_settings() {
+    let AdminResponse::Services(list) = services() else {
+        panic!("services() is a list");
+    };
+    let mut s = list[0].clone();
+    s.name = "vless".into();
+    s.protocol = vpn_shared::model::Protocol::Vless;
+    s.port = 443;
+    s.port_span = 1;
+    s.options = r#"{"Vless":{"engine":"Xray","sni":"www.example.com","dest":"www.example.com:443","public_key":"Z84J2IelR9ch3k8VtlVhhs5ycBUlXA7wHBWcBrjqnAw","short_ids":["6ba85179e30d4fc2","0123456789abcdef"]}}"#.into();
+    let text = show(&AdminResponse::Service(s), &opts(Format::Table));
+    for line in [
+        "Engine:           xray",
+        "SNI:              www.example.com",
+        "Dest:             www.example.com:443",
+        "Public key:       Z84J2IelR9ch3k8VtlVhhs5ycBUlXA7wHBWcBrjqnAw",
+        "Short ids:        6ba85179e30d4fc2,0123456789abcdef",
+    ] {
+        assert!(text.contains(line), "{line:?} missing in\n{text}");
+    }
+    assert!(!text.to_lowercase().contains("private"), "{text}");
 }
 
 #[test]

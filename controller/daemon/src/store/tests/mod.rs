@@ -6,6 +6,7 @@ mod hosts;
 mod invariant;
 mod limits;
 mod scale;
+mod vless;
 
 use tempfile::TempDir;
 use vpn_shared::model::{Protocol, ServiceOptions};

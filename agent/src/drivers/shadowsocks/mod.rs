@@ -1,8 +1,10 @@
 //! Shadowsocks through shadowsocks-rust's `ssmanager`: one container per service, one port per
 //! user, users opened and closed hot through the manager API so no other user is disturbed.
 //!
+//! - [`Shadowsocks`]: the [`Driver`] the applier sees.
 //! - [`render`]: the container spec of a service (pure), with the [`OUTBOUND_ACL`] it loads.
-//! - [`write_acl`]: puts that ACL into the service's run directory before the container starts.
+//! - [`write_acl`]: puts that ACL into a run directory (the applier writes it from
+//!   [`Rendered::files`] instead; kept for tests that start a manager by hand).
 //! - [`plan`]: which ports to close and open, from the desired users and the manager's `list`.
 //! - [`apply_service`]: waits for the manager, executes the plan, reports per resource.
 //! - [`manager`]: the manager API client.
@@ -18,9 +20,100 @@ use tracing::{info, warn};
 use vpn_shared::model::{Credential, DesiredState, ServiceOptions, ServiceSpec};
 use vpn_shared::proto::ResourceResult;
 
+use futures_util::future::BoxFuture;
+use vpn_shared::model::Protocol;
+
 use self::manager::{ListedPort, ManagerClient, ManagerError};
-use super::{DriverError, service_resource, user_resource};
+use super::{
+    Bytes, Counters, Driver, DriverError, EndSessions, Rendered, RunFile, ServiceCtx, UserCounter,
+    UsersReport, service_resource, user_resource,
+};
 use crate::apply::docker::ContainerSpec;
+
+/// The Shadowsocks driver.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Shadowsocks;
+
+impl Driver for Shadowsocks {
+    fn protocol(&self) -> Protocol {
+        Protocol::Shadowsocks
+    }
+
+    fn render(
+        &self,
+        service: &ServiceSpec,
+        _state: &DesiredState,
+        ctx: &ServiceCtx<'_>,
+    ) -> Result<Vec<Rendered>, DriverError> {
+        let spec = render(service, ctx.container, ctx.run_dir, ctx.network_mode)?;
+        // Rewritten on every apply: the file on disk always matches the label in the spec.
+        let acl = RunFile {
+            name: ACL_FILE.into(),
+            contents: OUTBOUND_ACL.as_bytes().to_vec(),
+        };
+        Ok(vec![Rendered {
+            spec,
+            files: vec![acl],
+            user: None,
+        }])
+    }
+
+    fn apply_users<'a>(
+        &'a self,
+        state: &'a DesiredState,
+        service: &'a ServiceSpec,
+        ctx: &'a ServiceCtx<'a>,
+        ready_within: Duration,
+    ) -> BoxFuture<'a, UsersReport> {
+        Box::pin(async move {
+            let report = apply_service(state, service, ctx.run_dir, ready_within).await;
+            UsersReport {
+                results: report.results,
+                adds: report.adds,
+                removes: report.removes,
+                end: EndSessions {
+                    ports: report.closed,
+                    marks: Vec::new(),
+                },
+            }
+        })
+    }
+
+    fn read_counters<'a>(
+        &'a self,
+        state: &'a DesiredState,
+        service: &'a ServiceSpec,
+        ctx: &'a ServiceCtx<'a>,
+    ) -> BoxFuture<'a, Result<Counters, DriverError>> {
+        Box::pin(async move {
+            let engine = |e: ManagerError| DriverError::Engine {
+                service: service.name.clone(),
+                message: e.to_string(),
+            };
+            let client =
+                ManagerClient::bind(ctx.run_dir, &socket_path(ctx.run_dir), REQUEST_TIMEOUT)
+                    .map_err(engine)?;
+            let stats = client.stats().await.map_err(engine)?;
+            let (desired, _) = desired_ports(state, &service.name);
+            let users = desired
+                .into_iter()
+                .filter_map(|d| {
+                    let total = *stats.get(&d.port)?;
+                    Some(UserCounter {
+                        user: d.user,
+                        bytes: Bytes::Total(total),
+                    })
+                })
+                .collect();
+            // ssmanager restarts a port's count when the port is (re)added: a per-user reset
+            // the accounting notices as a counter going backwards.
+            Ok(Counters {
+                uptime: None,
+                users,
+            })
+        })
+    }
+}
 
 /// Image used when the service names none; built locally by `deploy/images/shadowsocks-rust`.
 pub const DEFAULT_IMAGE: &str = "vpn-fleet/shadowsocks-rust:local";
@@ -62,9 +155,12 @@ pub fn socket_path(run_dir: &Path) -> PathBuf {
     run_dir.join("manager.sock")
 }
 
+/// Name of the ACL file in a service's run directory.
+const ACL_FILE: &str = "outbound.acl";
+
 /// The ACL file inside a service's run directory.
 pub fn acl_path(run_dir: &Path) -> PathBuf {
-    run_dir.join("outbound.acl")
+    run_dir.join(ACL_FILE)
 }
 
 /// Writes [`OUTBOUND_ACL`] to [`acl_path`] (write, fsync, rename: a container starting meanwhile
@@ -84,7 +180,6 @@ fn acl_digest() -> String {
 }
 
 fn method_of(service: &ServiceSpec) -> Result<&str, DriverError> {
-    #[allow(unreachable_patterns)] // other protocols' options will join this enum
     let method = match &service.options {
         ServiceOptions::Shadowsocks { method } => method.as_str(),
         _ => {
@@ -171,7 +266,6 @@ pub fn desired_ports(state: &DesiredState, service: &str) -> (Vec<UserPort>, Vec
     let mut by_port: BTreeMap<u16, UserPort> = BTreeMap::new();
     let mut conflicts = Vec::new();
     for (user, cred) in state.users_of(service) {
-        #[allow(irrefutable_let_patterns)] // other protocols' credentials will join this enum
         let Credential::Shadowsocks { port, password, .. } = cred else {
             continue;
         };
