@@ -131,6 +131,27 @@ struct Server {
 
 impl Server {
     async fn start(dir: &Path, vless_port: u16, api_port: u16) -> Server {
+        Self::start_with(dir, vless_port, api_port, false).await
+    }
+
+    /// `block_loopback`: the routing a production config needs, because the API inbound is on
+    /// the engine's own loopback and users' traffic leaves from that same host. Domains are
+    /// resolved for matching (`IPIfNonMatch`), so `localhost` is caught too.
+    async fn start_with(
+        dir: &Path,
+        vless_port: u16,
+        api_port: u16,
+        block_loopback: bool,
+    ) -> Server {
+        let mut rules = vec![serde_json::json!(
+            {"type": "field", "inboundTag": ["api"], "outboundTag": "api"}
+        )];
+        if block_loopback {
+            rules.push(serde_json::json!({
+                "type": "field", "inboundTag": [INBOUND], "outboundTag": "block",
+                "ip": ["127.0.0.0/8", "::1/128", "0.0.0.0/8", "::/128"]
+            }));
+        }
         let config = serde_json::json!({
             "log": {"loglevel": "warning"},
             "stats": {},
@@ -142,8 +163,11 @@ impl Server {
                 {"tag": "api", "listen": "127.0.0.1", "port": api_port,
                  "protocol": "dokodemo-door", "settings": {"address": "127.0.0.1"}}
             ],
-            "outbounds": [{"tag": "direct", "protocol": "freedom"}],
-            "routing": {"rules": [{"type": "field", "inboundTag": ["api"], "outboundTag": "api"}]}
+            "outbounds": [
+                {"tag": "direct", "protocol": "freedom"},
+                {"tag": "block", "protocol": "blackhole"}
+            ],
+            "routing": {"domainStrategy": "IPIfNonMatch", "rules": rules}
         });
         let proc = spawn_v2ray(dir, "server", &config);
         let address = ApiAddress::Tcp(SocketAddr::from(([127, 0, 0, 1], api_port)));
@@ -218,7 +242,7 @@ impl Client {
     }
 }
 
-/// A loopback HTTP server: `/fast` sends the payload at once, `/slow` in paced chunks. Counts
+/// An HTTP server (on loopback unless told otherwise): `/fast` sends the payload at once, `/slow` in paced chunks. Counts
 /// the bytes of `/slow` it has written so a test can act while that download is in flight.
 struct Payload {
     data: Arc<Vec<u8>>,
@@ -229,10 +253,14 @@ struct Payload {
 
 impl Payload {
     async fn serve() -> Payload {
+        Self::serve_on([127, 0, 0, 1].into()).await
+    }
+
+    async fn serve_on(ip: std::net::IpAddr) -> Payload {
         let mut data = vec![0u8; PAYLOAD_LEN];
         ring::rand::SystemRandom::new().fill(&mut data).unwrap();
         let data = Arc::new(data);
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let listener = TcpListener::bind((ip, 0)).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let slow_sent = Arc::new(AtomicU64::new(0));
         let (d, sent) = (data.clone(), slow_sent.clone());
@@ -280,6 +308,50 @@ impl Payload {
             slow_sent,
         }
     }
+}
+
+/// Whether a gRPC call to the API at `host:port`, sent by `curl` *through the tunnel* (that is
+/// as a VPN user), gets an answer from the API.
+async fn api_reachable_through(client: &Client, dir: &Path, host: &str, port: u16) -> bool {
+    let body = dir.join("grpc-empty");
+    // One gRPC frame: not compressed, length 0 (an empty SysStatsRequest).
+    std::fs::write(&body, [0u8; 5]).unwrap();
+    let out = tokio::process::Command::new("curl")
+        .args([
+            "-sS",
+            "-m",
+            "5",
+            "--http2-prior-knowledge",
+            "-X",
+            "POST",
+            "-D",
+            "-",
+        ])
+        .args(["-H", "content-type: application/grpc", "-H", "te: trailers"])
+        .arg("--socks5-hostname")
+        .arg(format!("127.0.0.1:{}", client.socks_port))
+        .arg("--data-binary")
+        .arg(format!("@{}", body.display()))
+        .arg(format!(
+            "http://{host}:{port}/v2ray.core.app.stats.command.StatsService/GetSysStats"
+        ))
+        .args(["-o", "/dev/null"])
+        .output()
+        .await
+        .expect("run curl");
+    String::from_utf8_lossy(&out.stdout).contains("grpc-status: 0")
+}
+
+/// A local address that is not loopback (the source address towards a documentation prefix;
+/// no packet is sent).
+fn local_non_loopback_ip() -> std::net::IpAddr {
+    let socket = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+    socket
+        .connect("198.51.100.1:9")
+        .expect("this test needs a non-loopback IPv4 address and a route");
+    let ip = socket.local_addr().unwrap().ip();
+    assert!(!ip.is_loopback(), "{ip}");
+    ip
 }
 
 /// Relays a unix socket to the API's TCP port, byte for byte: v2ray 4.34 cannot serve its API
@@ -485,4 +557,51 @@ async fn engine_restart_is_detected() {
     assert_eq!(old_api.user_traffic(carol).await.unwrap(), None::<Traffic>);
     assert!(client.fetch(dir, &payload.url_fast).await.is_err());
     drop(server);
+}
+
+/// The API inbound listens on the engine's loopback, and users' traffic leaves from the same
+/// host: without a routing rule, any VPN user can call the API (add users, read counters).
+/// With the loopback block rule the call is refused, by IP and by `localhost`, while other
+/// destinations still work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tunnel_users_reach_the_api_unless_loopback_is_blocked() {
+    require("v2ray", "-version", "v2ray");
+    require("curl", "--version", "curl");
+    let dir = tempfile::tempdir().unwrap();
+    let (open_dir, blocked_dir) = (dir.path().join("open"), dir.path().join("blocked"));
+    std::fs::create_dir_all(&open_dir).unwrap();
+    std::fs::create_dir_all(&blocked_dir).unwrap();
+
+    let open = Server::start(&open_dir, free_port(), free_port()).await;
+    let id = new_uuid();
+    open.api
+        .add_vless_user(INBOUND, "eve@it", &id, "")
+        .await
+        .unwrap();
+    let eve = Client::start(&open_dir, "client-eve", open.vless_port, &id).await;
+    for host in ["127.0.0.1", "localhost"] {
+        assert!(
+            api_reachable_through(&eve, &open_dir, host, open.api_port).await,
+            "expected the unprotected API at {host} to answer a tunnel user (the hazard pinned here)"
+        );
+    }
+    drop(eve);
+    drop(open);
+
+    let blocked = Server::start_with(&blocked_dir, free_port(), free_port(), true).await;
+    blocked
+        .api
+        .add_vless_user(INBOUND, "eve@it", &id, "")
+        .await
+        .unwrap();
+    let eve = Client::start(&blocked_dir, "client-eve", blocked.vless_port, &id).await;
+    for host in ["127.0.0.1", "localhost"] {
+        assert!(
+            !api_reachable_through(&eve, &blocked_dir, host, blocked.api_port).await,
+            "a tunnel user reached the API at {host} despite the block rule"
+        );
+    }
+    let payload = Payload::serve_on(local_non_loopback_ip()).await;
+    let body = eve.fetch(&blocked_dir, &payload.url_fast).await.unwrap();
+    assert_eq!(sha256(&body), sha256(&payload.data));
 }
