@@ -5,7 +5,8 @@
 //! - [`Flavor`]: Xray (production) or v2ray 4.34 (the real engine the tests run, same messages
 //!   under other package names).
 //! - [`ApiAddress`]: where the API listens, a loopback TCP port or a unix socket.
-//! - [`parse_user_stat`], [`engine_restarted`]: the pure halves (counter names, restart check).
+//! - `counters`: the pure halves ([`parse_user_stat`], [`engine_restarted`]).
+//! - `error`: [`XrayApiError`] and the mapping of the engine's refusals onto it.
 //! - [`proto`]: the hand-written protobuf messages and the proto files they were checked against.
 //!
 //! The API has **no authentication and no TLS**: whoever reaches it can add users and read every
@@ -17,9 +18,17 @@
 //! in the agent's run directory, which this client also speaks (`ApiAddress::Unix`). v2ray 4.34
 //! has no `api.listen`; it takes the API through a dokodemo-door inbound only.
 
+mod counters;
+mod error;
 pub mod proto;
 #[cfg(test)]
 mod tests;
+
+pub use self::counters::{
+    Direction, RESTART_SLACK, Traffic, USER_STAT_PREFIX, UptimeSample, engine_restarted,
+    parse_user_stat,
+};
+pub use self::error::XrayApiError;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -32,14 +41,13 @@ use tonic::client::Grpc;
 use tonic::transport::{Channel, Endpoint};
 use tracing::debug;
 
+use self::error::{CallError, classify_alter, error_chain, is_transport_failure};
 use self::proto::{
     AddUserOperation, AlterInboundRequest, AlterInboundResponse, QueryStatsRequest,
     QueryStatsResponse, RemoveUserOperation, SysStatsRequest, SysStatsResponse, TypedMessage, User,
     VlessAccount,
 };
 
-/// Prefix of every per-user counter name.
-pub const USER_STAT_PREFIX: &str = "user>>>";
 /// Deadline of one call when the caller names none.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(3);
 /// The Vision flow that production VLESS+Reality users carry.
@@ -88,76 +96,6 @@ impl fmt::Display for ApiAddress {
             ApiAddress::Tcp(addr) => write!(f, "{addr}"),
             ApiAddress::Unix(path) => write!(f, "unix:{}", path.display()),
         }
-    }
-}
-
-/// One user's byte counters as the engine holds them since it started.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Traffic {
-    /// Client to server.
-    pub uplink: u64,
-    /// Server to client.
-    pub downlink: u64,
-}
-
-/// Errors of the Xray API. None carries a user's UUID or any other secret.
-#[derive(Debug, thiserror::Error)]
-pub enum XrayApiError {
-    /// The API has no authentication, so only a loopback address is accepted.
-    #[error("xray api address {0} is not loopback")]
-    NotLoopback(SocketAddr),
-    /// The address could not become a gRPC endpoint (for example a non-UTF-8 socket path).
-    #[error("xray api address {address} is invalid: {detail}")]
-    BadAddress { address: String, detail: String },
-    /// The UUID is not a UUID (it is not repeated here: it is the user's secret).
-    #[error("vless user {email}: id is not a valid uuid")]
-    InvalidUuid { email: String },
-    /// No answer within the deadline.
-    #[error("xray api at {address}: {method} did not answer within {timeout:?}")]
-    Timeout {
-        address: String,
-        method: &'static str,
-        timeout: Duration,
-    },
-    /// Nothing listens, or the connection broke: the engine is not (yet) running.
-    #[error("xray api at {address} unavailable for {method}: {detail}")]
-    Unavailable {
-        address: String,
-        method: &'static str,
-        detail: String,
-    },
-    /// Adding a user whose email the inbound already holds (possibly with another UUID).
-    #[error("inbound {tag} already has user {email}")]
-    UserExists { tag: String, email: String },
-    /// Removing a user the inbound does not hold.
-    #[error("inbound {tag} has no user {email}")]
-    UserNotFound { tag: String, email: String },
-    /// The engine has no inbound with that tag.
-    #[error("engine has no inbound {tag}")]
-    InboundNotFound { tag: String },
-    /// Any other refusal, with the engine's gRPC status.
-    #[error("xray api refused {method}: {code:?}: {message}")]
-    Refused {
-        method: &'static str,
-        code: tonic::Code,
-        message: String,
-    },
-    /// The engine answered something this client cannot use.
-    #[error("xray api answered {method} with {detail}")]
-    BadReply {
-        method: &'static str,
-        detail: String,
-    },
-}
-
-impl XrayApiError {
-    /// True for the answers that mean "already as asked": add of a present user, removal of an
-    /// absent one. Apply treats them as success (SPEC §2.3, idempotent apply).
-    pub fn is_already_applied(&self) -> bool {
-        matches!(
-            self,
-            XrayApiError::UserExists { .. } | XrayApiError::UserNotFound { .. }
-        )
     }
 }
 
@@ -226,8 +164,10 @@ impl XrayApi {
         let id = uuid::Uuid::parse_str(uuid).map_err(|_| XrayApiError::InvalidUuid {
             email: email.to_owned(),
         })?;
+        // What goes on the wire, and what an engine's error text could quote back.
+        let canonical = id.hyphenated().to_string();
         let account = VlessAccount {
-            id: id.hyphenated().to_string(),
+            id: canonical.clone(),
             flow: flow.to_owned(),
             encryption: String::new(),
         };
@@ -238,7 +178,7 @@ impl XrayApi {
         };
         let op = AddUserOperation { user: Some(user) };
         let op = self.pack("app.proxyman.command.AddUserOperation", &op);
-        self.alter_inbound(inbound_tag, email, op, Some(uuid))
+        self.alter_inbound(inbound_tag, email, op, Some(&canonical))
             .await?;
         debug!(inbound = inbound_tag, email, "xray user added");
         Ok(())
@@ -408,141 +348,5 @@ impl XrayApi {
                 }
                 .into())
             })
-    }
-}
-
-/// Why a unary call failed: already classified, or refused by the engine with a status.
-#[derive(Debug)]
-enum CallError {
-    Api(XrayApiError),
-    Status(tonic::Status),
-}
-
-impl From<XrayApiError> for CallError {
-    fn from(e: XrayApiError) -> Self {
-        CallError::Api(e)
-    }
-}
-
-impl CallError {
-    /// For calls whose refusals need no further classification.
-    fn refused(self, method: &'static str) -> XrayApiError {
-        match self {
-            CallError::Api(e) => e,
-            CallError::Status(status) => XrayApiError::Refused {
-                method,
-                code: status.code(),
-                message: status.message().to_owned(),
-            },
-        }
-    }
-}
-
-/// Maps AlterInbound refusals onto the variants apply needs. The engine's texts (identical in
-/// Xray and v2ray 4.34, `proxy/vless/validator.go` and `app/proxyman/command/command.go`):
-/// `failed to get handler: TAG > … handler not found: TAG`, `User EMAIL already exists.`,
-/// `User EMAIL not found.`. The handler check comes first: its text also says "not found".
-fn classify_alter(
-    status: &tonic::Status,
-    tag: &str,
-    email: &str,
-    secret: Option<&str>,
-) -> XrayApiError {
-    let message = status.message();
-    if message.contains("failed to get handler") {
-        XrayApiError::InboundNotFound {
-            tag: tag.to_owned(),
-        }
-    } else if message.contains("already exists") {
-        XrayApiError::UserExists {
-            tag: tag.to_owned(),
-            email: email.to_owned(),
-        }
-    } else if message.contains(" not found") {
-        XrayApiError::UserNotFound {
-            tag: tag.to_owned(),
-            email: email.to_owned(),
-        }
-    } else {
-        let mut message = message.to_owned();
-        if let Some(secret) = secret.filter(|s| !s.is_empty()) {
-            message = message.replace(secret, "<redacted>");
-        }
-        XrayApiError::Refused {
-            method: "AlterInbound",
-            code: status.code(),
-            message,
-        }
-    }
-}
-
-/// tonic reports a refused or broken connection as a status too; those mean "engine not up".
-fn is_transport_failure(status: &tonic::Status) -> bool {
-    use std::error::Error as _;
-    let mut source = status.source();
-    while let Some(e) = source {
-        if e.is::<tonic::transport::Error>() || e.is::<std::io::Error>() {
-            return true;
-        }
-        source = e.source();
-    }
-    status.code() == tonic::Code::Unavailable
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
-}
-
-/// Direction of a per-user counter.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Direction {
-    Uplink,
-    Downlink,
-}
-
-/// Splits `user>>>EMAIL>>>traffic>>>uplink|downlink` into the email and the direction; `None`
-/// for any other name (both engines register only these two per user; newer Xray tracks
-/// online users apart from counters).
-pub fn parse_user_stat(name: &str) -> Option<(&str, Direction)> {
-    let rest = name.strip_prefix(USER_STAT_PREFIX)?;
-    let (email, direction) = if let Some(email) = rest.strip_suffix(">>>traffic>>>uplink") {
-        (email, Direction::Uplink)
-    } else {
-        (
-            rest.strip_suffix(">>>traffic>>>downlink")?,
-            Direction::Downlink,
-        )
-    };
-    (!email.is_empty()).then_some((email, direction))
-}
-
-/// One reading of the engine's uptime, with the local monotonic time it was taken at.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct UptimeSample {
-    pub at: Instant,
-    pub uptime: Duration,
-}
-
-/// Slack for [`engine_restarted`]: uptime is whole seconds, and the reading took a round trip.
-pub const RESTART_SLACK: Duration = Duration::from_secs(2);
-
-/// Whether the engine restarted between two readings: the start time each implies
-/// (`at - uptime`) moved later by more than [`RESTART_SLACK`]. Catches a restart even when the
-/// new uptime is already larger than the old one (a long gap between readings). A restart
-/// within the slack of the previous start goes unseen here; counters that went backwards catch
-/// that one.
-pub fn engine_restarted(previous: UptimeSample, current: UptimeSample) -> bool {
-    let start = |s: UptimeSample| s.at.checked_sub(s.uptime);
-    match (start(previous), start(current)) {
-        (Some(before), Some(now)) => now.saturating_duration_since(before) > RESTART_SLACK,
-        // The monotonic clock is younger than the engine's uptime claims: compare readings.
-        _ => current.uptime + RESTART_SLACK < previous.uptime,
     }
 }
