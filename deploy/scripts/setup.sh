@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Idempotent setup of this machine (Debian, as root) for the end-to-end tests and the demo:
 #   1. Debian packages: iproute2 (ip, tc), nftables, iptables, util-linux (nsenter), python3,
-#      busybox-static (the pause image), curl, procps, docker.io — only those missing;
+#      busybox-static (the pause image), curl, procps, docker.io, v2ray (the real engine of the
+#      Xray API test) — only those missing;
 #   2. `cargo install shadowsocks-rust --locked` (sslocal, ssserver, ssmanager) if missing —
 #      several minutes on 2 cores — and cargo-nextest if missing;
 #   3. a Docker daemon that answers `docker info` (started in the background if it does not);
@@ -22,6 +23,7 @@ need=(
     "ip iproute2" "tc iproute2" "nft nftables" "iptables iptables" "nsenter util-linux"
     "setpriv util-linux"
     "python3 python3" "curl curl" "ps procps" "docker docker.io"
+    "v2ray v2ray"
 )
 missing=()
 for pair in "${need[@]}"; do
