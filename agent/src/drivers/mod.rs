@@ -7,6 +7,7 @@
 //! - [`shadowsocks`]: shadowsocks-rust's `ssmanager`, one port per user.
 
 pub mod shadowsocks;
+pub mod vless;
 
 /// Resource name of a service in [`ResourceResult`](vpn_shared::proto::ResourceResult)s.
 pub fn service_resource(service: &str) -> String {
