@@ -4,7 +4,8 @@
 #      busybox-static (the pause image), curl, procps, docker.io, v2ray (the real engine of the
 #      Xray API test) — only those missing;
 #   2. `cargo install shadowsocks-rust --locked` (sslocal, ssserver, ssmanager) if missing —
-#      several minutes on 2 cores — and cargo-nextest if missing;
+#      several minutes on 2 cores —, `cargo install shoes --locked` (the VLESS + Reality engine
+#      of the tests, about 12 minutes) and cargo-nextest if missing;
 #   3. a Docker daemon that answers `docker info` (started in the background if it does not);
 #   4. the local images: every `deploy/images/*/build.sh` (each is idempotent).
 # Nothing is pulled from a container registry.
@@ -12,6 +13,8 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
+# The shoes release the VLESS tests and deploy/images/shoes were written against.
+SHOES_VERSION=0.3.2
 
 say() { echo "setup: $*"; }
 die() { echo "setup: $*" >&2; exit 1; }
@@ -47,6 +50,10 @@ if ! command -v sslocal >/dev/null || ! command -v ssserver >/dev/null \
     || ! command -v ssmanager >/dev/null; then
     say "installing shadowsocks-rust (sslocal, ssserver, ssmanager) with cargo: several minutes"
     cargo install shadowsocks-rust --locked
+fi
+if ! command -v shoes >/dev/null; then
+    say "installing shoes $SHOES_VERSION (VLESS + Reality server and client) with cargo: about 12 minutes"
+    cargo install shoes --locked --version "$SHOES_VERSION"
 fi
 if ! command -v cargo-nextest >/dev/null; then
     say "installing cargo-nextest"

@@ -8,6 +8,7 @@
 //! - [`join`]: the join string an operator hands to a new host.
 //! - [`rate`]: parsing and showing bit rates (`20mbit`, `20 Mbit/s`).
 //! - [`links`]: client links (SIP002 `ss://`).
+//! - [`reality`]: Reality X25519 key pairs and short ids (base64url, as Xray and shoes read them).
 
 pub mod context;
 pub mod fsutil;
@@ -17,4 +18,5 @@ pub mod model;
 pub mod pki;
 pub mod proto;
 pub mod rate;
+pub mod reality;
 pub mod transport;

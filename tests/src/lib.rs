@@ -16,6 +16,8 @@
 //! - [`client`]: `sslocal` (SOCKS5) plus a small SOCKS5 HTTP GET and a long-running transfer.
 //! - [`fleet`]: [`fleet::Fleet`] — a controller and N enrolled agents, each in its own host, with
 //!   helpers to drive the CLI, stop/start pieces, and clean everything up on drop.
+//! - [`vless`]: the shoes client from a `vless://` link, the shoes server container, and the
+//!   loopback TLS 1.3 `dest` and payload servers of a Reality test.
 //! - [`wait`]: bounded polling.
 //!
 //! Everything a test sends goes to loopback or to the namespaces of containers the test created.
@@ -38,6 +40,7 @@ pub mod fleet;
 pub mod host;
 pub mod hostserver;
 pub mod proc;
+pub mod vless;
 pub mod wait;
 
 pub use fleet::Fleet;

@@ -25,9 +25,12 @@ use crate::apply::docker::ContainerSpec;
 pub fn driver(protocol: Protocol) -> &'static dyn Driver {
     match protocol {
         Protocol::Shadowsocks => &shadowsocks::Shadowsocks,
-        Protocol::Vless => &Unsupported(Protocol::Vless),
+        Protocol::Vless => &VLESS,
     }
 }
+
+/// The VLESS driver keeps what each running Xray engine holds, so it is one instance.
+static VLESS: vless::Vless = vless::Vless::new();
 
 /// Where one service runs on this host, as the applier chose it.
 #[derive(Debug, Clone, Copy)]
@@ -156,57 +159,6 @@ pub trait Driver: Send + Sync {
     ) -> BoxFuture<'a, Result<Counters, DriverError>>;
 }
 
-/// A protocol the model knows but this agent has no driver for: every apply fails, by name.
-struct Unsupported(Protocol);
-
-impl Driver for Unsupported {
-    fn protocol(&self) -> Protocol {
-        self.0
-    }
-
-    fn render(
-        &self,
-        service: &ServiceSpec,
-        _state: &DesiredState,
-        _ctx: &ServiceCtx<'_>,
-    ) -> Result<Vec<Rendered>, DriverError> {
-        Err(DriverError::Unsupported {
-            service: service.name.clone(),
-            protocol: self.0,
-        })
-    }
-
-    fn apply_users<'a>(
-        &'a self,
-        _state: &'a DesiredState,
-        service: &'a ServiceSpec,
-        _ctx: &'a ServiceCtx<'a>,
-        _ready_within: Duration,
-    ) -> BoxFuture<'a, UsersReport> {
-        let msg = format!("this agent has no {} driver", self.0);
-        let results = vec![ResourceResult::error(service_resource(&service.name), msg)];
-        Box::pin(async move {
-            UsersReport {
-                results,
-                ..Default::default()
-            }
-        })
-    }
-
-    fn read_counters<'a>(
-        &'a self,
-        _state: &'a DesiredState,
-        service: &'a ServiceSpec,
-        _ctx: &'a ServiceCtx<'a>,
-    ) -> BoxFuture<'a, Result<Counters, DriverError>> {
-        let err = DriverError::Unsupported {
-            service: service.name.clone(),
-            protocol: self.0,
-        };
-        Box::pin(async move { Err(err) })
-    }
-}
-
 /// The firewall mark of a user's outbound sockets on an engine that serves every user on one
 /// port (Xray's per-user outbound `sockopt.mark`): `0x7a` in the high byte names this agent,
 /// the low 24 bits come from the SHA-256 of the user's VLESS id, so a user's mark never changes
@@ -240,9 +192,6 @@ pub enum DriverError {
     /// A path Docker's bind syntax cannot carry (it splits on `:`).
     #[error("path {0} cannot be bind-mounted (contains ':')")]
     BadPath(std::path::PathBuf),
-    /// This agent was built without a driver for the protocol.
-    #[error("service {service}: this agent has no {protocol} driver")]
-    Unsupported { service: String, protocol: Protocol },
     /// A setting the engine cannot take, named.
     #[error("service {service}: invalid {field}: {reason}")]
     Invalid {

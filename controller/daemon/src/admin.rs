@@ -13,11 +13,11 @@ use vpn_shared::pki::Identity;
 use vpn_shared::proto::admin::*;
 use vpn_shared::proto::close;
 use vpn_shared::proto::frame::{read_frame, write_frame};
+use vpn_shared::reality;
 use vpn_shared::transport::peer_identity;
 
 use crate::enroll::{new_token, token_hash};
 use crate::fleet::not_waited;
-use crate::reality;
 use crate::server::{Controller, now};
 use crate::store::validate::MAX_SHORT_IDS;
 use crate::store::{
@@ -386,19 +386,25 @@ fn service_options(
                     "invalid --short-ids {count}: must be 1-{MAX_SHORT_IDS}"
                 )));
             }
-            let rng = ring::rand::SystemRandom::new();
             let random_failed = |_| AdminError {
                 kind: ErrorKind::Internal,
                 message: "the system random generator failed".into(),
             };
-            let keys = reality::key_pair(&rng).map_err(random_failed)?;
+            let keys = reality::generate_key_pair().map_err(random_failed)?;
+            let mut short_ids: Vec<String> = Vec::with_capacity(count);
+            while short_ids.len() < count {
+                let id = reality::generate_short_id().map_err(random_failed)?;
+                if !short_ids.contains(&id) {
+                    short_ids.push(id);
+                }
+            }
             Ok(ServiceOptions::Vless(VlessOptions {
                 engine: v.engine.unwrap_or(VlessEngine::Xray),
                 sni: v.sni,
                 dest: v.dest,
-                private_key: keys.private_key,
-                public_key: keys.public_key,
-                short_ids: reality::short_ids(&rng, count).map_err(random_failed)?,
+                private_key: keys.private_key.clone(),
+                public_key: keys.public_key.clone(),
+                short_ids,
             }))
         }
         (protocol, _) => Err(AdminError::bad(format!(

@@ -10,7 +10,6 @@
 //! - [`admin`] and [`views`]: the operator API.
 //! - [`store`]: SQLite persistence and the per-host desired-state computation.
 //! - [`metrics`]: counters of notable events.
-//! - [`reality`]: Reality key pairs and short ids for VLESS services.
 
 pub mod admin;
 pub mod config;
@@ -18,7 +17,6 @@ pub mod enroll;
 pub mod fleet;
 pub mod init;
 pub mod metrics;
-pub mod reality;
 pub mod server;
 pub mod session;
 pub mod store;

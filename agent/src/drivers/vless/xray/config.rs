@@ -6,8 +6,8 @@
 //! module pin the output.
 //!
 //! What the file holds:
-//! - the VLESS inbound on the service port with every current user (email = user name, so
-//!   `user>>>NAME>>>traffic>>>…` counters name the user) — users are also added and removed hot
+//! - the VLESS inbound on the service port with every current user (email = the user's id,
+//!   so `user>>>ID>>>traffic>>>…` counters name the user whatever the case of their name) — users are also added and removed hot
 //!   through the API; the file only matters when Xray (re)starts, so it is not part of the
 //!   container's spec hash;
 //! - the API (HandlerService and StatsService) on a unix socket in the service's run directory
@@ -43,7 +43,7 @@ const HOST_ONLY: &[&str] = &[
 /// One user as the engine knows them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct XrayUser<'a> {
-    /// The user name, Xray's `email`.
+    /// Xray's `email`: the user's id.
     pub email: &'a str,
     pub uuid: &'a str,
     /// The firewall mark of this user's outbound sockets, for users tc shapes.
