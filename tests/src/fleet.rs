@@ -542,6 +542,43 @@ impl Fleet {
             })
     }
 
+    /// Starts a shoes client for a `vless://` link, logging into this fleet's log directory.
+    pub fn shoes_client(&self, link: &str) -> crate::vless::ShoesClient {
+        let n = self.client_seq.fetch_add(1, Ordering::Relaxed);
+        let dir = self.dir().join(format!("shoes-client-{n}"));
+        crate::vless::ShoesClient::start(link, &dir, &self.log(&format!("shoes-client-{n}")))
+            .unwrap_or_else(|e| panic!("starting the shoes client for {link}: {e:#}"))
+    }
+
+    /// Fetches host `i`'s payload through a shoes client (retrying for [`DATA_PLANE_SETTLE`])
+    /// and checks it byte for byte.
+    pub fn assert_payload_through_vless(&self, i: usize, client: &crate::vless::ShoesClient) {
+        let expected = &self.agents[i].server.payload;
+        let target =
+            std::net::SocketAddr::from((self.agents[i].host.ip, self.agents[i].server.port));
+        let mut last = String::new();
+        let ok = poll_until(DATA_PLANE_SETTLE, || match client.fetch_payload(target) {
+            Ok(body) if body == *expected => true,
+            Ok(body) => {
+                last = format!(
+                    "got {} bytes, not the {} expected",
+                    body.len(),
+                    expected.len()
+                );
+                false
+            }
+            Err(e) => {
+                last = format!("{e:#}");
+                false
+            }
+        });
+        assert!(
+            ok.is_some(),
+            "payload of host {i} not fetched through {} within {DATA_PLANE_SETTLE:?}: {last}",
+            client.link.name
+        );
+    }
+
     /// Starts an `sslocal` for `link`, logging into this fleet's log directory.
     pub fn sslocal(&self, link: &str) -> SsLocal {
         let n = self.client_seq.fetch_add(1, Ordering::Relaxed);

@@ -12,11 +12,17 @@ server's side; the server refuses 127.0.0.1, which the harness checks.
   POST /sink       reads and discards the request body (Content-Length), answers with the number
                    of bytes it read (bulk uploads for throughput measurements)
   GET /            a one-line greeting
+
+With --tls-port, the same handler also answers over TLS 1.3 (certificate --cert, key --key) on
+every address: the real site a VLESS + Reality server in this namespace borrows its handshakes
+from (`dest localhost:PORT`).
 """
 import argparse
 import http.server
 import socketserver
+import ssl
 import sys
+import threading
 import time
 
 CHUNK = 1024
@@ -112,8 +118,19 @@ def main():
     ap.add_argument("--bind", default="0.0.0.0")
     ap.add_argument("--port", type=int, required=True)
     ap.add_argument("--payload", required=True)
+    ap.add_argument("--tls-port", type=int)
+    ap.add_argument("--cert")
+    ap.add_argument("--key")
     args = ap.parse_args()
     Handler.payload_path = args.payload
+    if args.tls_port:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+        ctx.load_cert_chain(args.cert, args.key)
+        tls = Server((args.bind, args.tls_port), Handler)
+        tls.socket = ctx.wrap_socket(tls.socket, server_side=True)
+        threading.Thread(target=tls.serve_forever, daemon=True).start()
+        print(f"tls listening on {args.bind}:{args.tls_port}", flush=True)
     server = Server((args.bind, args.port), Handler)
     print(f"listening on {args.bind}:{args.port}", flush=True)
     try:

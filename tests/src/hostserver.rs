@@ -18,6 +18,9 @@ use crate::wait::poll_until;
 
 /// Port of the server inside every host namespace (namespaces do not share ports).
 pub const PORT: u16 = 8000;
+/// Its TLS 1.3 port (a `localhost` certificate): the Reality `dest` of VLESS services,
+/// `localhost:8443` as seen from the host.
+pub const TLS_PORT: u16 = 8443;
 /// The server's listening address in the namespace: every address, loopback included.
 const BIND: &str = "0.0.0.0";
 /// `/drip/SECS` sends this many bytes per second (1 KiB every 100 ms).
@@ -48,11 +51,21 @@ impl HostServer {
         std::fs::write(&payload_path, &payload)?;
         let script = dir.join("hostserver.py");
         std::fs::write(&script, SCRIPT)?;
+        let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_string()])
+            .context("self-signing the host server's certificate")?;
+        let (cert, key) = (dir.join("tls.crt"), dir.join("tls.key"));
+        std::fs::write(&cert, certified.cert.pem())?;
+        std::fs::write(&key, certified.signing_key.serialize_pem())?;
         let mut cmd = host.command("python3");
         cmd.arg(&script)
             .args(["--bind", BIND, "--port", &PORT.to_string()])
             .arg("--payload")
             .arg(&payload_path)
+            .args(["--tls-port", &TLS_PORT.to_string()])
+            .arg("--cert")
+            .arg(&cert)
+            .arg("--key")
+            .arg(&key)
             .env("PYTHONUNBUFFERED", "1");
         let mut proc = Proc::spawn(&format!("hostserver[{}]", host.name), cmd, log)?;
         let ready = format!("listening on {BIND}:{PORT}");

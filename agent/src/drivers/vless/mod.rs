@@ -189,7 +189,7 @@ fn failed(service: &ServiceSpec, users: &[VlessUser<'_>], msg: &str) -> UsersRep
     }
 }
 
-/// One container per user: `shoes <run dir>/user-<port>.yaml`, listening on the user's port.
+/// One container per user: `shoes --no-reload <run dir>/user-<port>.yaml` on the user's port.
 fn render_shoes(
     service: &ServiceSpec,
     options: &VlessOptions,
@@ -222,7 +222,9 @@ fn render_shoes(
         let spec = ContainerSpec {
             name: format!("{}.{}", ctx.container, u.port),
             image: service.image.clone().unwrap_or_else(|| SHOES_IMAGE.into()),
-            cmd: vec!["shoes".into(), path],
+            // shoes watches its config and restarts every listener on a change; ours never
+            // changes under a running container (a change is a new container).
+            cmd: vec!["shoes".into(), "--no-reload".into(), path],
             env: Vec::new(),
             binds: vec![bind.clone()],
             network_mode: ctx.network_mode.to_owned(),

@@ -85,7 +85,11 @@ fn shoes_runs_a_container_per_user_and_adding_one_leaves_the_others_alike() {
     assert_eq!(bob.spec.image, SHOES_IMAGE);
     assert_eq!(
         bob.spec.cmd,
-        ["shoes", "/var/lib/vpn-agent/run/vless/user-20001.yaml"]
+        [
+            "shoes",
+            "--no-reload",
+            "/var/lib/vpn-agent/run/vless/user-20001.yaml"
+        ]
     );
     assert_eq!(bob.files[0].name, "user-20001.yaml");
     let yaml = String::from_utf8(bob.files[0].contents.clone()).unwrap();
