@@ -74,7 +74,9 @@ fn target(fleet: &Fleet, i: usize) -> SocketAddr {
 /// Replaces the value of query parameter `key` in a link.
 fn with_param(link: &str, key: &str, value: &str) -> String {
     let (head, fragment) = link.split_once('#').unwrap_or((link, ""));
-    let (base, query) = head.split_once('?').expect("a vless link has a query");
+    let Some((base, query)) = head.split_once('?') else {
+        panic!("a vless link has a query: {link}");
+    };
     let query: Vec<String> = query
         .split('&')
         .map(|kv| match kv.split_once('=') {
@@ -126,6 +128,13 @@ fn every_vless_link_reaches_its_host_and_wrong_credentials_are_refused() {
     for (i, link) in &links {
         let client = fleet.shoes_client(link);
         fleet.assert_payload_through_vless(*i, &client);
+        // The host's own loopback (where its server listens too) is refused through the tunnel.
+        let port = fleet.agents[*i].server.port;
+        let loopback = SocketAddr::from(([127, 0, 0, 1], port));
+        assert!(
+            client.get(loopback, "/", Duration::from_secs(3)).is_err(),
+            "host {i}'s loopback was served through {link}"
+        );
     }
 
     let (i, link) = &links[0];
@@ -219,14 +228,14 @@ fn suspend_cuts_only_that_user_and_other_containers_stay_as_they_are() {
             "bob refused on host {i} while alice is suspended"
         );
     }
-    for i in 0..3 {
+    for (i, before) in before.iter().enumerate() {
         let now: BTreeSet<String> = fleet.agent_containers(i).into_iter().collect();
         assert!(
-            now.is_subset(&before[i]),
+            now.is_subset(before),
             "host {i}: a container was created by a suspension"
         );
         assert_eq!(
-            before[i].len() - now.len(),
+            before.len() - now.len(),
             1,
             "host {i}: exactly alice's container goes"
         );
@@ -238,17 +247,17 @@ fn suspend_cuts_only_that_user_and_other_containers_stay_as_they_are() {
     }
     fleet.vpn_ok(&["users", "add", "carol", "--all-servers"]);
     fleet.wait_converged(RECONNECT_BOUND);
-    for i in 0..3 {
+    for (i, before) in before.iter().enumerate() {
         let now: BTreeSet<String> = fleet.agent_containers(i).into_iter().collect();
-        let kept = before[i].intersection(&now).count();
+        let kept = before.intersection(&now).count();
         assert_eq!(
             kept,
-            before[i].len() - 1,
+            before.len() - 1,
             "host {i}: only alice's container was replaced"
         );
         assert_eq!(
             now.len(),
-            before[i].len() + 1,
+            before.len() + 1,
             "host {i}: carol got one container"
         );
     }

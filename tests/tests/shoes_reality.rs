@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use vpn_agent::drivers::vless::shoes::{RealityServer, ShoesUser, render_config};
+use vpn_agent::drivers::vless::shoes::{RealityServer, ShoesUser, render_config_open};
 use vpn_e2e::client::free_tcp_port;
 use vpn_e2e::env;
 use vpn_e2e::fleet::serial_guard;
@@ -139,7 +139,9 @@ fn shoes_reality_serves_each_user_on_its_port_and_refuses_wrong_credentials() {
         .unwrap();
     let short_ids = [short_id.clone()];
     let dest_addr = dest.dest();
-    let config = render_config(
+    // Open: this test's payload server can only be on loopback; the fleet stories check that
+    // the product's configs refuse the host's loopback.
+    let config = render_config_open(
         &RealityServer {
             private_key: &keys.private_key,
             short_ids: &short_ids,

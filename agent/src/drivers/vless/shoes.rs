@@ -96,10 +96,30 @@ pub enum ShoesError {
 
 /// The shoes YAML for `users`, each a VLESS-over-Reality listener with XTLS Vision on
 /// `bind_ip:port`, in the order given.
+/// Users reach everything but the host itself (its loopback is refused).
 pub fn render_config(
     reality: &RealityServer,
     users: &[ShoesUser],
     bind_ip: &str,
+) -> Result<String, ShoesError> {
+    render(reality, users, bind_ip, Outbound::HostBlocked)
+}
+
+/// Like [`render_config`] but without the host block: only for tests whose servers can only
+/// be on this machine's loopback.
+pub fn render_config_open(
+    reality: &RealityServer,
+    users: &[ShoesUser],
+    bind_ip: &str,
+) -> Result<String, ShoesError> {
+    render(reality, users, bind_ip, Outbound::Open)
+}
+
+fn render(
+    reality: &RealityServer,
+    users: &[ShoesUser],
+    bind_ip: &str,
+    outbound: Outbound,
 ) -> Result<String, ShoesError> {
     validate_reality(reality)?;
     let ip: IpAddr = bind_ip
@@ -119,7 +139,7 @@ pub fn render_config(
                 other: other.to_string(),
             });
         }
-        listeners.push(listener(reality, user, ip));
+        listeners.push(listener(reality, user, ip, outbound));
     }
     Ok(serde_norway::to_string(&listeners)?)
 }
@@ -128,6 +148,64 @@ pub fn render_config(
 struct Listener<'a> {
     address: String,
     protocol: Tls<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rules: Option<[Rule; 2]>,
+}
+
+/// A shoes routing rule: `masks` → block, or allow directly.
+#[derive(Serialize)]
+struct Rule {
+    masks: &'static [&'static str],
+    action: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    client_chain: Option<Chain>,
+}
+
+#[derive(Serialize)]
+struct Chain {
+    protocol: Direct,
+}
+
+#[derive(Serialize)]
+struct Direct {
+    #[serde(rename = "type")]
+    kind: &'static str,
+}
+
+/// Destinations refused for every user: the host itself, as the Shadowsocks ACL and the Xray
+/// config refuse them (a VPN user must not reach what the host binds to its loopback).
+const HOST_ONLY: &[&str] = &[
+    "127.0.0.0/8",
+    "::1/128",
+    "0.0.0.0/8",
+    "::/128",
+    "::ffff:127.0.0.0/104",
+    "localhost",
+];
+
+/// Where users may go: everywhere but the host ([`render_config`]), or everywhere
+/// ([`render_config_open`], for tests whose only server is on loopback).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outbound {
+    HostBlocked,
+    Open,
+}
+
+fn rules(outbound: Outbound) -> Option<[Rule; 2]> {
+    (outbound == Outbound::HostBlocked).then_some([
+        Rule {
+            masks: HOST_ONLY,
+            action: "block",
+            client_chain: None,
+        },
+        Rule {
+            masks: &["0.0.0.0/0", "::/0"],
+            action: "allow",
+            client_chain: Some(Chain {
+                protocol: Direct { kind: "direct" },
+            }),
+        },
+    ])
 }
 
 #[derive(Serialize)]
@@ -156,7 +234,12 @@ struct Vless<'a> {
     udp_enabled: bool,
 }
 
-fn listener<'a>(reality: &RealityServer<'a>, user: &ShoesUser<'a>, ip: IpAddr) -> Listener<'a> {
+fn listener<'a>(
+    reality: &RealityServer<'a>,
+    user: &ShoesUser<'a>,
+    ip: IpAddr,
+    outbound: Outbound,
+) -> Listener<'a> {
     let target = RealityTarget {
         private_key: reality.private_key,
         short_ids: reality.short_ids,
@@ -174,6 +257,7 @@ fn listener<'a>(reality: &RealityServer<'a>, user: &ShoesUser<'a>, ip: IpAddr) -
             kind: "tls",
             reality_targets: BTreeMap::from([(reality.sni, target)]),
         },
+        rules: rules(outbound),
     }
 }
 

@@ -88,6 +88,8 @@ fn shoes_runs_a_container_per_user_and_adding_one_leaves_the_others_alike() {
         [
             "shoes",
             "--no-reload",
+            "--threads",
+            "1",
             "/var/lib/vpn-agent/run/vless/user-20001.yaml"
         ]
     );

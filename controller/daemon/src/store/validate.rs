@@ -5,7 +5,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use vpn_shared::model::{Bandwidth, Protocol, ServiceOptions, VlessOptions};
+use vpn_shared::model::{Bandwidth, Protocol, ServiceOptions, VlessEngine, VlessOptions};
 
 use super::error::{Result, StoreError};
 
@@ -157,6 +157,15 @@ fn vless(v: &VlessOptions) -> Result<()> {
     dns_name(&v.sni)
         .map_err(|reason| StoreError::invalid("sni", format!("{:?} {reason}", v.sni)))?;
     dest(&v.dest)?;
+    if v.engine == VlessEngine::Shoes && !dest_has_host_name(&v.dest) {
+        return Err(StoreError::invalid(
+            "dest",
+            format!(
+                "{:?}: the shoes engine needs a host name, not an IP address",
+                v.dest
+            ),
+        ));
+    }
     for (field, key) in [
         ("private key", &v.private_key),
         ("public key", &v.public_key),
@@ -190,6 +199,12 @@ fn vless(v: &VlessOptions) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Whether a valid `dest` names its host by name (shoes signs the name into its certificate).
+fn dest_has_host_name(dest: &str) -> bool {
+    dest.rsplit_once(':')
+        .is_some_and(|(host, _)| !host.starts_with('[') && host.parse::<Ipv4Addr>().is_err())
 }
 
 /// Reality's destination: `host:port`, the host a DNS name or an IP address (IPv6 in brackets).

@@ -149,6 +149,13 @@ async fn bad_reality_settings_name_their_field_and_write_nothing() {
             ..
         }
     ));
+    // shoes signs the dest's name into its certificate: an IP dest cannot work there.
+    let mut new = vless("vless", 443, VlessEngine::Shoes);
+    if let ServiceOptions::Vless(o) = &mut new.options {
+        o.dest = "192.0.2.1:443".into();
+    }
+    let err = store.deploy_service(new, 0).await.unwrap_err();
+    assert!(err.to_string().contains("host name"), "{err}");
     assert!(store.services().await.unwrap().is_empty());
     // IPv6 and IPv4 destinations are fine.
     for dest in ["[2001:db8::1]:443", "192.0.2.1:8443"] {
