@@ -13,7 +13,7 @@ KEEP=0
 say() { echo "demo: $*"; }
 
 # Agents first (so nothing recreates containers), then the rest; each by its recorded pid.
-for f in "$DEMO"/run/agent-*.pid "$DEMO"/run/www.pid "$DEMO"/run/controller.pid; do
+for f in "$DEMO"/run/agent-*.pid "$DEMO"/run/www.pid "$DEMO"/run/dest-*.pid "$DEMO"/run/controller.pid; do
     [[ -f "$f" ]] || continue
     pid="$(cat "$f")"
     if kill -0 "$pid" 2>/dev/null; then

@@ -105,15 +105,39 @@ nohup nsenter --net="$(netns "${HOSTS[0]}")" -- python3 -m http.server 8000 --bi
     --directory "$DEMO/www" >"$DEMO/logs/www.log" 2>&1 &
 echo $! >"$DEMO/run/www.pid"
 
-# --- service and user (both idempotent enough for a re-run on kept data).
+# --- the site VLESS + Reality borrows its handshakes from: a TLS 1.3 server inside every host
+# (`localhost:8443`; in production this is a real site such as www.example.com:443).
+if [[ ! -f "$DEMO/www/dest.key" ]]; then
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 \
+        -subj /CN=localhost -addext subjectAltName=DNS:localhost \
+        -keyout "$DEMO/www/dest.key" -out "$DEMO/www/dest.crt" >/dev/null 2>&1 \
+        || die "openssl could not make the demo's TLS certificate"
+fi
+for h in "${HOSTS[@]}"; do
+    nohup nsenter --net="$(netns "$h")" -- python3 -c '
+import http.server, ssl, sys
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+ctx.load_cert_chain(sys.argv[1], sys.argv[2])
+s = http.server.ThreadingHTTPServer(("0.0.0.0", 8443), http.server.SimpleHTTPRequestHandler)
+s.socket = ctx.wrap_socket(s.socket, server_side=True)
+s.serve_forever()' "$DEMO/www/dest.crt" "$DEMO/www/dest.key" >"$DEMO/logs/dest-$h.log" 2>&1 &
+    echo $! >"$DEMO/run/dest-$h.pid"
+done
+
+# --- services and user (idempotent enough for a re-run on kept data).
 "$BIN/vpn" services deploy shadowsocks --port 20000 --all-servers \
     || say "services deploy failed (already deployed?)"
+# The shoes engine: Xray, the production default, cannot be fetched on this machine.
+"$BIN/vpn" services deploy vless --port 21000 --engine shoes --sni localhost \
+    --dest localhost:8443 --all-servers \
+    || say "vless deploy failed (already deployed?)"
 "$BIN/vpn" users add demo --all-servers || say "users add failed (user exists?)"
 mapfile -t links < <("$BIN/vpn" users link demo -o plain)
 host1_ip="$(docker inspect -f '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}' "vpn-demo-${HOSTS[0]}")"
 first="${links[0]:-}"
 for l in "${links[@]}"; do
-    [[ "$l" == *"@$host1_ip:"* ]] && first="$l"
+    [[ "$l" == ss://* && "$l" == *"@$host1_ip:"* ]] && first="$l"
 done
 
 # --- self-check: the very link printed, through the real client, to host 1's page; the same
@@ -156,6 +180,11 @@ Try the one of ${HOSTS[0]} ($host1_ip) with the real Shadowsocks client:
   curl --socks5-hostname 127.0.0.1:1080 http://$host1_ip:8000/
 ($host1_ip is ${HOSTS[0]}'s own address, dialled from the server's side. http://127.0.0.1:8000/ is
 refused: the server does not relay to its host's loopback.)
+
+The vless:// links are VLESS + Reality (XTLS Vision) served by the shoes engine, one container
+per user; paste one into any VLESS Reality client (v2rayN, Hiddify, sing-box, shoes) on this
+machine and open http://$host1_ip:8000/ through it. The e2e story tests/tests/fleet_vless.rs does
+exactly that with the shoes client. See docs/VLESS.md.
 
 Drive the fleet with the CLI:
   export VPN_CONFIG=$VPN_CONFIG

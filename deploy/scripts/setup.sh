@@ -5,7 +5,7 @@
 #      Xray API test) — only those missing;
 #   2. `cargo install shadowsocks-rust --locked` (sslocal, ssserver, ssmanager) if missing —
 #      several minutes on 2 cores —, `cargo install shoes --locked` (the VLESS + Reality engine
-#      of the tests, about 12 minutes) and cargo-nextest if missing;
+#      of the tests, 12 minutes on an idle 2-core machine, far more under load) and cargo-nextest if missing;
 #   3. a Docker daemon that answers `docker info` (started in the background if it does not);
 #   4. the local images: every `deploy/images/*/build.sh` (each is idempotent).
 # Nothing is pulled from a container registry.
@@ -26,7 +26,7 @@ need=(
     "ip iproute2" "tc iproute2" "nft nftables" "iptables iptables" "nsenter util-linux"
     "setpriv util-linux"
     "python3 python3" "curl curl" "ps procps" "docker docker.io"
-    "v2ray v2ray"
+    "v2ray v2ray" "openssl openssl"
 )
 missing=()
 for pair in "${need[@]}"; do
@@ -43,6 +43,10 @@ if ((${#missing[@]})); then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+# Debian's v2ray package enables a service listening on 0.0.0.0:10086; the tests start their own.
+if command -v systemctl >/dev/null && systemctl is-enabled v2ray >/dev/null 2>&1; then
+    systemctl disable --now v2ray >/dev/null 2>&1 || true
 fi
 
 # --- 2. Rust tools from crates.io.
