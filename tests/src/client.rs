@@ -326,7 +326,8 @@ pub struct BulkDownload {
 }
 
 impl BulkDownload {
-    fn start(proxy: SocketAddr, host: &str, bytes: usize, limit: Duration) -> BulkDownload {
+    /// Starts downloading `/stream/BYTES` from `host` through the SOCKS5 proxy at `proxy`.
+    pub fn start(proxy: SocketAddr, host: &str, bytes: usize, limit: Duration) -> BulkDownload {
         let progress = Arc::new(AtomicUsize::new(0));
         let stop = Arc::new(AtomicBool::new(false));
         let (seen, stopped) = (progress.clone(), stop.clone());

@@ -298,3 +298,43 @@ fn vless_keeps_working_with_the_controller_down_and_the_agent_restarted() {
     fleet.start_agent(i);
     fleet.assert_payload_through_vless(i, &client);
 }
+
+/// Story (d): a VLESS user limited to 8 mbit is measured within ±15 % through the real client
+/// (the shoes engine gives her a port of her own, so the port matcher shapes her).
+#[test]
+fn a_vless_user_limited_to_8_mbit_measures_within_15_percent() {
+    const LIMIT_BPS: f64 = 8_000_000.0;
+    const BYTES: usize = 3_500_000;
+    let fleet = Fleet::start(1);
+    deploy_vless(&fleet);
+    fleet.vpn_ok(&[
+        "users",
+        "add",
+        "alice",
+        "--all-servers",
+        "--bandwidth",
+        "8mbit",
+    ]);
+    fleet.wait_converged(RECONNECT_BOUND);
+    let (i, link) = vless_links(&fleet, "alice").remove(0);
+    let client = fleet.shoes_client(&link);
+    fleet.assert_payload_through_vless(i, &client);
+    let host = fleet.agents[i].host.ip.to_string();
+    let report =
+        vpn_e2e::client::BulkDownload::start(client.addr, &host, BYTES, Duration::from_secs(60))
+            .wait();
+    assert!(report.intact, "alice's download broke: {report:?}");
+    let measured = report.bits_per_sec();
+    let err = (measured - LIMIT_BPS) / LIMIT_BPS;
+    println!(
+        "vless alice at 8 mbit: {:.2} Mbit/s ({:+.1} %)",
+        measured / 1e6,
+        err * 100.0
+    );
+    assert!(
+        err.abs() <= 0.15,
+        "alice measured {:.2} Mbit/s, {:+.1} % off 8 mbit (bar ±15 %)",
+        measured / 1e6,
+        err * 100.0
+    );
+}
