@@ -244,6 +244,11 @@ impl Applier {
             // Rewritten every time: the files on disk always match the spec's labels. Mode 0600:
             // some hold keys (a Reality private key).
             let path = run_dir.join(drivers::sanitize_file_name(&file.name));
+            // Unchanged files are not rewritten: an Xray config of many users is megabytes,
+            // and every apply renders it again.
+            if std::fs::read(&path).is_ok_and(|old| old == file.contents) {
+                continue;
+            }
             write_atomic(&path, &file.contents, SECRET_MODE)
                 .map_err(|e| format!("{}: {e}", path.display()))?;
         }
