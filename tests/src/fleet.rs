@@ -141,9 +141,14 @@ impl Fleet {
     /// Fetches host `i`'s payload through `client` (retrying for [`DATA_PLANE_SETTLE`]) and
     /// checks it byte for byte.
     pub fn assert_payload_through(&self, i: usize, client: &SsLocal) {
+        self.assert_payload_by(i, &client.link, || client.fetch_payload());
+    }
+
+    /// Retries `fetch` for [`DATA_PLANE_SETTLE`] until it returns host `i`'s payload exactly.
+    fn assert_payload_by(&self, i: usize, link: &str, fetch: impl Fn() -> Result<Vec<u8>>) {
         let expected = &self.agents[i].server.payload;
         let mut last = String::new();
-        let ok = poll_until(DATA_PLANE_SETTLE, || match client.fetch_payload() {
+        let ok = poll_until(DATA_PLANE_SETTLE, || match fetch() {
             Ok(body) if body == *expected => true,
             Ok(body) => {
                 last = format!(
@@ -160,8 +165,7 @@ impl Fleet {
         });
         assert!(
             ok.is_some(),
-            "payload of host {i} not fetched through {} within {DATA_PLANE_SETTLE:?}: {last}",
-            client.link
+            "payload of host {i} not fetched through {link} within {DATA_PLANE_SETTLE:?}: {last}"
         );
     }
 
@@ -553,30 +557,10 @@ impl Fleet {
     /// Fetches host `i`'s payload through a shoes client (retrying for [`DATA_PLANE_SETTLE`])
     /// and checks it byte for byte.
     pub fn assert_payload_through_vless(&self, i: usize, client: &crate::vless::ShoesClient) {
-        let expected = &self.agents[i].server.payload;
-        let target =
-            std::net::SocketAddr::from((self.agents[i].host.ip, self.agents[i].server.port));
-        let mut last = String::new();
-        let ok = poll_until(DATA_PLANE_SETTLE, || match client.fetch_payload(target) {
-            Ok(body) if body == *expected => true,
-            Ok(body) => {
-                last = format!(
-                    "got {} bytes, not the {} expected",
-                    body.len(),
-                    expected.len()
-                );
-                false
-            }
-            Err(e) => {
-                last = format!("{e:#}");
-                false
-            }
-        });
-        assert!(
-            ok.is_some(),
-            "payload of host {i} not fetched through {} within {DATA_PLANE_SETTLE:?}: {last}",
-            client.link.name
-        );
+        let agent = &self.agents[i];
+        let target = std::net::SocketAddr::from((agent.host.ip, agent.server.port));
+        let link = format!("vless link {}", client.link.name);
+        self.assert_payload_by(i, &link, || client.fetch_payload(target));
     }
 
     /// Starts an `sslocal` for `link`, logging into this fleet's log directory.
