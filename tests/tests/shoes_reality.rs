@@ -86,26 +86,37 @@ impl Lab<'_> {
     }
 
     /// `link` carries nothing: the fetch fails, and the server logs `reason` for it once more
-    /// than before (so the refusal is the one meant, not a broken client).
+    /// than before (so the refusal is the one meant, not a broken client). When the server
+    /// could not complete its own handshake with `dest` in time (a loaded machine), it forwards
+    /// the connection to `dest` without judging the client at all: that attempt proves nothing
+    /// and is made again, at most three times.
     fn assert_refused(&self, name: &str, link: &str, vision: bool, reason: &str) {
-        let seen = |logs: &str| logs.matches(reason).count();
-        let before = seen(&self.server.logs());
+        const DEST_FAILED: &str = "Dest handshake failed";
+        let seen = |logs: &str, what: &str| logs.matches(what).count();
         let (client, log) = self.client(name, link, vision);
-        let Err(refusal) = client.probe(self.target) else {
-            panic!(
-                "{name}: {link} was served, but should be refused\nclient:\n{}\nserver:\n{}",
-                tail(&log, 30),
-                self.server.logs()
+        for attempt in 1..=3 {
+            let logs = self.server.logs();
+            let (before, dest_before) = (seen(&logs, reason), seen(&logs, DEST_FAILED));
+            let Err(refusal) = client.probe(self.target) else {
+                panic!(
+                    "{name}: {link} was served, but should be refused\nclient:\n{}\nserver:\n{}",
+                    tail(&log, 30),
+                    self.server.logs()
+                );
+            };
+            let logged = poll_until(Duration::from_secs(10), || {
+                seen(&self.server.logs(), reason) > before
+            });
+            if logged.is_some() {
+                return;
+            }
+            let logs = self.server.logs();
+            assert!(
+                attempt < 3 && seen(&logs, DEST_FAILED) > dest_before,
+                "{name}: refused ({refusal:#}), but the server never logged {reason:?}:\n{logs}"
             );
-        };
-        let logged = poll_until(Duration::from_secs(10), || {
-            seen(&self.server.logs()) > before
-        });
-        assert!(
-            logged.is_some(),
-            "{name}: refused ({refusal:#}), but the server never logged {reason:?}:\n{}",
-            self.server.logs()
-        );
+            println!("{name}: attempt {attempt} met a failed dest handshake; trying again");
+        }
     }
 }
 
