@@ -115,7 +115,6 @@ impl Lab<'_> {
                 attempt < 3 && seen(&logs, DEST_FAILED) > dest_before,
                 "{name}: refused ({refusal:#}), but the server never logged {reason:?}:\n{logs}"
             );
-            println!("{name}: attempt {attempt} met a failed dest handshake; trying again");
         }
     }
 }
