@@ -137,9 +137,11 @@ impl Agent {
             .iter()
             .filter(|r| r.outcome != vpn_shared::proto::Outcome::Ok)
             .count();
-        if let Err(e) = state::save(&self.paths.state, state) {
+        let saved = state::saved_result(&self.paths.state, state);
+        if let vpn_shared::proto::Outcome::Error(e) = &saved.outcome {
             error!(error = %e, "cannot persist the applied state");
         }
+        results.push(saved);
         info!(generation = state.generation, failed, "applied");
         self.current = next;
         self.last_results = results;
@@ -345,9 +347,9 @@ impl Agent {
                 };
             }
             state.generation = chunk.generation;
-            if i == 0 {
-                state.firewall = chunk.firewall;
-            }
+            // From protocol version 2 the block list is split across the chunks, in order;
+            // before, it came whole in the first chunk and the others carried none.
+            state.firewall.blocked.extend(chunk.firewall.blocked);
             expected = Some(chunk.digest);
             state
                 .services

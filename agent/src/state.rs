@@ -5,6 +5,10 @@ use std::path::Path;
 
 use vpn_shared::fsutil::{SECRET_MODE, write_atomic};
 use vpn_shared::model::DesiredState;
+use vpn_shared::proto::ResourceResult;
+
+/// The ack resource that says whether the applied state was saved.
+pub const STATE_RESOURCE: &str = "host/state";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
@@ -61,9 +65,49 @@ pub fn save(path: &Path, state: &DesiredState) -> Result<(), StateError> {
     write_atomic(path, &bytes, SECRET_MODE).map_err(write_err)
 }
 
+/// Saves the state and says how that went, as the `host/state` result of the ack. A state
+/// applied but not saved is not fail-static: a restart while the controller is away would
+/// re-apply the older one on disk (a suspended user's port back, a block lifted), so the
+/// controller must hear of it rather than believe the new state is safe on the host.
+pub fn saved_result(path: &Path, state: &DesiredState) -> ResourceResult {
+    match save(path, state) {
+        Ok(()) => ResourceResult::ok(STATE_RESOURCE),
+        Err(e) => ResourceResult::error(
+            STATE_RESOURCE,
+            format!("applied but not saved, a restart would re-apply an older state: {e}"),
+        ),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use vpn_shared::proto::Outcome;
+
+    #[test]
+    fn a_state_that_cannot_be_saved_is_an_error_for_the_ack() {
+        let dir = tempfile::tempdir().unwrap();
+        // A file where the state directory should be: fails even for root, unlike a mode.
+        let blocker = dir.path().join("state");
+        std::fs::write(&blocker, b"not a directory").unwrap();
+        let s = DesiredState {
+            generation: 9,
+            ..Default::default()
+        };
+        let r = saved_result(&blocker.join("desired.bin"), &s);
+        assert_eq!(r.resource, STATE_RESOURCE);
+        let Outcome::Error(message) = &r.outcome else {
+            panic!("an unsaved state reported as {r:?}");
+        };
+        assert!(message.contains("not saved"), "{message}");
+        assert!(
+            message.contains(&blocker.display().to_string()),
+            "{message}"
+        );
+
+        let ok = saved_result(&dir.path().join("ok/desired.bin"), &s);
+        assert_eq!(ok, ResourceResult::ok(STATE_RESOURCE));
+    }
 
     #[test]
     fn saved_state_loads_back_and_garbage_is_a_clear_error() {

@@ -168,6 +168,19 @@ pub fn check_csr(csr_pem: &str) -> Result<(), PkiError> {
         .map_err(|e| PkiError::Csr(e.to_string()))
 }
 
+/// Checks a CSR like [`check_csr`] and returns the SHA-256 (hex) of its public key (the DER
+/// SubjectPublicKeyInfo): the same key asking again yields the same value, whatever else the
+/// (randomly signed) request holds.
+pub fn csr_key_sha256(csr_pem: &str) -> Result<String, PkiError> {
+    use rcgen::PublicKeyData;
+    let csr = CertificateSigningRequestParams::from_pem(csr_pem)
+        .map_err(|e| PkiError::Csr(e.to_string()))?;
+    Ok(hex::encode(digest(
+        &SHA256,
+        &csr.public_key.subject_public_key_info(),
+    )))
+}
+
 /// Generates a host key and a CSR for it; returns `(key_pem, csr_pem)`.
 pub fn generate_csr() -> Result<(String, String), PkiError> {
     let key = KeyPair::generate()?;

@@ -23,6 +23,17 @@ pub struct FileConfig {
     pub agent_cert_lifetime: Option<String>,
     /// How long fleet-wide changes wait for acks, humantime (default `10s`).
     pub ack_timeout: Option<String>,
+    /// The whole enrollment exchange (request, signing, answer) must finish within this,
+    /// humantime (default `10s`); a silent or slow peer is closed then.
+    pub enroll_timeout: Option<String>,
+    /// Enrollment connections (the only ones without a certificate) open at once, from all
+    /// sources (default 64). More are refused at once.
+    pub enroll_max_connections: Option<usize>,
+    /// Enrollment connections open at once from one source address (default 4).
+    pub enroll_max_per_address: Option<usize>,
+    /// Changes queued for one agent that has not caught up; past it the backlog becomes one
+    /// full resync (default 20000).
+    pub max_queued_changes: Option<usize>,
 }
 
 /// The effective configuration.
@@ -34,6 +45,10 @@ pub struct Config {
     pub database_path: PathBuf,
     pub agent_cert_lifetime: Duration,
     pub ack_timeout: Duration,
+    pub enroll_timeout: Duration,
+    pub enroll_max_connections: usize,
+    pub enroll_max_per_address: usize,
+    pub max_queued_changes: usize,
 }
 
 /// Overrides from the command line and the environment.
@@ -117,6 +132,26 @@ impl Config {
                 "30d",
             )?,
             ack_timeout: duration("ack_timeout", file.ack_timeout.as_deref(), "10s")?,
+            enroll_timeout: positive_duration(
+                "enroll_timeout",
+                file.enroll_timeout.as_deref(),
+                "10s",
+            )?,
+            enroll_max_connections: at_least_one(
+                "enroll_max_connections",
+                file.enroll_max_connections,
+                64,
+            )?,
+            enroll_max_per_address: at_least_one(
+                "enroll_max_per_address",
+                file.enroll_max_per_address,
+                4,
+            )?,
+            max_queued_changes: at_least_one(
+                "max_queued_changes",
+                file.max_queued_changes,
+                20_000,
+            )?,
         })
     }
 }
@@ -160,6 +195,37 @@ fn duration(
     })
 }
 
+/// A duration that must not be zero: a zero deadline would refuse every peer.
+fn positive_duration(
+    field: &'static str,
+    value: Option<&str>,
+    default: &str,
+) -> Result<Duration, ConfigError> {
+    let d = duration(field, value, default)?;
+    if d.is_zero() {
+        return Err(ConfigError::Invalid {
+            field,
+            reason: "must be longer than zero".into(),
+        });
+    }
+    Ok(d)
+}
+
+/// A count that must be at least one: zero would refuse everything.
+fn at_least_one(
+    field: &'static str,
+    value: Option<usize>,
+    default: usize,
+) -> Result<usize, ConfigError> {
+    match value.unwrap_or(default) {
+        0 => Err(ConfigError::Invalid {
+            field,
+            reason: "must be at least 1".into(),
+        }),
+        n => Ok(n),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -194,6 +260,10 @@ mod tests {
             ("public_address = \"host\"", "public_address"),
             ("database_url = \"postgres://x\"", "database_url"),
             ("ack_timeout = \"soon\"", "ack_timeout"),
+            ("enroll_timeout = \"0s\"", "enroll_timeout"),
+            ("enroll_max_connections = 0", "enroll_max_connections"),
+            ("enroll_max_per_address = 0", "enroll_max_per_address"),
+            ("max_queued_changes = 0", "max_queued_changes"),
             ("colour = 1", "unknown field `colour`"),
         ];
         for (text, needle) in cases {

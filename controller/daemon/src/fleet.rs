@@ -4,17 +4,20 @@
 //! Ordering: every mutation runs under [`Fleet::change_lock`] from the store transaction until
 //! its pushes are queued, and a connecting session reads its full state and registers under the
 //! same lock. So a session sees each generation exactly once: either inside its full state or as
-//! a queued push after it.
+//! a queued push after it (or, when its backlog overflowed, inside the full state of the resync
+//! that replaced the backlog: see [`crate::backlog`]).
 
 use std::collections::HashMap;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::{mpsc, watch};
-use vpn_shared::proto::ResourceResult;
-use vpn_shared::proto::admin::{HostApply, HostApplyState};
+use tokio::sync::watch;
+use tracing::warn;
+use vpn_shared::proto::admin::{HostApply, HostApplyState, LAST_APPLY};
+use vpn_shared::proto::{Outcome, ResourceResult};
 
+use crate::backlog::{Backlog, Next, Queued};
 use crate::store::HostPush;
 
 /// What a host last acked.
@@ -24,31 +27,26 @@ pub struct AckState {
     pub results: Vec<ResourceResult>,
 }
 
-/// What a session task is told by the rest of the controller.
-#[derive(Debug)]
-pub enum SessionCommand {
-    Push(HostPush),
-    /// The host was removed: refuse and close.
-    Revoke,
-    /// A newer session of the same host registered: close quietly.
-    Replaced,
-}
-
 struct Link {
     /// Distinguishes a reconnected session from the one it replaced.
     session: u64,
-    /// Queue to the session task; unbounded because pushes are produced under the change lock
-    /// and must never wait on a slow agent.
-    tx: mpsc::UnboundedSender<SessionCommand>,
+    /// Pushes and commands for the session task. Never blocks: pushes are produced under the
+    /// change lock and must never wait on a slow agent; bounded by turning an overflowing
+    /// backlog into one resync (see [`crate::backlog`]).
+    backlog: Arc<Backlog>,
     acked: watch::Receiver<AckState>,
-    /// Missing host features the agent reported.
+    /// Missing host features the agent reported, already bounded.
     health: Vec<String>,
 }
 
-#[derive(Default)]
 pub struct Fleet {
     links: Mutex<HashMap<String, Link>>,
+    /// The health each host last reported, kept across its sessions so that only a change is
+    /// logged (an agent re-sends its health on every connect).
+    reported: Mutex<HashMap<String, Vec<String>>>,
     next_session: AtomicU64,
+    /// Queued changes per session beyond which its backlog becomes one resync.
+    backlog_limit: usize,
     /// Serializes mutations with session registration (see the module docs).
     pub change_lock: tokio::sync::Mutex<()>,
 }
@@ -56,32 +54,70 @@ pub struct Fleet {
 /// Handed to a session when it registers.
 pub struct Registration {
     pub session: u64,
-    pub rx: mpsc::UnboundedReceiver<SessionCommand>,
+    pub backlog: Arc<Backlog>,
     pub acked: watch::Sender<AckState>,
 }
 
+/// Most health lines kept per host; the rest are summarised in one more line.
+pub const MAX_HEALTH_LINES: usize = 32;
+/// Longest health line kept, in bytes; longer ones are cut at a character boundary.
+pub const MAX_HEALTH_LINE: usize = 240;
+
+/// Bounds what an agent reported as missing: at most [`MAX_HEALTH_LINES`] lines of at most
+/// [`MAX_HEALTH_LINE`] bytes, plus a line saying how many were left out. An agent cannot make
+/// the controller hold (or log, or show) more than that.
+pub fn bound_health(mut missing: Vec<String>) -> Vec<String> {
+    let extra = missing.len().saturating_sub(MAX_HEALTH_LINES);
+    missing.truncate(MAX_HEALTH_LINES);
+    for line in &mut missing {
+        if line.len() > MAX_HEALTH_LINE {
+            let mut cut = MAX_HEALTH_LINE;
+            while !line.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            line.truncate(cut);
+            line.push_str(" [cut]");
+        }
+    }
+    if extra > 0 {
+        missing.push(format!("... and {extra} more not kept"));
+    }
+    missing
+}
+
 impl Fleet {
+    /// An empty fleet whose session backlogs hold at most `backlog_limit` queued changes.
+    pub fn new(backlog_limit: usize) -> Fleet {
+        Fleet {
+            links: Mutex::default(),
+            reported: Mutex::default(),
+            next_session: AtomicU64::new(0),
+            backlog_limit,
+            change_lock: tokio::sync::Mutex::new(()),
+        }
+    }
+
     /// Registers a session for `host_id`, replacing (and revoking) any older one.
     /// Call with `change_lock` held.
     pub fn register(&self, host_id: &str, applied: AckState) -> Registration {
         let session = self.next_session.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = mpsc::unbounded_channel();
+        let backlog = Arc::new(Backlog::new(self.backlog_limit));
         let (ack_tx, ack_rx) = watch::channel(applied);
         let old = self.lock().insert(
             host_id.to_string(),
             Link {
                 session,
-                tx,
+                backlog: backlog.clone(),
                 acked: ack_rx,
                 health: Vec::new(),
             },
         );
         if let Some(old) = old {
-            let _ = old.tx.send(SessionCommand::Replaced);
+            old.backlog.end(Next::Replaced);
         }
         Registration {
             session,
-            rx,
+            backlog,
             acked: ack_tx,
         }
     }
@@ -94,13 +130,24 @@ impl Fleet {
         }
     }
 
-    /// Records what the host's agent reported about its features.
-    pub fn set_health(&self, host_id: &str, session: u64, missing: Vec<String>) {
-        if let Some(link) = self.lock().get_mut(host_id)
-            && link.session == session
+    /// Records what the host's agent reported about its features (bounded by
+    /// [`bound_health`] first). Returns the bounded lines if they differ from what this host
+    /// reported last, in this session or an earlier one: the caller logs only a change.
+    pub fn set_health(
+        &self,
+        host_id: &str,
+        session: u64,
+        missing: Vec<String>,
+    ) -> Option<Vec<String>> {
+        let missing = bound_health(missing);
         {
-            link.health = missing;
+            let mut links = self.lock();
+            let link = links.get_mut(host_id).filter(|l| l.session == session)?;
+            link.health = missing.clone();
         }
+        let mut reported = self.reported.lock().unwrap_or_else(|p| p.into_inner());
+        let previous = reported.insert(host_id.to_string(), missing.clone());
+        (previous.as_ref() != Some(&missing)).then_some(missing)
     }
 
     /// Missing features of an online host (empty when offline).
@@ -109,6 +156,41 @@ impl Fleet {
             .get(host_id)
             .map(|l| l.health.clone())
             .unwrap_or_default()
+    }
+
+    /// What went wrong on an online host in the apply it last acked, for `servers show`: each
+    /// failed host-wide resource (`host/state`, say: the agent could not persist the state, so
+    /// a restart would re-apply an older one) in full, and a count of the other failures.
+    pub fn ack_problems(&self, host_id: &str) -> Vec<String> {
+        let links = self.lock();
+        let Some(link) = links.get(host_id) else {
+            return Vec::new();
+        };
+        let acked = link.acked.borrow();
+        let mut problems = Vec::new();
+        let mut others = 0usize;
+        for r in &acked.results {
+            let Outcome::Error(message) = &r.outcome else {
+                continue;
+            };
+            if r.resource.starts_with("host/") && problems.len() < MAX_HEALTH_LINES {
+                problems.push(format!("{LAST_APPLY}{}: {message}", r.resource));
+            } else {
+                others += 1;
+            }
+        }
+        if others > 0 {
+            problems.push(format!(
+                "{LAST_APPLY}{others} other resource(s) failed (see `--wait` or the agent's log)"
+            ));
+        }
+        bound_health(problems)
+    }
+
+    /// How many changes are queued for a host's session (its backlog's weight); `None` when
+    /// the host is offline.
+    pub fn queued(&self, host_id: &str) -> Option<usize> {
+        self.lock().get(host_id).map(|l| l.backlog.weight())
     }
 
     pub fn is_online(&self, host_id: &str) -> bool {
@@ -124,8 +206,16 @@ impl Fleet {
     pub fn dispatch(&self, pushes: &[HostPush]) {
         let links = self.lock();
         for push in pushes {
-            if let Some(link) = links.get(&push.host_id) {
-                let _ = link.tx.send(SessionCommand::Push(push.clone()));
+            let Some(link) = links.get(&push.host_id) else {
+                continue;
+            };
+            if let Queued::Overflowed { dropped } = link.backlog.push(push.clone()) {
+                warn!(
+                    host_id = %push.host_id,
+                    dropped,
+                    limit = self.backlog_limit,
+                    "agent is behind: its push backlog was replaced by one full resync"
+                );
             }
         }
     }
@@ -133,8 +223,12 @@ impl Fleet {
     /// Closes a removed host's session at once.
     pub fn revoke(&self, host_id: &str) {
         if let Some(link) = self.lock().remove(host_id) {
-            let _ = link.tx.send(SessionCommand::Revoke);
+            link.backlog.end(Next::Revoke);
         }
+        self.reported
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(host_id);
     }
 
     /// Waits until every online host named in `pushes` acked its generation, or `timeout`.

@@ -6,12 +6,14 @@
 //! - [`server`]: the QUIC endpoint; connections dispatched by ALPN.
 //! - [`session`]: one agent's session — full state, deltas, acks.
 //! - [`fleet`]: who is connected, queued pushes, ack waits.
+//! - [`backlog`]: one session's queued pushes, bounded by turning an overflow into a resync.
 //! - [`enroll`]: join tokens and CSR signing.
 //! - [`admin`] and [`views`]: the operator API.
 //! - [`store`]: SQLite persistence and the per-host desired-state computation.
 //! - [`metrics`]: counters of notable events.
 
 pub mod admin;
+pub mod backlog;
 pub mod config;
 pub mod enroll;
 pub mod fleet;

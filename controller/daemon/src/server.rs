@@ -24,6 +24,8 @@ pub struct Controller {
     pub ca: Ca,
     pub fleet: Fleet,
     pub metrics: Metrics,
+    /// Caps the enrollment connections (no certificate) open at once.
+    pub enroll_gate: enroll::Gate,
 }
 
 impl Controller {
@@ -40,10 +42,14 @@ impl Controller {
             .await
             .with_context(|| format!("opening {}", config.database_path.display()))?;
         Ok(Controller {
+            fleet: Fleet::new(config.max_queued_changes),
+            enroll_gate: enroll::Gate::new(
+                config.enroll_max_connections,
+                config.enroll_max_per_address,
+            ),
             config,
             store,
             ca,
-            fleet: Fleet::default(),
             metrics: Metrics::default(),
         })
     }

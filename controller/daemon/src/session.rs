@@ -2,8 +2,13 @@
 //! acks until the connection ends.
 //!
 //! State machine: `Authorizing → Synced ⇄ (Delta sent, waiting for ack) → Closed`. A gap, a
-//! digest mismatch or the agent's `ResyncRequest` sends the full state again. The frame reader
+//! digest mismatch, the agent's `ResyncRequest` or an overflowing push backlog sends the full
+//! state again (chunked: users and, from protocol version 2, the block list). The frame reader
 //! runs in its own task because reading a frame is not cancel-safe inside `select!`.
+//!
+//! The registration is held by an [`Online`] guard from the moment it is made, so every exit
+//! (a first full state that cannot be sent included) takes the host offline. What an agent
+//! reports as its health is bounded and logged only when it changed.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,18 +16,22 @@ use std::time::Duration;
 use quinn::{RecvStream, SendStream};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
-use vpn_shared::model::{Digest, TrackedState};
+use vpn_shared::model::{Digest, FirewallSpec, TrackedState};
 use vpn_shared::pki::Identity;
 use vpn_shared::proto::frame::{FrameError, MAX_FRAME, read_frame, write_frame};
 use vpn_shared::proto::{AgentHello, AgentMsg, ControllerMsg, StateChunk, close, negotiate};
 use vpn_shared::transport::peer_identity;
 
-use crate::fleet::{AckState, Registration, SessionCommand};
+use crate::backlog::Next;
+use crate::fleet::{AckState, Registration};
 use crate::server::{Controller, now};
 use crate::store::HostPush;
 
 /// Users per full-state chunk: keeps every frame far below the frame limit.
 const USERS_PER_CHUNK: usize = 2_000;
+/// Block-list entries per full-state chunk (protocol version 2 on): at most about 50 bytes
+/// each encoded (an IPv6 network), so a chunk stays near 2.5 MB, far below the frame limit.
+const BLOCKED_PER_CHUNK: usize = 50_000;
 /// How long deltas are gathered before sending, so a burst becomes a few messages.
 const COALESCE: Duration = Duration::from_millis(20);
 /// How often a connected host's `last_seen` is written to the store.
@@ -81,20 +90,25 @@ pub async fn run(ctl: Arc<Controller>, conn: quinn::Connection) {
         host_id: host_id.clone(),
         host_name: host_name.clone(),
         agent_version: hello.agent_version.clone(),
+        version,
         send,
         tracked: TrackedState::default(),
     };
-    let Ok(mut reg) = session.start(hello.applied).await else {
+    let online = Online {
+        ctl: ctl.clone(),
+        host_id: host_id.clone(),
+        agent_version: hello.agent_version.clone(),
+        address: address.clone(),
+        session: None,
+    };
+    let Ok((mut reg, online)) = session.start(hello.applied, online).await else {
+        // `online`, dropped inside `start`, already took the host offline.
         return;
     };
     info!(host = %host_name, %remote, agent_version = %hello.agent_version, version, generation = session.tracked.generation(), "agent connected");
     let reason = session.serve(&mut reg, &mut msgs, &address).await;
     reader.abort();
-    ctl.fleet.unregister(&host_id, reg.session);
-    let _ = ctl
-        .store
-        .record_seen(&host_id, &hello.agent_version, &address, now())
-        .await;
+    drop(online);
     match reason {
         End::Revoked => {
             refuse(&conn, &mut session.send, "host removed").await;
@@ -109,6 +123,45 @@ pub async fn run(ctl: Arc<Controller>, conn: quinn::Connection) {
             info!(host = %host_name, "session closed: replaced by a newer session");
         }
         End::Closed => info!(host = %host_name, "agent disconnected"),
+    }
+}
+
+/// A registered session, for as long as it lives: dropping it, on whatever path the session
+/// ends (a failed first send, a protocol error, a panic), unregisters it and records the
+/// host's last contact. Without it, a session that failed before serving stayed "online"
+/// with nobody listening, and `--wait` reported its changes as pending forever.
+struct Online {
+    ctl: Arc<Controller>,
+    host_id: String,
+    agent_version: String,
+    address: String,
+    /// Set once registered.
+    session: Option<u64>,
+}
+
+impl Drop for Online {
+    fn drop(&mut self) {
+        let Some(session) = self.session else {
+            return;
+        };
+        self.ctl.fleet.unregister(&self.host_id, session);
+        let (ctl, host_id) = (self.ctl.clone(), std::mem::take(&mut self.host_id));
+        let (agent_version, address) = (
+            std::mem::take(&mut self.agent_version),
+            std::mem::take(&mut self.address),
+        );
+        // Drop cannot await: the store write runs on its own (SQLite is off the runtime).
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                if let Err(e) = ctl
+                    .store
+                    .record_seen(&host_id, &agent_version, &address, now())
+                    .await
+                {
+                    debug!(host_id = %host_id, error = %e, "cannot record last seen at disconnect");
+                }
+            });
+        }
     }
 }
 
@@ -171,6 +224,14 @@ async fn refuse(conn: &quinn::Connection, send: &mut SendStream, reason: &str) {
     conn.close(close::REFUSED.into(), reason.as_bytes());
 }
 
+/// How a backlog's end command ends the session.
+fn end_of(next: Next) -> End {
+    match next {
+        Next::Revoke => End::Revoked,
+        _ => End::Replaced,
+    }
+}
+
 enum End {
     Closed,
     Revoked,
@@ -184,14 +245,21 @@ struct Session {
     host_id: String,
     host_name: String,
     agent_version: String,
+    /// The negotiated protocol version: from 2 on, the block list is split across chunks.
+    version: u16,
     send: SendStream,
     /// What this host was sent, with its digest: what the agent's acks must match.
     tracked: TrackedState,
 }
 
 impl Session {
-    /// Reads the full state and registers under the change lock, then sends the state.
-    async fn start(&mut self, applied: Option<(u64, Digest)>) -> Result<Registration, ()> {
+    /// Reads the full state and registers under the change lock, then sends the state. The
+    /// registration is tied to `online` at once, so every way out unregisters it.
+    async fn start(
+        &mut self,
+        applied: Option<(u64, Digest)>,
+        mut online: Online,
+    ) -> Result<(Registration, Online), ()> {
         let guard = self.ctl.fleet.change_lock.lock().await;
         let state = self.ctl.store.desired_state(&self.host_id).await;
         let state = match state {
@@ -209,10 +277,14 @@ impl Session {
             results: Vec::new(),
         };
         let reg = self.ctl.fleet.register(&self.host_id, ack);
+        online.session = Some(reg.session);
         drop(guard);
         self.tracked = TrackedState::new(state);
-        self.send_full().await.map_err(|_| ())?;
-        Ok(reg)
+        if let Err(e) = self.send_full().await {
+            debug!(host = %self.host_name, error = %e, "first full state not delivered");
+            return Err(());
+        }
+        Ok((reg, online))
     }
 
     /// Sends the full state again. Pushes already queued are covered by it and dropped.
@@ -224,12 +296,8 @@ impl Session {
             .desired_state(&self.host_id)
             .await
             .map_err(|e| End::Protocol(format!("cannot read desired state: {e}")))?;
-        while let Ok(cmd) = reg.rx.try_recv() {
-            match cmd {
-                SessionCommand::Revoke => return Err(End::Revoked),
-                SessionCommand::Replaced => return Err(End::Replaced),
-                SessionCommand::Push(_) => {}
-            }
+        if let Some(end) = reg.backlog.covered_by_full_state() {
+            return Err(end_of(end));
         }
         drop(guard);
         self.tracked = TrackedState::new(state);
@@ -271,8 +339,15 @@ impl Session {
     async fn send_full(&mut self) -> Result<(), FrameError> {
         let state = self.tracked.state();
         let users: Vec<_> = state.users.values().cloned().collect();
-        let chunks: Vec<_> = users.chunks(USERS_PER_CHUNK).collect();
-        let count = chunks.len().max(1);
+        let user_chunks: Vec<_> = users.chunks(USERS_PER_CHUNK).collect();
+        // Version 1 agents read the block list from the first chunk only.
+        let blocked_per_chunk = if self.version >= 2 {
+            BLOCKED_PER_CHUNK
+        } else {
+            state.firewall.blocked.len().max(1)
+        };
+        let blocked_chunks: Vec<_> = state.firewall.blocked.chunks(blocked_per_chunk).collect();
+        let count = user_chunks.len().max(blocked_chunks.len()).max(1);
         for i in 0..count {
             let chunk = StateChunk {
                 generation: state.generation,
@@ -284,16 +359,17 @@ impl Session {
                 } else {
                     Vec::new()
                 },
-                users: chunks.get(i).map(|c| c.to_vec()).unwrap_or_default(),
-                firewall: if i == 0 {
-                    state.firewall.clone()
-                } else {
-                    Default::default()
+                users: user_chunks.get(i).map(|c| c.to_vec()).unwrap_or_default(),
+                firewall: FirewallSpec {
+                    blocked: blocked_chunks
+                        .get(i)
+                        .map(|c| c.to_vec())
+                        .unwrap_or_default(),
                 },
             };
             write_frame(&mut self.send, &ControllerMsg::FullState(chunk)).await?;
         }
-        debug!(host = %self.host_name, generation = state.generation, users = users.len(), "full state sent");
+        debug!(host = %self.host_name, generation = state.generation, users = users.len(), blocked = state.firewall.blocked.len(), chunks = count, "full state sent");
         Ok(())
     }
 
@@ -306,12 +382,15 @@ impl Session {
         let mut seen = tokio::time::Instant::now();
         loop {
             tokio::select! {
-                cmd = reg.rx.recv() => match cmd {
-                    Some(SessionCommand::Push(push)) => {
-                        if let Err(end) = self.push(reg, push).await { return end; }
+                next = reg.backlog.next() => match next {
+                    Next::Pushes(pushes) => {
+                        if let Err(end) = self.push(reg, pushes).await { return end; }
                     }
-                    Some(SessionCommand::Revoke) => return End::Revoked,
-                    Some(SessionCommand::Replaced) | None => return End::Replaced,
+                    Next::Resync => {
+                        info!(host = %self.host_name, "resending the full state: the push backlog overflowed");
+                        if let Err(end) = self.resync(reg).await { return end; }
+                    }
+                    end @ (Next::Revoke | Next::Replaced) => return end_of(end),
                 },
                 msg = msgs.recv() => match msg {
                     None => return End::Closed,
@@ -328,16 +407,15 @@ impl Session {
         }
     }
 
-    /// Sends one push and whatever else arrives within the coalescing window as one delta.
-    async fn push(&mut self, reg: &mut Registration, first: HostPush) -> Result<(), End> {
-        let mut batch = vec![first];
+    /// Sends the pushes and whatever else arrives within the coalescing window as one delta.
+    async fn push(&mut self, reg: &mut Registration, mut batch: Vec<HostPush>) -> Result<(), End> {
         tokio::time::sleep(COALESCE).await;
-        while let Ok(cmd) = reg.rx.try_recv() {
-            match cmd {
-                SessionCommand::Push(p) => batch.push(p),
-                SessionCommand::Revoke => return Err(End::Revoked),
-                SessionCommand::Replaced => return Err(End::Replaced),
-            }
+        match reg.backlog.take() {
+            None => {}
+            Some(Next::Pushes(more)) => batch.extend(more),
+            // The backlog overflowed meanwhile: the full state covers this batch too.
+            Some(Next::Resync) => return self.resync(reg).await,
+            Some(end @ (Next::Revoke | Next::Replaced)) => return Err(end_of(end)),
         }
         let base = self.tracked.generation();
         let mut changes = Vec::new();
@@ -409,12 +487,24 @@ impl Session {
             }
             AgentMsg::Hello(_) => Err(End::Protocol("hello in the middle of a session".into())),
             AgentMsg::Health(health) => {
-                for line in &health.missing {
-                    warn!(host = %self.host_name, missing = %line, "host feature missing");
-                }
-                self.ctl
+                // An agent re-sends its health on every connect and may send it at will: log
+                // (once, one line) only what changed, and keep only a bounded copy.
+                let changed = self
+                    .ctl
                     .fleet
                     .set_health(&self.host_id, reg.session, health.missing);
+                if changed.is_some() {
+                    self.ctl.metrics.event("health_changed");
+                }
+                match changed {
+                    Some(missing) if missing.is_empty() => {
+                        info!(host = %self.host_name, "host health changed: no feature missing");
+                    }
+                    Some(missing) => {
+                        warn!(host = %self.host_name, count = missing.len(), missing = %missing.join("; "), "host health changed: features missing");
+                    }
+                    None => {}
+                }
                 Ok(())
             }
             AgentMsg::RenewRequest { csr_pem } => {

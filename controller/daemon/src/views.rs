@@ -47,7 +47,7 @@ pub async fn servers(ctl: &Controller) -> Result<Vec<ServerInfo>, StoreError> {
         .into_iter()
         .map(|h| ServerInfo {
             online: ctl.fleet.is_online(&h.id),
-            health: ctl.fleet.health(&h.id),
+            health: [ctl.fleet.health(&h.id), ctl.fleet.ack_problems(&h.id)].concat(),
             enrolled: h.enrolled_at.is_some(),
             services: services
                 .iter()

@@ -12,9 +12,13 @@ use common::{
     AgentIdentity, AgentSession, TestController, add_user_on, admin_request, applied,
     assert_closed_with, bounded, close_code, enroll_request, hello,
 };
+use vpn_controller::config::FileConfig;
 use vpn_shared::pki::{Ca, Identity, generate_csr};
 use vpn_shared::proto::admin::{AdminRequest, AdminResponse, Servers};
-use vpn_shared::proto::{ALPN_ADMIN, ALPN_AGENT, ControllerMsg, EnrollResponse, close};
+use vpn_shared::proto::frame::write_frame;
+use vpn_shared::proto::{
+    ALPN_ADMIN, ALPN_AGENT, ControllerMsg, EnrollRequest, EnrollResponse, close,
+};
 
 const HOUR: Duration = Duration::from_secs(3600);
 
@@ -391,6 +395,201 @@ async fn enrollment_pins_the_ca_so_a_wrong_fingerprint_never_sees_the_token() {
             panic!("the token did not survive the pinned-out attempt: {answer:?}");
         };
         assert_eq!(host_id, added.host_id);
+        tc.stop().await;
+    })
+    .await;
+}
+
+/// Sends an enrollment request and finishes the stream without ever reading the answer, as a
+/// host whose connection dropped right after sending would.
+async fn enroll_and_walk_away(
+    tc: &TestController,
+    host: &str,
+    ca_sha256: &str,
+    req: &EnrollRequest,
+) {
+    let config = vpn_shared::transport::enroll_client_config(ca_sha256).unwrap();
+    let conn = tc.connect(config).await.unwrap();
+    let (mut send, _recv) = conn.open_bi().await.unwrap();
+    write_frame(&mut send, req).await.unwrap();
+    send.finish().unwrap();
+    // Wait until the controller has enrolled the host (and so sent its answer), then vanish.
+    let deadline = tokio::time::Instant::now() + common::STEP;
+    let enrolled =
+        |h: Option<vpn_controller::store::HostRow>| h.is_some_and(|h| h.enrolled_at.is_some());
+    while !enrolled(tc.ctl.store.host_by_name(host).await.unwrap()) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{host} not enrolled in time"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    conn.close(0u32.into(), b"gone");
+}
+
+/// The answer to an enrollment is lost. The host asks again with the same token and the same
+/// key within the token's lifetime and receives the same certificate; a different key is
+/// refused with a reason that says how to get a new token. The host is never "enrolled"
+/// without a certificate on record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_enrollment_answer_can_be_fetched_again_with_the_same_key() {
+    bounded(async {
+        let tc = TestController::start().await;
+        let admin = tc.admin().await;
+        let (added, join) = tc.add_server(&admin, "edge-1", 600).await;
+        let (_key, csr) = generate_csr().unwrap();
+        let req = enroll_request(&join.token, &csr);
+        enroll_and_walk_away(&tc, "edge-1", &join.ca_sha256, &req).await;
+        let host = tc.ctl.store.host(&added.host_id).await.unwrap().unwrap();
+        assert_eq!(
+            host.enrolled_at.is_some(),
+            host.cert_serial.is_some(),
+            "enrolled and certificate are recorded together: {host:?}"
+        );
+
+        let mut certs = Vec::new();
+        for attempt in 0..2 {
+            let answer = tc.enroll_request(&join.ca_sha256, &req).await.unwrap();
+            let EnrollResponse::Accepted { host_id, cert_pem, .. } = answer else {
+                panic!("retry {attempt} with the same key was not answered with a certificate: {answer:?}");
+            };
+            assert_eq!(host_id, added.host_id);
+            certs.push(cert_pem);
+        }
+        assert_eq!(certs[0], certs[1], "a retry gets the certificate already issued");
+        let host = tc.ctl.store.host(&added.host_id).await.unwrap().unwrap();
+        assert!(host.enrolled_at.is_some() && host.cert_serial.is_some(), "{host:?}");
+
+        // Someone else with the spent token (another key) gets nothing, and is told what to do.
+        let (_other_key, other_csr) = generate_csr().unwrap();
+        let answer = tc
+            .enroll_request(&join.ca_sha256, &enroll_request(&join.token, &other_csr))
+            .await
+            .unwrap();
+        let EnrollResponse::Refused { reason } = answer else {
+            panic!("a spent token enrolled another key: {answer:?}");
+        };
+        assert!(
+            reason.contains("already used") && reason.contains("servers add"),
+            "reason: {reason}"
+        );
+        tc.expect_refusals("join_token_used", 1).await;
+        tc.stop().await;
+    })
+    .await;
+}
+
+/// Opens an enrollment connection without a certificate and sends 2 of the 4 length bytes,
+/// then nothing: the cheapest way to hold a connection open.
+/// The send half is handed back so the caller keeps it: dropping it would finish the stream.
+async fn half_a_length(
+    tc: &TestController,
+    ca_sha256: &str,
+) -> Option<(quinn::Connection, quinn::SendStream)> {
+    let config = vpn_shared::transport::enroll_client_config(ca_sha256).unwrap();
+    let conn = tc.connect(config).await.ok()?;
+    let (mut send, _recv) = conn.open_bi().await.ok()?;
+    send.write_all(&[0, 0]).await.ok()?;
+    Some((conn, send))
+}
+
+/// 20 peers that each sent 2 of the 4 length bytes and then nothing: every one is closed at the
+/// enrollment deadline, though the server's keep-alives would keep them open for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_enrollment_connections_are_closed_at_the_deadline() {
+    bounded(async {
+        let tc = TestController::start_with(FileConfig {
+            enroll_timeout: Some("1s".into()),
+            enroll_max_per_address: Some(32),
+            ..Default::default()
+        })
+        .await;
+        let admin = tc.admin().await;
+        let (_, join) = tc.add_server(&admin, "edge-1", 600).await;
+        let started = tokio::time::Instant::now();
+        let mut conns = Vec::new();
+        for _ in 0..20 {
+            conns.push(
+                half_a_length(&tc, &join.ca_sha256)
+                    .await
+                    .expect("connection"),
+            );
+        }
+        for (i, (conn, _send)) in conns.iter().enumerate() {
+            assert_closed_with(conn, close::PROTOCOL, &format!("silent enrollment {i}")).await;
+        }
+        // Closed by the deadline, not by QUIC's idle timeout (15 s).
+        assert!(
+            started.elapsed() < Duration::from_secs(8),
+            "{:?}",
+            started.elapsed()
+        );
+        tc.expect_refusals("enroll_timeout", 20).await;
+        // The token was never touched and still enrolls.
+        let (answer, _) = tc.enroll_with(&join).await;
+        assert!(
+            matches!(answer, EnrollResponse::Accepted { .. }),
+            "{answer:?}"
+        );
+        tc.stop().await;
+    })
+    .await;
+}
+
+/// Connections without a certificate are capped per source address (and in all): past the
+/// cap they are refused at once; once the held ones end, enrollment works again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enrollment_connections_are_capped_per_address() {
+    const CAP: usize = 3;
+    bounded(async {
+        let tc = TestController::start_with(FileConfig {
+            enroll_timeout: Some("3s".into()),
+            enroll_max_per_address: Some(CAP),
+            ..Default::default()
+        })
+        .await;
+        let admin = tc.admin().await;
+        let (_, join) = tc.add_server(&admin, "edge-1", 600).await;
+        let mut held = Vec::new();
+        for _ in 0..CAP {
+            held.push(
+                half_a_length(&tc, &join.ca_sha256)
+                    .await
+                    .expect("connection"),
+            );
+        }
+        // Until the controller has admitted all held ones, an extra one may be admitted too
+        // (and held until the deadline); so try until one is refused.
+        let deadline = tokio::time::Instant::now() + common::STEP;
+        loop {
+            let extra = half_a_length(&tc, &join.ca_sha256).await;
+            if let Some((conn, _send)) = extra {
+                let e = common::closed(&conn).await;
+                if close_code(&e) == Some(close::REFUSED) {
+                    break;
+                }
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "a connection past the cap of {CAP} was not refused"
+            );
+        }
+        tc.expect_refusals("enroll_busy", 1).await;
+        for (conn, _send) in &held {
+            assert!(
+                conn.close_reason().is_none(),
+                "a held connection was closed early"
+            );
+        }
+        // The held ones end (at the deadline); then a genuine join gets in.
+        for (i, (conn, _send)) in held.iter().enumerate() {
+            assert_closed_with(conn, close::PROTOCOL, &format!("held {i}")).await;
+        }
+        let (answer, _) = tc.enroll_with(&join).await;
+        assert!(
+            matches!(answer, EnrollResponse::Accepted { .. }),
+            "{answer:?}"
+        );
         tc.stop().await;
     })
     .await;

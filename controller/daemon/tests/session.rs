@@ -15,7 +15,7 @@ use common::{
 use vpn_controller::config::FileConfig;
 use vpn_shared::model::{Change, DesiredState, Digest};
 use vpn_shared::proto::admin::{AdminRequest, AdminResponse, HostApplyState};
-use vpn_shared::proto::frame::{MAX_FRAME, encode};
+use vpn_shared::proto::frame::{MAX_FRAME, encode, read_frame, write_frame};
 use vpn_shared::proto::{AgentMsg, ControllerMsg, close};
 
 /// The byte streams a broken or hostile agent might send, each of which must end its session
@@ -443,6 +443,303 @@ async fn a_burst_of_user_adds_reaches_the_agent_as_a_few_coalesced_deltas() {
         let (full, digest) = session.full_state().await.unwrap();
         assert_eq!(full, state);
         assert_eq!(digest, last_digest);
+        tc.stop().await;
+    })
+    .await;
+}
+
+/// A peer with a genuine agent certificate says hello, reads the welcome, then stops reading and
+/// closes while its (large) first full state is still being written. The host must go offline:
+/// a failed first send used to skip the unregister, leaving it "online" with no session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_vanishes_during_its_first_full_state_goes_offline() {
+    bounded(async {
+        let tc = TestController::start().await;
+        let admin = tc.admin().await;
+        let host = tc.enroll_agent(&admin, "edge-1").await;
+        // About 3 MB of state: more than the peer's stream window, so the write must wait for
+        // a reader that never comes.
+        common::insert_block_rules(&tc, 200_000, false).await;
+
+        let config = tc.client_config(&host.cert_pem, &host.key_pem, vpn_shared::proto::ALPN_AGENT);
+        let conn = tc.connect(config).await.unwrap();
+        let (mut send, mut recv) = conn.open_bi().await.unwrap();
+        write_frame(&mut send, &hello(&host.host_id)).await.unwrap();
+        let welcome = tokio::time::timeout(
+            common::STEP,
+            read_frame::<_, ControllerMsg>(&mut recv, MAX_FRAME),
+        )
+        .await
+        .expect("welcome in time")
+        .unwrap();
+        assert!(
+            matches!(welcome, Some(ControllerMsg::Welcome { .. })),
+            "{welcome:?}"
+        );
+        common::wait_for_server(&admin, "edge-1", common::STEP, "registered", |s| s.online).await;
+        conn.close(0u32.into(), b"gone");
+
+        let seen = common::wait_for_server(
+            &admin,
+            "edge-1",
+            common::STEP,
+            "a host whose only session is gone must be offline",
+            |s| !s.online,
+        )
+        .await;
+        assert!(seen.last_seen.is_some(), "{seen:?}");
+        tc.stop().await;
+    })
+    .await;
+}
+
+/// A block list whose encoding alone exceeds one frame (16 MiB) still reaches the agent: it is
+/// split across the full state's chunks like the users.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_block_list_larger_than_one_frame_arrives_in_chunks() {
+    const RULES: u32 = 400_000; // 400,000 × 43 bytes ≈ 17.2 MB
+    bounded(async {
+        let tc = TestController::start().await;
+        let admin = tc.admin().await;
+        let host = tc.enroll_agent(&admin, "edge-1").await;
+        common::insert_block_rules(&tc, RULES, true).await;
+
+        let (mut session, state, digest) = AgentSession::start(&tc, &host).await.unwrap();
+        assert_eq!(state.firewall.blocked.len(), RULES as usize);
+        assert_eq!(
+            state.digest(),
+            digest,
+            "the chunks rebuild the state the digest names"
+        );
+        session.ack(state.generation, digest).await.unwrap();
+        common::wait_for_server(&admin, "edge-1", common::STEP, "acked", |s| {
+            s.acked_generation == Some(state.generation)
+        })
+        .await;
+        tc.stop().await;
+    })
+    .await;
+}
+
+/// An agent reporting a flood of health lines, each huge: what the controller keeps (and shows
+/// in `servers show`) is bounded in count and length, and says how much was left out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_health_lines_is_kept_bounded() {
+    bounded(async {
+        let tc = TestController::start().await;
+        let admin = tc.admin().await;
+        let host = tc.enroll_agent(&admin, "edge-1").await;
+        let (mut session, _, _) = AgentSession::start(&tc, &host).await.unwrap();
+        let missing: Vec<String> = (0..2_000)
+            .map(|i| format!("{i}: {}", "x".repeat(4_000)))
+            .collect();
+        session
+            .send(&AgentMsg::Health(vpn_shared::proto::HostHealth { missing }))
+            .await
+            .unwrap();
+        let server =
+            common::wait_for_server(&admin, "edge-1", common::STEP, "health reported", |s| {
+                !s.health.is_empty()
+            })
+            .await;
+        assert!(
+            server.health.len() <= 33,
+            "{} health lines kept",
+            server.health.len()
+        );
+        let longest = server
+            .health
+            .iter()
+            .map(|l| l.len())
+            .max()
+            .unwrap_or_default();
+        assert!(longest <= 300, "a health line of {longest} bytes kept");
+        assert!(
+            server.health.last().is_some_and(|l| l.contains("more")),
+            "the cut is not said: {:?}",
+            server.health.last()
+        );
+        tc.stop().await;
+    })
+    .await;
+}
+
+/// An agent sends its health on every connect: the controller logs (and counts) a host's health
+/// only when it changed, not on every report.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hosts_health_is_logged_once_per_change() {
+    bounded(async {
+        let tc = TestController::start().await;
+        let admin = tc.admin().await;
+        let host = tc.enroll_agent(&admin, "edge-1").await;
+        let health = |lines: &[&str]| {
+            AgentMsg::Health(vpn_shared::proto::HostHealth {
+                missing: lines.iter().map(|l| l.to_string()).collect(),
+            })
+        };
+        let changes = || {
+            tc.ctl
+                .metrics
+                .events()
+                .get("health_changed")
+                .copied()
+                .unwrap_or_default()
+        };
+        let wait_changes = |n: u64| async move {
+            let deadline = tokio::time::Instant::now() + common::STEP;
+            while changes() < n {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "{} changes, expected {n}",
+                    changes()
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        };
+        let report = health(&["cls_u32 missing: disables limits"]);
+        for _ in 0..3 {
+            let (mut session, _, _) = AgentSession::start(&tc, &host).await.unwrap();
+            for _ in 0..10 {
+                session.send(&report).await.unwrap();
+            }
+            // A different report, then the first one again: two changes per session.
+            session.send(&health(&["marker"])).await.unwrap();
+            session.send(&report).await.unwrap();
+            common::wait_for_server(&admin, "edge-1", common::STEP, "report kept", |s| {
+                s.health == ["cls_u32 missing: disables limits"]
+            })
+            .await;
+        }
+        // First report, then each switch to and from the marker: 1 + 3 × 2. The 30 repeats of
+        // the same report, within and across sessions, logged nothing.
+        wait_changes(7).await;
+        assert_eq!(changes(), 7);
+        tc.stop().await;
+    })
+    .await;
+}
+
+/// A peer that stopped reading stalls its session: every change for it then queues up. Past
+/// `max_queued_changes` the backlog is replaced by one full resync, so what the controller holds
+/// for that host stays bounded; when the peer reads again it catches up with a full state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_agent_costs_a_bounded_backlog_then_one_resync() {
+    const LIMIT: usize = 20;
+    const ADDS: usize = 60;
+    bounded(async {
+        let tc = TestController::start_with(FileConfig {
+            max_queued_changes: Some(LIMIT),
+            ..Default::default()
+        })
+        .await;
+        let admin = tc.admin().await;
+        let host = tc.enroll_agent(&admin, "edge-1").await;
+        applied(&admin, &deploy_shadowsocks(20_000)).await;
+        // A full state larger than the peer's stream window: the session's first send blocks
+        // on a peer that does not read, which is what a stalled agent looks like.
+        common::insert_block_rules(&tc, 200_000, false).await;
+        let mut session = AgentSession::open_paused(&tc, &host).await.unwrap();
+        session.send(&hello(&host.host_id)).await.unwrap();
+        common::wait_for_server(&admin, "edge-1", common::STEP, "registered", |s| s.online).await;
+
+        let mut most = 0;
+        for i in 0..ADDS {
+            applied(&admin, &add_user(&format!("u{i:02}"), false)).await;
+            let queued = tc.ctl.fleet.queued(&host.host_id).expect("still online");
+            most = most.max(queued);
+        }
+        assert!(
+            most <= LIMIT,
+            "{most} changes queued for a stalled agent, bound {LIMIT}"
+        );
+
+        // Reading again: the welcome, the first full state, then one more full state (the
+        // resync) that already holds every user added meanwhile.
+        session.resume_reading();
+        let Ok(ControllerMsg::Welcome { .. }) = session.recv().await else {
+            panic!("no welcome");
+        };
+        let (first, _) = session.full_state().await.unwrap();
+        assert!(
+            first.users.len() < ADDS,
+            "the first state was read before the adds"
+        );
+        let (caught_up, digest) = session.full_state().await.unwrap();
+        assert_eq!(
+            caught_up.users.len(),
+            ADDS,
+            "the resync covers every dropped push"
+        );
+        assert_eq!(caught_up.digest(), digest);
+        session.ack(caught_up.generation, digest).await.unwrap();
+        common::wait_for_server(&admin, "edge-1", common::STEP, "caught up", |s| {
+            s.acked_generation == Some(s.desired_generation)
+        })
+        .await;
+        tc.stop().await;
+    })
+    .await;
+}
+
+/// An agent that applied a state but could not save it says so in its ack (`host/state`): the
+/// host shows it (`servers show` → "Last apply"), and a waiting change reports it as failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unsaved_state_in_the_ack_shows_on_the_host() {
+    bounded(async {
+        let tc = TestController::start_with(FileConfig {
+            ack_timeout: Some("3s".into()),
+            ..Default::default()
+        })
+        .await;
+        let admin = tc.admin().await;
+        let host = tc.enroll_agent(&admin, "edge-1").await;
+        applied(&admin, &deploy_shadowsocks(20_000)).await;
+        let (mut session, mut state) = start_synced(&tc, &host).await;
+        session.ack(state.generation, state.digest()).await.unwrap();
+
+        let request = {
+            let admin = admin.clone();
+            tokio::spawn(async move { admin_request(&admin, &add_user("gina", true)).await })
+        };
+        let (_, digest, _) = apply(&mut state, session.recv().await.unwrap());
+        let unsaved = "applied but not saved, a restart would re-apply an older state: \
+                       cannot write /data/state/desired.bin: Read-only file system";
+        session
+            .send(&AgentMsg::Ack(vpn_shared::proto::Ack {
+                generation: state.generation,
+                digest,
+                results: vec![
+                    vpn_shared::proto::ResourceResult::ok("service/shadowsocks"),
+                    vpn_shared::proto::ResourceResult::error("host/state", unsaved),
+                ],
+            }))
+            .await
+            .unwrap();
+        let answer = request.await.unwrap();
+        let Ok(AdminResponse::Applied(done)) = answer else {
+            panic!("users add: {answer:?}");
+        };
+        let HostApplyState::Failed(failures) = &done.hosts[0].state else {
+            panic!("an unsaved state reported as {:?}", done.hosts[0].state);
+        };
+        assert_eq!(failures, &[format!("host/state: {unsaved}")]);
+
+        let server = common::wait_for_server(&admin, "edge-1", common::STEP, "acked", |s| {
+            s.acked_generation == Some(state.generation)
+        })
+        .await;
+        assert_eq!(
+            server.health,
+            [format!("last apply: host/state: {unsaved}")],
+            "the host does not show its unsaved state"
+        );
+
+        // A later good ack clears it.
+        session.ack(state.generation, digest).await.unwrap();
+        common::wait_for_server(&admin, "edge-1", common::STEP, "cleared", |s| {
+            s.health.is_empty()
+        })
+        .await;
         tc.stop().await;
     })
     .await;

@@ -220,9 +220,15 @@ pub struct ServerInfo {
     pub cert_not_after: Option<i64>,
     pub services: Vec<String>,
     pub users: u64,
-    /// Missing host features the agent reported (empty when offline or all present).
+    /// Missing host features the agent reported (empty when offline or all present), then the
+    /// host-wide failures of the apply it last acked, each starting with [`LAST_APPLY`] (for
+    /// example `last apply: host/state: cannot write …`: the state was applied but not saved,
+    /// so a restart would re-apply an older one). Bounded in count and length.
     pub health: Vec<String>,
 }
+
+/// Marks a [`ServerInfo::health`] line that comes from the last ack, not the feature probe.
+pub const LAST_APPLY: &str = "last apply: ";
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ServiceInfo {

@@ -1,7 +1,8 @@
 //! Length-prefixed postcard frames: `u32` big-endian length, then that many bytes.
 //!
 //! The length is checked against an explicit maximum *before* anything is allocated, so an
-//! oversized or hostile length is a protocol error, never an allocation.
+//! oversized or hostile length is a protocol error, never an allocation; below the maximum, the
+//! buffer grows only as the body's bytes arrive.
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -9,6 +10,9 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// The largest frame either side accepts or sends (16 MiB).
 pub const MAX_FRAME: usize = 16 << 20;
+
+/// How far ahead of the bytes received a frame's buffer is reserved while reading it.
+const READ_AHEAD: usize = 16 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum FrameError {
@@ -82,14 +86,18 @@ where
     if len > max {
         return Err(FrameError::TooLarge { len, max });
     }
-    let mut body = vec![0u8; len];
-    r.read_exact(&mut body).await.map_err(|e| {
-        if e.kind() == std::io::ErrorKind::UnexpectedEof {
-            FrameError::Truncated
-        } else {
-            FrameError::Io(e)
+    // Grow the buffer as the bytes arrive instead of reserving the claimed length: a peer that
+    // claims a large frame and sends nothing more would otherwise pin that memory for free.
+    let mut body = Vec::with_capacity(len.min(READ_AHEAD));
+    while body.len() < len {
+        let start = body.len();
+        body.resize(start + (len - start).min(READ_AHEAD), 0);
+        let n = r.read(&mut body[start..]).await?;
+        if n == 0 {
+            return Err(FrameError::Truncated);
         }
-    })?;
+        body.truncate(start + n);
+    }
     decode_body(&body).map(Some)
 }
 
@@ -119,6 +127,58 @@ mod tests {
             .await
             .unwrap_err();
         assert!(matches!(err, FrameError::TooLarge { .. }), "{err}");
+    }
+
+    /// Hands out a length prefix claiming `claimed` bytes, then `then` bytes of body, then
+    /// nothing more (pending forever, as a silent peer); records the largest buffer the reader
+    /// offered, which is what it had reserved for the body.
+    struct Stingy {
+        bytes: Vec<u8>,
+        at: usize,
+        largest_offer: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    }
+
+    impl AsyncRead for Stingy {
+        fn poll_read(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            buf: &mut tokio::io::ReadBuf<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            self.largest_offer
+                .fetch_max(buf.remaining(), std::sync::atomic::Ordering::SeqCst);
+            if self.at == self.bytes.len() {
+                return std::task::Poll::Pending;
+            }
+            let n = buf.remaining().min(self.bytes.len() - self.at).min(512);
+            let at = self.at;
+            buf.put_slice(&self.bytes[at..at + n]);
+            self.at += n;
+            std::task::Poll::Ready(Ok(()))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_claimed_length_is_not_reserved_before_the_bytes_arrive() {
+        let claimed = MAX_FRAME;
+        let mut bytes = (claimed as u32).to_be_bytes().to_vec();
+        bytes.extend_from_slice(&[0u8; 3000]);
+        let largest_offer = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let mut peer = Stingy {
+            bytes,
+            at: 0,
+            largest_offer: largest_offer.clone(),
+        };
+        let read = read_frame::<_, AgentMsg>(&mut peer, MAX_FRAME);
+        let stalled = tokio::time::timeout(std::time::Duration::from_millis(100), read).await;
+        assert!(
+            stalled.is_err(),
+            "the frame cannot be complete: {stalled:?}"
+        );
+        let offered = largest_offer.load(std::sync::atomic::Ordering::SeqCst);
+        assert!(
+            offered <= 64 * 1024,
+            "{offered} bytes reserved for a frame that claims {claimed} and sent 3000"
+        );
     }
 
     #[tokio::test]

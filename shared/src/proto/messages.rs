@@ -122,7 +122,9 @@ pub struct StateChunk {
     pub last: bool,
     pub services: Vec<ServiceSpec>,
     pub users: Vec<UserSpec>,
-    /// The host's firewall policy; meaningful in the first chunk only.
+    /// The host's firewall policy. Version 1: whole in the first chunk, empty in the others.
+    /// Version 2 on: each chunk holds the next part of the block list; the receiver
+    /// concatenates them in chunk order.
     pub firewall: FirewallSpec,
 }
 

@@ -22,7 +22,12 @@ pub const ALPN_ADMIN: &[u8] = b"vpn-admin/1";
 pub const ALPN_ENROLL: &[u8] = b"vpn-enroll/1";
 
 /// The protocol version this build speaks; peers agree on `min(theirs, ours)` if both support it.
-pub const PROTOCOL_VERSION: u16 = 1;
+///
+/// - 1: the first.
+/// - 2: a full state's block list is split across its chunks (each [`StateChunk::firewall`]
+///   holds the next part) instead of coming whole in the first chunk, so a list larger than
+///   one frame can be sent. No message changed shape; a version 1 peer gets the old layout.
+pub const PROTOCOL_VERSION: u16 = 2;
 /// The oldest protocol version this build still speaks.
 pub const MIN_PROTOCOL_VERSION: u16 = 1;
 

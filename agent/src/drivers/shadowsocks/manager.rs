@@ -64,18 +64,19 @@ pub enum ManagerError {
         command: &'static str,
         timeout: Duration,
     },
-    /// The answer was not what the protocol promises for that command.
-    #[error("manager answered {command} with an unexpected reply: {reply}")]
+    /// The answer was not what the protocol promises for that command. The reply itself is
+    /// never kept: a `list` reply (late, stray or truncated) holds every user's password, and
+    /// these errors are logged, sent in acks and printed by `vpn … --wait`.
+    #[error("manager answered {command} with {len} bytes that are not {expected}")]
     BadReply {
         command: &'static str,
-        reply: String,
+        expected: &'static str,
+        len: usize,
     },
-    /// The manager refused the request (for example an unknown method).
-    #[error("manager refused {command}: {reply}")]
-    Refused {
-        command: &'static str,
-        reply: String,
-    },
+    /// The manager did not answer `ok` (an unknown method, say; its log has the text). The
+    /// reply is not kept, for the same reason as in [`ManagerError::BadReply`].
+    #[error("manager refused {command}: expected `ok`, got {len} bytes (see ssmanager's log)")]
+    Refused { command: &'static str, len: usize },
     /// A socket path longer than `sun_path` allows.
     #[error("socket path {0} is too long for a unix socket")]
     PathTooLong(PathBuf),
@@ -152,7 +153,8 @@ impl ManagerClient {
         let reply = self.request("ping", b"ping").await?;
         let bad = || ManagerError::BadReply {
             command: "ping",
-            reply: reply.clone(),
+            expected: "`stat: {port: bytes, ..}`",
+            len: reply.len(),
         };
         let json = reply.strip_prefix("stat:").ok_or_else(bad)?;
         serde_json::from_str(json).map_err(|_| bad())
@@ -161,9 +163,11 @@ impl ManagerClient {
     /// The ports the manager has open.
     pub async fn list(&self) -> Result<Vec<ListedPort>, ManagerError> {
         let reply = self.request("list", b"list").await?;
+        // Not `serde_json::Error` either: its message can quote the input.
         serde_json::from_str(&reply).map_err(|_| ManagerError::BadReply {
             command: "list",
-            reply,
+            expected: "a JSON list of ports",
+            len: reply.len(),
         })
     }
 
@@ -197,7 +201,10 @@ impl ManagerClient {
         if reply == "ok" {
             Ok(())
         } else {
-            Err(ManagerError::Refused { command, reply })
+            Err(ManagerError::Refused {
+                command,
+                len: reply.len(),
+            })
         }
     }
 }
@@ -246,7 +253,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn refused_add_is_an_error_with_the_text() {
+    async fn refused_add_is_an_error_naming_the_command() {
         let (_d, c) = exchange(
             r#"add: {"server_port":1,"password":"x","method":"rot13"}"#,
             "unrecognized method \"rot13\"\n",
@@ -275,6 +282,44 @@ mod tests {
         let (_d, c) = exchange("ping", "stat: {\"8388\":1234,\"8389\":0}\n").await;
         let stats = c.stats().await.unwrap();
         assert_eq!(stats, BTreeMap::from([(8388, 1234), (8389, 0)]));
+    }
+
+    /// A `list` reply holds every user's password. Arriving where another answer was expected
+    /// (a late datagram, a truncated one), it must not end up in an error: errors are logged
+    /// every reconcile, sent in acks and printed by `--wait`.
+    #[tokio::test]
+    async fn errors_never_carry_the_reply_and_its_passwords() {
+        const LIST: &str = "[{\"server_port\":8388,\"password\":\"s3cret-alice\"},\
+                            {\"server_port\":8389,\"password\":\"s3cret-bob\"}]";
+        const TRUNCATED: &str = "[{\"server_port\":8388,\"password\":\"s3cret-alice\"},{\"ser";
+        let check = |what: &str, err: ManagerError| {
+            for shown in [err.to_string(), format!("{err:?}")] {
+                assert!(
+                    !shown.contains("s3cret") && !shown.contains("password"),
+                    "{what}: the error shows the reply: {shown}"
+                );
+            }
+            let text = err.to_string();
+            assert!(text.contains(" bytes"), "{what}: no length in {text}");
+        };
+        let (_d, c) = exchange("ping", LIST).await;
+        check("list reply to ping", c.stats().await.unwrap_err());
+        let (_d, c) = exchange("list", TRUNCATED).await;
+        check("truncated list", c.list().await.unwrap_err());
+        let (_d, c) = exchange(
+            r#"add: {"server_port":1,"password":"x","method":"aes-256-gcm"}"#,
+            LIST,
+        )
+        .await;
+        check(
+            "list reply to add",
+            c.add(1, "x", "aes-256-gcm").await.unwrap_err(),
+        );
+        let (_d, c) = exchange(r#"remove: {"server_port":7}"#, TRUNCATED).await;
+        check(
+            "truncated list reply to remove",
+            c.remove(7).await.unwrap_err(),
+        );
     }
 
     #[tokio::test]

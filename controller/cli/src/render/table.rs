@@ -5,8 +5,8 @@ use comfy_table::{Table, presets};
 use qrcode::QrCode;
 use qrcode::render::unicode::Dense1x2;
 use vpn_shared::proto::admin::{
-    AdminResponse, Applied, FirewallRuleInfo, HostApplyState, LinkInfo, ServerAdded, ServerInfo,
-    ServiceInfo, StatusInfo, UserInfo,
+    AdminResponse, Applied, FirewallRuleInfo, HostApplyState, LAST_APPLY, LinkInfo, ServerAdded,
+    ServerInfo, ServiceInfo, StatusInfo, UserInfo,
 };
 
 use super::{Opts, ago, conn_rate, dash_join, date, refused, server_list, timestamp};
@@ -129,7 +129,9 @@ fn server(s: &ServerInfo, now: i64) -> String {
         Some(t) => format!("{} ({})", ago(now, Some(t)), timestamp(t)),
         None => "never".into(),
     };
-    fields(vec![
+    let (last_apply, missing): (Vec<&String>, Vec<&String>) =
+        s.health.iter().partition(|l| l.starts_with(LAST_APPLY));
+    let mut rows = vec![
         ("Name", s.name.clone()),
         ("Host ID", s.host_id.clone()),
         ("Status", server_status(s).into()),
@@ -145,13 +147,26 @@ fn server(s: &ServerInfo, now: i64) -> String {
         ("Users", s.users.to_string()),
         (
             "Missing features",
-            if s.health.is_empty() {
+            if missing.is_empty() {
                 "-".into()
             } else {
-                s.health.join("; ")
+                missing
+                    .iter()
+                    .map(|l| l.as_str())
+                    .collect::<Vec<_>>()
+                    .join("; ")
             },
         ),
-    ])
+    ];
+    // Only when the last apply had host-wide failures (a state the agent could not save).
+    if !last_apply.is_empty() {
+        let problems: Vec<&str> = last_apply
+            .iter()
+            .map(|l| l.strip_prefix(LAST_APPLY).unwrap_or(l))
+            .collect();
+        rows.push(("Last apply", problems.join("; ")));
+    }
+    fields(rows)
 }
 
 fn ports(s: &ServiceInfo) -> String {

@@ -56,7 +56,10 @@ impl std::fmt::Display for TokenRefusal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             TokenRefusal::Unknown => "unknown token",
-            TokenRefusal::Used => "token already used",
+            TokenRefusal::Used => {
+                "token already used; if that enrollment never completed on the host, remove \
+                 the server and run `vpn servers add` again for a new token"
+            }
             TokenRefusal::Expired => "token expired",
         })
     }

@@ -10,6 +10,40 @@ use super::error::{Result, StoreError, TokenRefusal};
 use super::rows::{HOST_COLUMNS, HostRow};
 use super::{Store, generation_to_db, validate};
 
+/// A join token that may enroll, as [`Store::join_token`] finds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JoinToken {
+    /// Valid and unspent: sign a certificate for this host.
+    Fresh(HostRow),
+    /// Already spent on a certificate.
+    Spent(Spent),
+}
+
+/// A spent token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Spent {
+    /// Still within its lifetime: the certificate it bought, for a retry with the same key.
+    Redeliver {
+        host: Box<HostRow>,
+        cert_pem: String,
+        /// SHA-256 (hex) of the public key the certificate is for.
+        key_sha256: String,
+    },
+    /// Past its lifetime, or spent before certificates were kept: nothing to hand out.
+    Closed,
+}
+
+/// A certificate just signed for an enrolling host, as [`Store::complete_enrollment`] records it.
+#[derive(Debug, Clone)]
+pub struct EnrolledCert {
+    pub cert_pem: String,
+    pub serial: String,
+    /// Unix seconds.
+    pub not_after: i64,
+    /// SHA-256 (hex) of the public key the certificate is for.
+    pub key_sha256: String,
+}
+
 /// Loads one host by a column (`id` or `name`).
 async fn host_where(
     conn: &mut SqliteConnection,
@@ -18,6 +52,39 @@ async fn host_where(
 ) -> Result<Option<HostRow>> {
     let sql = format!("SELECT {HOST_COLUMNS} FROM hosts WHERE {column} = ?1");
     Ok(sqlx::query_as(&sql).bind(key).fetch_optional(conn).await?)
+}
+
+/// A join token as stored.
+#[derive(sqlx::FromRow)]
+struct TokenRow {
+    host_id: String,
+    expires_at: i64,
+    used_at: Option<i64>,
+    cert_pem: Option<String>,
+    key_sha256: Option<String>,
+}
+
+async fn token_row(conn: &mut SqliteConnection, token_hash: &str) -> Result<Option<TokenRow>> {
+    Ok(sqlx::query_as(
+        "SELECT host_id, expires_at, used_at, cert_pem, key_sha256 FROM join_tokens \
+         WHERE token_hash = ?1",
+    )
+    .bind(token_hash)
+    .fetch_optional(conn)
+    .await?)
+}
+
+/// What a spent token offers a retry: its certificate again while the token's lifetime lasts
+/// (so a lost answer can be fetched again), nothing after that.
+fn spent(host: HostRow, token: TokenRow, now: i64) -> Spent {
+    match (token.cert_pem, token.key_sha256) {
+        (Some(cert_pem), Some(key_sha256)) if now < token.expires_at => Spent::Redeliver {
+            host: Box::new(host),
+            cert_pem,
+            key_sha256,
+        },
+        _ => Spent::Closed,
+    }
 }
 
 /// An `UPDATE` of a host by id that touched no row means there is no such host.
@@ -67,38 +134,85 @@ impl Store {
         host.ok_or_else(|| StoreError::not_found("host", id))
     }
 
-    /// Uses a join token once: marks it used, marks its host enrolled at `now`, and returns the
-    /// host. A token is valid strictly before its expiry. A used token stays recorded, so a replay
-    /// is refused as `Used` rather than `Unknown`.
-    pub async fn consume_join_token(&self, token_hash: &str, now: i64) -> Result<HostRow> {
-        let mut w = self.write().await?;
-        let token: Option<(String, i64, Option<i64>)> = sqlx::query_as(
-            "SELECT host_id, expires_at, used_at FROM join_tokens WHERE token_hash = ?1",
-        )
-        .bind(token_hash)
-        .fetch_optional(&mut *w.tx)
-        .await?;
-        let (host_id, expires_at, used_at) =
-            token.ok_or(StoreError::TokenRefused(TokenRefusal::Unknown))?;
-        if used_at.is_some() {
-            return Err(StoreError::TokenRefused(TokenRefusal::Used));
+    /// Looks a join token up without spending it: the host to sign for, or, if the token was
+    /// already spent, what it bought. Refused as `Unknown` (never issued, or its host was
+    /// removed) or `Expired` (a token is valid strictly before its expiry); a spent token is
+    /// [`JoinToken::Spent`] even after expiry, so a replay reads as used, not unknown.
+    pub async fn join_token(&self, token_hash: &str, now: i64) -> Result<JoinToken> {
+        let mut conn = self.pool.acquire().await?;
+        let token = token_row(&mut conn, token_hash).await?;
+        let token = token.ok_or(StoreError::TokenRefused(TokenRefusal::Unknown))?;
+        let host = host_where(&mut conn, "id", &token.host_id)
+            .await?
+            .ok_or(StoreError::TokenRefused(TokenRefusal::Unknown))?;
+        if token.used_at.is_some() {
+            return Ok(JoinToken::Spent(spent(host, token, now)));
         }
-        if now >= expires_at {
+        if now >= token.expires_at {
             return Err(StoreError::TokenRefused(TokenRefusal::Expired));
         }
-        sqlx::query("UPDATE join_tokens SET used_at = ?1 WHERE token_hash = ?2")
-            .bind(now)
-            .bind(token_hash)
-            .execute(&mut *w.tx)
-            .await?;
-        sqlx::query("UPDATE hosts SET enrolled_at = ?1 WHERE id = ?2")
-            .bind(now)
-            .bind(&host_id)
-            .execute(&mut *w.tx)
-            .await?;
-        let host = host_where(&mut w.tx, "id", &host_id).await?;
+        Ok(JoinToken::Fresh(host))
+    }
+
+    /// Spends a join token on the certificate just signed with it, in one transaction: the
+    /// token is marked used, the host enrolled at `now` with that certificate, and the
+    /// certificate kept with the token for a retry. A host is therefore never "enrolled"
+    /// without a certificate, and a token is never spent on a certificate that was not
+    /// recorded.
+    ///
+    /// When a concurrent enrollment spent the token first, this one is refused as `Used`
+    /// unless it asked for the same key: then it gets that other certificate, which is as good.
+    pub async fn complete_enrollment(
+        &self,
+        token_hash: &str,
+        now: i64,
+        cert: &EnrolledCert,
+    ) -> Result<(HostRow, String)> {
+        let mut w = self.write().await?;
+        let token = token_row(&mut w.tx, token_hash)
+            .await?
+            .ok_or(StoreError::TokenRefused(TokenRefusal::Unknown))?;
+        let host = host_where(&mut w.tx, "id", &token.host_id)
+            .await?
+            .ok_or(StoreError::TokenRefused(TokenRefusal::Unknown))?;
+        if token.used_at.is_some() {
+            drop(w);
+            return match spent(host, token, now) {
+                Spent::Redeliver {
+                    host,
+                    cert_pem,
+                    key_sha256,
+                } if key_sha256 == cert.key_sha256 => Ok((*host, cert_pem)),
+                _ => Err(StoreError::TokenRefused(TokenRefusal::Used)),
+            };
+        }
+        if now >= token.expires_at {
+            return Err(StoreError::TokenRefused(TokenRefusal::Expired));
+        }
+        sqlx::query(
+            "UPDATE join_tokens SET used_at = ?1, cert_pem = ?2, key_sha256 = ?3 \
+             WHERE token_hash = ?4",
+        )
+        .bind(now)
+        .bind(&cert.cert_pem)
+        .bind(&cert.key_sha256)
+        .bind(token_hash)
+        .execute(&mut *w.tx)
+        .await?;
+        sqlx::query(
+            "UPDATE hosts SET enrolled_at = ?1, cert_serial = ?2, cert_not_after = ?3 \
+             WHERE id = ?4",
+        )
+        .bind(now)
+        .bind(&cert.serial)
+        .bind(cert.not_after)
+        .bind(&host.id)
+        .execute(&mut *w.tx)
+        .await?;
+        let host = host_where(&mut w.tx, "id", &host.id).await?;
         w.commit().await?;
-        host.ok_or_else(|| StoreError::not_found("host", host_id))
+        let host = host.ok_or_else(|| StoreError::not_found("host", token.host_id))?;
+        Ok((host, cert.cert_pem.clone()))
     }
 
     /// Records the certificate just issued to a host (at enrollment or renewal).

@@ -42,6 +42,7 @@ use tokio::sync::{Mutex, MutexGuard};
 use vpn_shared::model::Change;
 
 pub use error::{Result, StoreError, TokenRefusal};
+pub use hosts::{EnrolledCert, JoinToken, Spent};
 pub use rows::{
     CredentialRow, DEFAULT_PORT_SPAN, EditUserFields, FirewallRuleRow, HostRow, NewService,
     NewUser, Servers, ServiceRow, UserDetail, UserRow, UserStatus,

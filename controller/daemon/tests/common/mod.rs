@@ -33,6 +33,7 @@ use vpn_shared::proto::admin::{
 use vpn_shared::proto::frame::{MAX_FRAME, read_frame, write_frame};
 use vpn_shared::proto::{
     ALPN_AGENT, Ack, AgentHello, AgentMsg, ControllerMsg, EnrollRequest, EnrollResponse,
+    PROTOCOL_VERSION,
 };
 use vpn_shared::transport::{self, SERVER_NAME};
 
@@ -397,11 +398,16 @@ pub struct AgentIdentity {
     pub key_pem: String,
 }
 
-/// The agent's opening frame, asking for `host_id`'s state.
+/// The agent's opening frame, asking for `host_id`'s state, speaking what this build speaks.
 pub fn hello(host_id: &str) -> AgentMsg {
+    hello_as(host_id, PROTOCOL_VERSION)
+}
+
+/// The opening frame of an agent that speaks protocol versions 1 to `max_version`.
+pub fn hello_as(host_id: &str, max_version: u16) -> AgentMsg {
     AgentMsg::Hello(AgentHello {
         min_version: 1,
-        max_version: 1,
+        max_version,
         host_id: host_id.into(),
         agent_version: "test-agent/0".into(),
         applied: None,
@@ -426,6 +432,8 @@ pub struct AgentSession {
     pub send: quinn::SendStream,
     inbox: mpsc::UnboundedReceiver<Inbound>,
     reader: JoinHandle<()>,
+    /// Held by a session opened paused: sending on it lets the reader start.
+    resume: Option<oneshot::Sender<()>>,
 }
 
 impl AgentSession {
@@ -449,7 +457,40 @@ impl AgentSession {
             send,
             inbox,
             reader,
+            resume: None,
         })
+    }
+
+    /// Like [`AgentSession::open`], but nothing is read from the stream until
+    /// [`AgentSession::resume_reading`]: a stalled agent, whose stream window fills up.
+    pub async fn open_paused(
+        tc: &TestController,
+        identity: &AgentIdentity,
+    ) -> anyhow::Result<AgentSession> {
+        let config = tc.client_config(&identity.cert_pem, &identity.key_pem, ALPN_AGENT);
+        let conn = tc.connect(config).await?;
+        let (send, recv) = conn.open_bi().await?;
+        let (tx, inbox) = mpsc::unbounded_channel();
+        let (resume, resumed) = oneshot::channel::<()>();
+        let reader = tokio::spawn(async move {
+            if resumed.await.is_ok() {
+                read_loop(recv, tx).await;
+            }
+        });
+        Ok(AgentSession {
+            conn,
+            send,
+            inbox,
+            reader,
+            resume: Some(resume),
+        })
+    }
+
+    /// Starts reading a session opened with [`AgentSession::open_paused`].
+    pub fn resume_reading(&mut self) {
+        if let Some(resume) = self.resume.take() {
+            let _ = resume.send(());
+        }
     }
 
     /// Connects, says hello as itself, and reads the welcome and the full state.
@@ -457,11 +498,22 @@ impl AgentSession {
         tc: &TestController,
         identity: &AgentIdentity,
     ) -> anyhow::Result<(AgentSession, DesiredState, Digest)> {
+        AgentSession::start_as(tc, identity, PROTOCOL_VERSION).await
+    }
+
+    /// [`AgentSession::start`] for an agent that speaks versions 1 to `max_version`.
+    pub async fn start_as(
+        tc: &TestController,
+        identity: &AgentIdentity,
+        max_version: u16,
+    ) -> anyhow::Result<(AgentSession, DesiredState, Digest)> {
         let mut session = AgentSession::open(tc, identity).await?;
-        session.send(&hello(&identity.host_id)).await?;
+        session
+            .send(&hello_as(&identity.host_id, max_version))
+            .await?;
         match session.recv().await? {
             ControllerMsg::Welcome { version, host_name } => {
-                anyhow::ensure!(version == 1, "negotiated version {version}");
+                anyhow::ensure!(version == max_version, "negotiated version {version}");
                 anyhow::ensure!(host_name == identity.name, "welcomed as {host_name}");
             }
             other => bail!("expected Welcome, got {other:?}"),
@@ -527,9 +579,8 @@ impl AgentSession {
                 chunk.index
             );
             state.generation = chunk.generation;
-            if chunk.index == 0 {
-                state.firewall = chunk.firewall;
-            }
+            // From protocol version 2 every chunk may carry part of the block list, in order.
+            state.firewall.blocked.extend(chunk.firewall.blocked);
             services.extend(chunk.services.into_iter().map(|s| (s.name.clone(), s)));
             users.extend(chunk.users.into_iter().map(|u| (u.name.clone(), u)));
             if chunk.last {
@@ -592,4 +643,63 @@ pub async fn assert_closed_with(conn: &quinn::Connection, code: u32, what: &str)
         Some(code),
         "{what}: expected application close code {code}, got {e:?}"
     );
+}
+
+/// Adds `count` fleet-wide block rules straight into the controller's database, far faster than
+/// `count` admin requests: for states of a size that only matters to the framing. `v6` makes
+/// each target 42 characters (`2001:db8:0001:0002:1111:2222:3333:4444/128`), else about 14.
+/// Bypassing the store's validation is fine here: the agent side of these tests only counts.
+pub async fn insert_block_rules(tc: &TestController, count: u32, v6: bool) {
+    let url = format!("sqlite://{}", tc.ctl.config.database_path.display());
+    let pool = sqlx::SqlitePool::connect(&url)
+        .await
+        .expect("open the controller's database");
+    let target = if v6 {
+        "printf('2001:db8:%04x:%04x:1111:2222:3333:4444/128', i / 65536, i % 65536)"
+    } else {
+        "printf('10.%d.%d.%d/32', i / 65536, (i / 256) % 256, i % 256)"
+    };
+    let sql = format!(
+        "WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i + 1 < ?1) \
+         INSERT INTO firewall_rules (target, host_id, created_at) SELECT {target}, NULL, 0 FROM n"
+    );
+    sqlx::query(&sql)
+        .bind(count)
+        .execute(&pool)
+        .await
+        .expect("insert block rules");
+    pool.close().await;
+}
+
+/// `servers list`, as the CLI asks for it.
+pub async fn servers_list(admin: &quinn::Connection) -> Vec<vpn_shared::proto::admin::ServerInfo> {
+    match admin_request(admin, &AdminRequest::ServersList).await {
+        Ok(AdminResponse::Servers(servers)) => servers,
+        other => panic!("servers list: {other:?}"),
+    }
+}
+
+/// Polls `servers list` until `name` satisfies `ok`, or fails after `within` with what it saw.
+pub async fn wait_for_server(
+    admin: &quinn::Connection,
+    name: &str,
+    within: Duration,
+    what: &str,
+    ok: impl Fn(&vpn_shared::proto::admin::ServerInfo) -> bool,
+) -> vpn_shared::proto::admin::ServerInfo {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let servers = servers_list(admin).await;
+        let server = servers
+            .into_iter()
+            .find(|s| s.name == name)
+            .unwrap_or_else(|| panic!("no server {name}"));
+        if ok(&server) {
+            return server;
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!("{what}: after {within:?} server {name} is {server:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

@@ -248,3 +248,38 @@ fn empty_lists_say_so_in_table_and_print_nothing_in_plain() {
     assert_eq!(show(&resp, &opts(Format::Plain)), "");
     assert_eq!(show(&resp, &opts(Format::Json)), "[]\n");
 }
+
+#[test]
+fn server_show_puts_last_apply_failures_on_their_own_line() {
+    let AdminResponse::Servers(mut all) = servers() else {
+        unreachable!("servers() answers Servers");
+    };
+    let mut fra = all.remove(0);
+    let shown = show(&AdminResponse::Server(fra.clone()), &opts(Format::Table));
+    assert!(shown.contains("Missing features:  -"), "{shown}");
+    assert!(
+        !shown.contains("Last apply"),
+        "no failures, no line:\n{shown}"
+    );
+
+    fra.health = vec![
+        "cls_u32 missing: disables limits".into(),
+        "last apply: host/state: applied but not saved: cannot write /var/lib/x".into(),
+    ];
+    let shown = show(&AdminResponse::Server(fra), &opts(Format::Table));
+    let line = |key: &str| {
+        shown
+            .lines()
+            .find(|l| l.starts_with(key))
+            .unwrap_or_else(|| panic!("no {key} line in\n{shown}"))
+            .to_string()
+    };
+    assert!(
+        line("Missing features:").ends_with("cls_u32 missing: disables limits"),
+        "{shown}"
+    );
+    assert!(
+        line("Last apply:").ends_with("host/state: applied but not saved: cannot write /var/lib/x"),
+        "{shown}"
+    );
+}
