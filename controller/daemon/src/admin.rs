@@ -161,6 +161,13 @@ async fn handle(ctl: &Controller, req: AdminRequest) -> Reply {
         AdminRequest::ServicesDeployWith { deploy, options } => {
             services_deploy(ctl, deploy, options).await
         }
+        AdminRequest::ServersListDetail
+        | AdminRequest::ServersShowDetail { .. }
+        | AdminRequest::StatusDetail
+        | AdminRequest::ServicesShowDetail { .. }
+        | AdminRequest::Doctor => Err(AdminError::bad(
+            "this controller does not serve host health yet",
+        )),
         AdminRequest::ServicesList => Ok(AdminResponse::Services(views::services(ctl).await?)),
         AdminRequest::ServicesShow { name } => {
             let all = views::services(ctl).await?;

@@ -507,6 +507,8 @@ impl Session {
                 }
                 Ok(())
             }
+            // Kept by the health store once it exists (issue 7); read and dropped until then.
+            AgentMsg::Report(_) => Ok(()),
             AgentMsg::RenewRequest { csr_pem } => {
                 let reply = self.renew(&csr_pem).await;
                 write_frame(&mut self.send, &reply)

@@ -81,6 +81,20 @@ pub enum AdminRequest {
         deploy: DeployService,
         options: DeployOptions,
     },
+    /// `servers list` with each host's health: answered with [`AdminResponse::ServersDetail`].
+    ServersListDetail,
+    /// `servers show` with failing resources, events and vitals: [`AdminResponse::ServerDetail`].
+    ServersShowDetail {
+        name: String,
+    },
+    /// `status` with health counts: [`AdminResponse::StatusDetail`].
+    StatusDetail,
+    /// `services show` with each host's state: [`AdminResponse::ServiceDetail`].
+    ServicesShowDetail {
+        name: String,
+    },
+    /// Fleet-wide checks: [`AdminResponse::Doctor`].
+    Doctor,
 }
 
 /// Protocol options of a deploy. New protocols are appended, never inserted.
@@ -174,6 +188,169 @@ pub enum AdminResponse {
     /// A change was stored; `hosts` says how each targeted host took it.
     Applied(Applied),
     Firewall(Vec<FirewallRuleInfo>),
+    ServersDetail(Vec<ServerDetail>),
+    ServerDetail(ServerDetail),
+    StatusDetail(StatusDetail),
+    ServiceDetail(ServiceDetail),
+    Doctor(DoctorReport),
+}
+
+/// Whether a host can be trusted to serve (SPEC §2.8): online is not healthy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HostState {
+    /// Added but never enrolled.
+    Pending,
+    /// Connected and no resource failing.
+    Online,
+    /// Connected with `failing` resources failing.
+    Degraded { failing: u32 },
+    /// No session.
+    Offline,
+}
+
+impl std::fmt::Display for HostState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HostState::Pending => f.write_str("pending"),
+            HostState::Online => f.write_str("online"),
+            HostState::Degraded { failing } => write!(f, "degraded ({failing} failing)"),
+            HostState::Offline => f.write_str("offline"),
+        }
+    }
+}
+
+/// A host with its health.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerDetail {
+    pub server: ServerInfo,
+    pub state: HostState,
+    /// Resources whose last result was an error (kept while offline too).
+    pub failing: Vec<FailingResource>,
+    /// Recent events, newest first (empty in lists).
+    pub events: Vec<HostEvent>,
+    /// What the agent reported last in this session; `None` when offline or not yet reported.
+    pub vitals: Option<HostVitals>,
+    /// Past-threshold findings (certificate near expiry, clock skew, restarts, disk, backlog).
+    pub warnings: Vec<String>,
+}
+
+/// A resource whose last result was an error.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FailingResource {
+    pub resource: String,
+    pub message: String,
+    /// Unix seconds (controller clock) of the first and latest report of this failure.
+    pub first_seen: i64,
+    pub last_seen: i64,
+}
+
+/// Something that happened to a host, as the controller recorded it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostEvent {
+    /// Unix seconds, controller clock.
+    pub at: i64,
+    /// `failing`, `recovered`, `repaired`, `online`, `offline`.
+    pub kind: String,
+    pub resource: Option<String>,
+    pub message: String,
+}
+
+/// A host's vitals from its agent's last report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostVitals {
+    /// Unix seconds, controller clock.
+    pub reported_at: i64,
+    /// Agent clock minus controller clock at the report, milliseconds (half the RTT removed).
+    pub clock_skew_ms: i64,
+    pub cert_not_after: Option<i64>,
+    pub containers: Vec<crate::proto::ContainerStatus>,
+    pub disk_free_bytes: Option<u64>,
+    pub ledger_backlog: Option<u64>,
+}
+
+/// `status` with the fleet's health.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusDetail {
+    pub status: StatusInfo,
+    pub hosts_degraded: u64,
+    pub hosts_offline: u64,
+    pub failing_resources: u64,
+    /// Hosts with at least one warning.
+    pub hosts_warned: u64,
+}
+
+/// `services show` with each placed host's state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceDetail {
+    pub service: ServiceInfo,
+    pub hosts: Vec<ServiceHost>,
+}
+
+/// How one host runs one service.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceHost {
+    pub server: String,
+    pub state: ServiceHostState,
+    /// Failing resources of this service on that host (the service and its users).
+    pub failing: Vec<FailingResource>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ServiceHostState {
+    /// Online and nothing of this service failing.
+    Ok,
+    /// The service itself fails on that host.
+    Failing,
+    /// The service runs but some of its users fail.
+    UsersFailing,
+    Offline,
+    /// Not enrolled yet.
+    Pending,
+}
+
+impl std::fmt::Display for ServiceHostState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ServiceHostState::Ok => "ok",
+            ServiceHostState::Failing => "failing",
+            ServiceHostState::UsersFailing => "users failing",
+            ServiceHostState::Offline => "offline",
+            ServiceHostState::Pending => "pending",
+        })
+    }
+}
+
+/// `vpn doctor`: every check, per host or fleet-wide.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DoctorReport {
+    pub checks: Vec<DoctorCheck>,
+}
+
+impl DoctorReport {
+    /// True when no check failed (warnings included: a warning is something to fix).
+    pub fn all_well(&self) -> bool {
+        self.checks.iter().all(|c| c.level == CheckLevel::Ok)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DoctorCheck {
+    /// `None` for fleet-wide checks.
+    pub server: Option<String>,
+    /// For example `online`, `acked`, `resources`, `certificate`, `clock`, `kernel`.
+    pub check: String,
+    pub level: CheckLevel,
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CheckLevel {
+    Ok,
+    Warn,
+    Fail,
 }
 
 /// One block-list entry.

@@ -19,6 +19,53 @@ pub enum AgentMsg {
     RenewRequest { csr_pem: String },
     /// What the host can and cannot do (probed at agent start); sent after every `Hello`.
     Health(HostHealth),
+    /// Protocol version 3 on: the host's vitals and every resource's current result, after
+    /// each periodic reconcile (when anything differs from the last report, and at least once
+    /// a minute) and once after `Hello`.
+    Report(AgentReport),
+}
+
+/// What the agent last found on its host, whether or not anything was applied.
+///
+/// `results` is the whole set, like an ack's: a resource missing from it is not failing.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct AgentReport {
+    /// The agent's wall clock when it made the report, Unix milliseconds (for clock skew).
+    pub sent_at_ms: i64,
+    /// Generation of the state the results belong to.
+    pub generation: u64,
+    /// Every resource's result in the last apply or reconcile.
+    pub results: Vec<ResourceResult>,
+    /// What the reconciles since the last report repaired (drift found and fixed).
+    pub repairs: Vec<Repair>,
+    /// The host's managed containers as Docker reports them.
+    pub containers: Vec<ContainerStatus>,
+    /// `notAfter` of the agent's certificate, Unix seconds.
+    pub cert_not_after: Option<i64>,
+    /// Free bytes on the file system of the agent's data directory.
+    pub disk_free_bytes: Option<u64>,
+    /// Usage entries written but not yet acked by the controller (accounting; `None` before).
+    pub ledger_backlog: Option<u64>,
+}
+
+/// One repair a reconcile made, for example `service/ss`: `container was missing; created`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Repair {
+    pub resource: String,
+    pub action: String,
+    /// Agent clock, Unix seconds.
+    pub at: i64,
+}
+
+/// One managed container.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerStatus {
+    pub name: String,
+    /// The resource it serves, for example `service/ss` or `user/alice@vless`.
+    pub resource: String,
+    pub running: bool,
+    /// Docker's restart count since the container was created.
+    pub restarts: u32,
 }
 
 /// The host's capabilities as the agent found them at start.

@@ -27,7 +27,9 @@ pub const ALPN_ENROLL: &[u8] = b"vpn-enroll/1";
 /// - 2: a full state's block list is split across its chunks (each [`StateChunk::firewall`]
 ///   holds the next part) instead of coming whole in the first chunk, so a list larger than
 ///   one frame can be sent. No message changed shape; a version 1 peer gets the old layout.
-pub const PROTOCOL_VERSION: u16 = 2;
+/// - 3: the agent may send [`AgentMsg::Report`] (resource results and vitals after each
+///   reconcile); an agent sends it only when the session negotiated 3 or more.
+pub const PROTOCOL_VERSION: u16 = 3;
 /// The oldest protocol version this build still speaks.
 pub const MIN_PROTOCOL_VERSION: u16 = 1;
 

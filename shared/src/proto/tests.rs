@@ -242,6 +242,145 @@ fn samples() -> Vec<(&'static str, Vec<u8>)> {
             ]),
         ),
         ("admin_responses", enc(&admin_responses())),
+        (
+            "agent_report",
+            enc(&AgentMsg::Report(AgentReport {
+                sent_at_ms: 1_700_000_000_123,
+                generation: 4,
+                results: vec![ResourceResult::error("service/ss", "no such image")],
+                repairs: vec![Repair {
+                    resource: "service/ss".into(),
+                    action: "container was missing; created".into(),
+                    at: 1_700_000_000,
+                }],
+                containers: vec![ContainerStatus {
+                    name: "vpn-h-ss".into(),
+                    resource: "service/ss".into(),
+                    running: true,
+                    restarts: 2,
+                }],
+                cert_not_after: Some(1_702_592_000),
+                disk_free_bytes: Some(1 << 30),
+                ledger_backlog: None,
+            })),
+        ),
+        (
+            "admin_health_requests",
+            enc(&vec![
+                AdminRequest::ServersListDetail,
+                AdminRequest::ServersShowDetail { name: "h".into() },
+                AdminRequest::StatusDetail,
+                AdminRequest::ServicesShowDetail { name: "s".into() },
+                AdminRequest::Doctor,
+            ]),
+        ),
+        ("admin_health_responses", enc(&admin_health_responses())),
+    ]
+}
+
+fn admin_health_responses() -> Vec<AdminResponse> {
+    let failing = FailingResource {
+        resource: "service/ss".into(),
+        message: "no such image".into(),
+        first_seen: 10,
+        last_seen: 20,
+    };
+    let detail = ServerDetail {
+        server: admin_responses()
+            .into_iter()
+            .find_map(|r| match r {
+                AdminResponse::Server(s) => Some(s),
+                _ => None,
+            })
+            .expect("a server sample"),
+        state: HostState::Degraded { failing: 1 },
+        failing: vec![failing.clone()],
+        events: vec![HostEvent {
+            at: 15,
+            kind: "repaired".into(),
+            resource: Some("service/ss".into()),
+            message: "container was missing; created".into(),
+        }],
+        vitals: Some(HostVitals {
+            reported_at: 20,
+            clock_skew_ms: -40,
+            cert_not_after: Some(99),
+            containers: vec![ContainerStatus {
+                name: "vpn-h-ss".into(),
+                resource: "service/ss".into(),
+                running: false,
+                restarts: 0,
+            }],
+            disk_free_bytes: Some(5),
+            ledger_backlog: Some(0),
+        }),
+        warnings: vec!["certificate expires in 1 day".into()],
+    };
+    let status = StatusInfo {
+        controller_version: "0.1.0".into(),
+        hosts_total: 3,
+        hosts_online: 2,
+        services: 1,
+        users_total: 1,
+        users_active: 1,
+    };
+    let service = ServiceInfo {
+        name: "ss".into(),
+        protocol: Protocol::Shadowsocks,
+        port: 1,
+        port_span: 2,
+        image: None,
+        all_servers: true,
+        servers: vec![],
+        options: "{}".into(),
+        bandwidth: Bandwidth::default(),
+        new_conn_rate: None,
+    };
+    let hosts = [
+        ServiceHostState::Ok,
+        ServiceHostState::Failing,
+        ServiceHostState::UsersFailing,
+        ServiceHostState::Offline,
+        ServiceHostState::Pending,
+    ]
+    .into_iter()
+    .map(|state| ServiceHost {
+        server: "h".into(),
+        state,
+        failing: vec![failing.clone()],
+    })
+    .collect();
+    let states = [HostState::Pending, HostState::Online, HostState::Offline];
+    vec![
+        AdminResponse::ServersDetail(
+            states
+                .into_iter()
+                .map(|state| ServerDetail {
+                    state,
+                    ..detail.clone()
+                })
+                .collect(),
+        ),
+        AdminResponse::ServerDetail(detail),
+        AdminResponse::StatusDetail(StatusDetail {
+            status,
+            hosts_degraded: 1,
+            hosts_offline: 1,
+            failing_resources: 2,
+            hosts_warned: 1,
+        }),
+        AdminResponse::ServiceDetail(ServiceDetail { service, hosts }),
+        AdminResponse::Doctor(DoctorReport {
+            checks: [CheckLevel::Ok, CheckLevel::Warn, CheckLevel::Fail]
+                .into_iter()
+                .map(|level| DoctorCheck {
+                    server: Some("h".into()),
+                    check: "online".into(),
+                    level,
+                    detail: "d".into(),
+                })
+                .collect(),
+        }),
     ]
 }
 
@@ -484,10 +623,12 @@ fn every_golden_sample_decodes_back() {
             n if n.starts_with("ctl_") => postcard::from_bytes::<ControllerMsg>(&bytes).is_ok(),
             "enroll_request" => postcard::from_bytes::<EnrollRequest>(&bytes).is_ok(),
             n if n.starts_with("enroll_") => postcard::from_bytes::<EnrollResponse>(&bytes).is_ok(),
-            "admin_requests" | "admin_deploy_with" => {
+            "admin_requests" | "admin_deploy_with" | "admin_health_requests" => {
                 postcard::from_bytes::<Vec<AdminRequest>>(&bytes).is_ok()
             }
-            "admin_responses" => postcard::from_bytes::<Vec<AdminResponse>>(&bytes).is_ok(),
+            "admin_responses" | "admin_health_responses" => {
+                postcard::from_bytes::<Vec<AdminResponse>>(&bytes).is_ok()
+            }
             _ => false,
         };
         assert!(ok, "{name} does not decode");

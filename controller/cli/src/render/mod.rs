@@ -62,6 +62,11 @@ fn structured(resp: &AdminResponse, format: Format) -> Result<String, CliError> 
         AdminResponse::Status(p) => encode(p, format),
         AdminResponse::Applied(p) => encode(p, format),
         AdminResponse::Firewall(p) => encode(p, format),
+        AdminResponse::ServersDetail(p) => encode(p, format),
+        AdminResponse::ServerDetail(p) => encode(p, format),
+        AdminResponse::StatusDetail(p) => encode(p, format),
+        AdminResponse::ServiceDetail(p) => encode(p, format),
+        AdminResponse::Doctor(p) => encode(p, format),
     }
 }
 

@@ -27,6 +27,13 @@ pub fn render(resp: &AdminResponse) -> Result<String, CliError> {
         AdminResponse::Status(s) => status(s),
         AdminResponse::Applied(a) => applied(a),
         AdminResponse::Firewall(v) => v.iter().map(firewall_rule).collect(),
+        AdminResponse::ServersDetail(_)
+        | AdminResponse::ServerDetail(_)
+        | AdminResponse::StatusDetail(_)
+        | AdminResponse::ServiceDetail(_)
+        | AdminResponse::Doctor(_) => {
+            return Err(CliError::Render("health views are not rendered yet".into()));
+        }
     };
     Ok(lines
         .iter()

@@ -34,6 +34,13 @@ pub fn render(resp: &AdminResponse, opts: &Opts) -> Result<String, CliError> {
         AdminResponse::Applied(a) => applied(a),
         AdminResponse::Firewall(v) if v.is_empty() => "no firewall rules\n".into(),
         AdminResponse::Firewall(v) => firewall(v),
+        AdminResponse::ServersDetail(_)
+        | AdminResponse::ServerDetail(_)
+        | AdminResponse::StatusDetail(_)
+        | AdminResponse::ServiceDetail(_)
+        | AdminResponse::Doctor(_) => {
+            return Err(CliError::Render("health views are not rendered yet".into()));
+        }
     })
 }
 
