@@ -80,9 +80,71 @@ pub struct ServerRow {
     pub services: serde_json::Value,
     #[serde(default)]
     pub users: serde_json::Value,
+    /// The host's health state (`"online"`, `{"degraded":{"failing":N}}`, …), if reported.
+    #[serde(default)]
+    pub state: serde_json::Value,
+    #[serde(default)]
+    pub failing: serde_json::Value,
+    #[serde(default)]
+    pub warnings: serde_json::Value,
 }
 
 impl ServerRow {
+    /// A row as `servers list -o json` prints it: a host's fields under `server`, next to its
+    /// health (`state`, `failing`, …); a controller without host health prints the fields alone.
+    pub fn from_json(mut row: serde_json::Value) -> Result<ServerRow> {
+        let detail = row.get("server").is_some_and(|s| s.is_object());
+        let mut fields = if detail {
+            row.get("server").cloned().unwrap_or_default()
+        } else {
+            row.clone()
+        };
+        if detail && let Some(obj) = fields.as_object_mut() {
+            for key in ["state", "failing", "warnings", "vitals"] {
+                if let Some(v) = row.get_mut(key) {
+                    obj.insert(key.into(), v.take());
+                }
+            }
+        }
+        serde_json::from_value(fields.clone())
+            .with_context(|| format!("a `servers list` row: {fields}"))
+    }
+
+    /// `online`, `degraded (N failing)`, `offline` or `pending` as `servers list` shows it;
+    /// `online`/`offline` from the flag when the controller reports no state.
+    pub fn state_text(&self) -> String {
+        match &self.state {
+            serde_json::Value::String(s) => s.clone(),
+            serde_json::Value::Object(o) => match o.get("degraded") {
+                Some(d) => format!(
+                    "degraded ({} failing)",
+                    d.get("failing").and_then(|f| f.as_u64()).unwrap_or(0)
+                ),
+                None => format!("{o:?}"),
+            },
+            _ if self.online => "online".into(),
+            _ => "offline".into(),
+        }
+    }
+
+    /// `resource: message` of each failing resource.
+    pub fn failing_resources(&self) -> Vec<String> {
+        self.failing
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|f| {
+                        format!(
+                            "{}: {}",
+                            f.get("resource").and_then(|v| v.as_str()).unwrap_or("?"),
+                            f.get("message").and_then(|v| v.as_str()).unwrap_or("?")
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// Online and has acknowledged the newest desired state.
     pub fn converged(&self) -> bool {
         self.online
@@ -278,6 +340,26 @@ impl Fleet {
         );
     }
 
+    /// Appends `toml` to the controller's `controller.toml` and restarts it to read it (top-level
+    /// keys must come before any table the file already has: pass tables like `[[webhooks]]`
+    /// last).
+    pub fn configure_controller(&mut self, toml: &str) {
+        self.stop_controller();
+        let path = self.controller_dir.join("controller.toml");
+        let mut text = std::fs::read_to_string(&path).unwrap_or_default();
+        text.push('\n');
+        text.push_str(toml);
+        text.push('\n');
+        std::fs::write(&path, text).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+        self.start_controller();
+        self.wait_agents_online(AGENTS_ONLINE);
+    }
+
+    /// The controller's data directory.
+    pub fn controller_dir(&self) -> &Path {
+        &self.controller_dir
+    }
+
     /// Stops the controller (SIGTERM, then SIGKILL after 5 s).
     pub fn stop_controller(&mut self) {
         if let Some(mut p) = self.controller.take() {
@@ -326,12 +408,14 @@ impl Fleet {
                 String::from_utf8_lossy(&out.stderr).trim()
             );
         }
-        serde_json::from_slice(&out.stdout).with_context(|| {
-            format!(
-                "parsing `vpn servers list -o json`: {}",
-                String::from_utf8_lossy(&out.stdout)
-            )
-        })
+        let rows: Vec<serde_json::Value> =
+            serde_json::from_slice(&out.stdout).with_context(|| {
+                format!(
+                    "parsing `vpn servers list -o json`: {}",
+                    String::from_utf8_lossy(&out.stdout)
+                )
+            })?;
+        rows.into_iter().map(ServerRow::from_json).collect()
     }
 
     /// `vpn servers add NAME [--expires E] -o plain`: the join string (first line).
@@ -478,13 +562,33 @@ impl Fleet {
 
     /// Starts agent `i` inside its host's namespace.
     pub fn start_agent(&mut self, i: usize) {
+        let data_dir = self.agents[i].data_dir.clone();
+        self.start_agent_in(i, None, &data_dir);
+    }
+
+    /// Starts agent `i` with `--data-dir` spelled relative to the fleet's directory, from that
+    /// directory (`cd <fleet dir> && vpn-agent run --data-dir agent-<i>`), as an operator might.
+    pub fn start_agent_relative(&mut self, i: usize) {
+        let relative = self.agents[i]
+            .data_dir
+            .strip_prefix(&self.root)
+            .unwrap_or_else(|_| panic!("agent {i}'s data dir is not under the fleet directory"))
+            .to_path_buf();
+        let root = self.root.clone();
+        self.start_agent_in(i, Some(&root), &Path::new(".").join(relative));
+    }
+
+    fn start_agent_in(&mut self, i: usize, cwd: Option<&Path>, data_dir: &Path) {
         let agent = &self.agents[i];
         assert!(agent.proc.is_none(), "agent {i} already running");
         let mut cmd = agent.host.command(product_bin("vpn-agent"));
         self.scrub(&mut cmd);
+        if let Some(dir) = cwd {
+            cmd.current_dir(dir);
+        }
         cmd.arg("run")
             .arg("--data-dir")
-            .arg(&agent.data_dir)
+            .arg(data_dir)
             .args(["--network-mode", &agent.host.network_mode()])
             .args(["--reconnect-max", RECONNECT_MAX]);
         let proc = Proc::spawn(&format!("vpn-agent[{}]", agent.name), cmd, &agent.log)

@@ -19,6 +19,7 @@
 //! - [`vless`]: the shoes client from a `vless://` link, the shoes server container, and the
 //!   loopback TLS 1.3 `dest` and payload servers of a Reality test.
 //! - [`wait`]: bounded polling.
+//! - [`webhook`]: a loopback webhook receiver that checks the controller's HMAC signatures.
 //!
 //! Everything a test sends goes to loopback or to the namespaces of containers the test created.
 //!
@@ -42,6 +43,7 @@ pub mod hostserver;
 pub mod proc;
 pub mod vless;
 pub mod wait;
+pub mod webhook;
 
 pub use fleet::Fleet;
 pub use wait::wait_until;
