@@ -69,8 +69,15 @@ pub enum Command {
     /// Addresses and networks blocked on the hosts' service ports.
     #[command(subcommand)]
     Firewall(FirewallCmd),
-    /// Fleet summary.
+    /// Fleet summary with health counts.
     Status,
+    /// Check the whole fleet; exits 3 when any check warned or failed.
+    ///
+    /// Checks hosts online and acked, failing resources, certificate expiry, clock skew and
+    /// kernel features, as the controller sees them. Exit codes: 0 every check is OK; 3 some
+    /// check warned or failed (the output says which); 76 the controller is too old to run
+    /// checks; otherwise as for every command (69 unavailable, 78 configuration, ...).
+    Doctor,
     /// Print a shell completion script (for example `vpn completions bash > /etc/bash_completion.d/vpn`).
     Completions {
         #[arg(value_enum)]

@@ -115,7 +115,23 @@ fn users_link_filters_and_output_flag_anywhere() {
         protocol: Some(Protocol::Shadowsocks),
     };
     assert_eq!(to_request(&cli.command), Some(want));
-    assert_eq!(request("-o json status"), AdminRequest::Status);
+    assert_eq!(request("-o json status"), AdminRequest::StatusDetail);
+}
+
+#[test]
+fn health_views_and_doctor_ask_with_the_detail_requests() {
+    let name = || "fra-1".to_string();
+    assert_eq!(request("servers list"), AdminRequest::ServersListDetail);
+    assert_eq!(
+        request("servers show fra-1"),
+        AdminRequest::ServersShowDetail { name: name() }
+    );
+    assert_eq!(request("status"), AdminRequest::StatusDetail);
+    assert_eq!(
+        request("services show fra-1"),
+        AdminRequest::ServicesShowDetail { name: name() }
+    );
+    assert_eq!(request("doctor -o json"), AdminRequest::Doctor);
 }
 
 #[test]
