@@ -177,6 +177,28 @@ fn unknown_protocol_and_bad_durations_name_the_argument() {
 }
 
 #[test]
+fn the_output_format_and_context_file_can_come_from_the_environment() {
+    use clap::CommandFactory;
+    // Only the binding is checked: the values belong to whoever runs the tests.
+    let cmd = Cli::command();
+    let env_of = |id: &str| {
+        cmd.get_arguments()
+            .find(|a| a.get_id() == id)
+            .and_then(|a| a.get_env())
+            .and_then(|v| v.to_str())
+            .map(str::to_owned)
+    };
+    assert_eq!(env_of("output").as_deref(), Some("VPN_OUTPUT"));
+    assert_eq!(env_of("config").as_deref(), Some("VPN_CONFIG"));
+    let cli = parse("status").unwrap();
+    assert_eq!(
+        (cli.output, cli.config),
+        (Format::Table, None),
+        "tests see no env"
+    );
+}
+
+#[test]
 fn bad_output_format_and_missing_subcommand_are_usage_errors() {
     let (kind, _) = usage_error("-o xml status");
     assert_eq!(kind, ErrorKind::InvalidValue);
