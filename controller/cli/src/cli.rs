@@ -69,8 +69,15 @@ pub enum Command {
     /// Addresses and networks blocked on the hosts' service ports.
     #[command(subcommand)]
     Firewall(FirewallCmd),
-    /// Fleet summary.
+    /// Fleet summary with health counts.
     Status,
+    /// Check the whole fleet; exits 3 when any check warned or failed.
+    ///
+    /// Checks hosts online and acked, failing resources, certificate expiry, clock skew and
+    /// kernel features, as the controller sees them. Exit codes: 0 every check is OK; 3 some
+    /// check warned or failed (the output says which); 76 the controller is too old to run
+    /// checks; otherwise as for every command (69 unavailable, 78 configuration, ...).
+    Doctor,
     /// Print a shell completion script (for example `vpn completions bash > /etc/bash_completion.d/vpn`).
     Completions {
         #[arg(value_enum)]
@@ -345,14 +352,24 @@ impl Cli {
         cli
     }
 
-    /// [`Cli::parse_checked`] without exiting, for tests.
+    /// [`Cli::parse_checked`] without exiting and blind to the environment, for tests.
+    ///
+    /// clap reads each `env = …` variable while the command is built, so `VPN_CONFIG` or
+    /// `VPN_OUTPUT` in the shell running the tests would change what they parse (with
+    /// `VPN_CONFIG` set, `vpn users` is `MissingSubcommand` instead of help; with
+    /// `VPN_OUTPUT=xml`, every command line is refused). The variables are unbound here, so a
+    /// test sees exactly its arguments.
     #[cfg(test)]
     pub fn try_parse_checked<I, T>(args: I) -> Result<Cli, clap::Error>
     where
         I: IntoIterator<Item = T>,
         T: Into<std::ffi::OsString> + Clone,
     {
-        let cli = Cli::try_parse_from(args)?;
+        use clap::{CommandFactory, FromArgMatches};
+        let matches = Cli::command()
+            .mut_args(|a| a.env(None))
+            .try_get_matches_from(args)?;
+        let cli = Cli::from_arg_matches(&matches)?;
         cli.check()?;
         Ok(cli)
     }

@@ -134,4 +134,4 @@ fn read_pem(ctx_path: &Path, field: &str, path: &Path) -> Result<String, CliErro
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

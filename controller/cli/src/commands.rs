@@ -1,13 +1,14 @@
 //! Runs a parsed command: build its admin request, send it, print the answer.
 //!
-//! Every command is exactly one request and one response; the mapping is the pure
-//! [`to_request`], tested without a controller.
+//! Every command is one request and one response; the mapping is the pure [`to_request`],
+//! tested without a controller. The health views (SPEC §2.8) ask with the `…Detail` requests;
+//! a controller older than them gets the request it knows instead ([`ask`]).
 
 use vpn_shared::context::CliContext;
 use vpn_shared::model::{Bandwidth, Protocol};
 use vpn_shared::proto::admin::{
-    AddUser, AdminRequest, AdminResponse, DeployOptions, DeployService, DeployVless, EditService,
-    EditUser, HostApplyState, Servers,
+    AddUser, AdminRequest, AdminResponse, CheckLevel, DeployOptions, DeployService, DeployVless,
+    EditService, EditUser, ErrorKind, HostApplyState, Servers,
 };
 
 use crate::cli::{
@@ -38,7 +39,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
     tracing::debug!(context = %path.display(), controller = %ctx.controller, ?request, "sending");
 
     let client = Client::connect(&ctx, &path).await?;
-    let response = client.request(&request).await;
+    let response = ask(&client, &request).await;
     let printed = response.and_then(|resp| {
         let opts = render::Opts {
             format: cli.output,
@@ -47,11 +48,74 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             hints: output::stdout_is_terminal(),
         };
         output::stdout(&render::render(&resp, &opts)?)?;
-        host_failures(&resp)
+        outcome(&resp)
     });
     // Printed before closing so the operator is not kept waiting on the close handshake.
     client.close().await;
     printed
+}
+
+/// Sends `req`; when it is a health request the controller cannot serve, sends the request an
+/// older controller knows instead ([`legacy`]), so its answer is rendered as before.
+pub async fn ask(client: &Client, req: &AdminRequest) -> Result<AdminResponse, CliError> {
+    let resp = client.request(req).await?;
+    if !is_health(req) || !not_served(&resp) {
+        return Ok(resp);
+    }
+    let Some(old) = legacy(req) else {
+        let AdminResponse::Error { message, .. } = &resp else {
+            return Ok(resp);
+        };
+        return Err(CliError::Unsupported(format!(
+            "this controller cannot run these checks; upgrade it (it answered: {message})"
+        )));
+    };
+    tracing::debug!(
+        ?req,
+        ?old,
+        "the controller does not serve host health; asking as before"
+    );
+    client.request(&old).await
+}
+
+fn is_health(req: &AdminRequest) -> bool {
+    matches!(
+        req,
+        AdminRequest::ServersListDetail
+            | AdminRequest::ServersShowDetail { .. }
+            | AdminRequest::StatusDetail
+            | AdminRequest::ServicesShowDetail { .. }
+            | AdminRequest::Doctor
+    )
+}
+
+/// The request an older controller knows for a health request; `None` for `Doctor`, which has
+/// no older form.
+pub fn legacy(req: &AdminRequest) -> Option<AdminRequest> {
+    Some(match req {
+        AdminRequest::ServersListDetail => AdminRequest::ServersList,
+        AdminRequest::ServersShowDetail { name } => {
+            AdminRequest::ServersShow { name: name.clone() }
+        }
+        AdminRequest::StatusDetail => AdminRequest::Status,
+        AdminRequest::ServicesShowDetail { name } => {
+            AdminRequest::ServicesShow { name: name.clone() }
+        }
+        _ => return None,
+    })
+}
+
+/// Whether the controller said it cannot serve the request: one that predates the request
+/// cannot decode it (`malformed request: …`), one that predates host health says so.
+pub fn not_served(resp: &AdminResponse) -> bool {
+    let AdminResponse::Error {
+        kind: ErrorKind::BadData,
+        message,
+    } = resp
+    else {
+        return false;
+    };
+    message.starts_with("malformed request") || message.contains("does not serve host health")
 }
 
 /// A deploy: Shadowsocks keeps the request older controllers know; other protocols carry their
@@ -92,14 +156,14 @@ pub fn to_request(command: &Command) -> Option<AdminRequest> {
                 name: name.clone(),
                 expires_secs: expires.as_secs().max(1),
             },
-            ServersCmd::List => AdminRequest::ServersList,
-            ServersCmd::Show { name } => AdminRequest::ServersShow { name: name.clone() },
+            ServersCmd::List => AdminRequest::ServersListDetail,
+            ServersCmd::Show { name } => AdminRequest::ServersShowDetail { name: name.clone() },
             ServersCmd::Remove { name } => AdminRequest::ServersRemove { name: name.clone() },
         },
         Command::Services(cmd) => match cmd {
             ServicesCmd::Deploy(a) => deploy(a),
             ServicesCmd::List => AdminRequest::ServicesList,
-            ServicesCmd::Show { name } => AdminRequest::ServicesShow { name: name.clone() },
+            ServicesCmd::Show { name } => AdminRequest::ServicesShowDetail { name: name.clone() },
             ServicesCmd::Edit(a) => AdminRequest::ServicesEdit(edit_service(a)),
             ServicesCmd::Remove { name, wait } => AdminRequest::ServicesRemove {
                 name: name.clone(),
@@ -126,7 +190,8 @@ pub fn to_request(command: &Command) -> Option<AdminRequest> {
             }
             FirewallCmd::List => AdminRequest::FirewallList,
         },
-        Command::Status => AdminRequest::Status,
+        Command::Status => AdminRequest::StatusDetail,
+        Command::Doctor => AdminRequest::Doctor,
         Command::Completions { .. } => return None,
     })
 }
@@ -242,6 +307,23 @@ fn wants_qr(command: &Command) -> bool {
     matches!(command, Command::Users(UsersCmd::Link { qr: true, .. }))
 }
 
+/// After an answer is printed: exit 1 if an `Applied` answer has failed hosts, exit 3 if a
+/// doctor report is not all well.
+pub fn outcome(resp: &AdminResponse) -> Result<(), CliError> {
+    match resp {
+        AdminResponse::Applied(_) => host_failures(resp),
+        AdminResponse::Doctor(report) if !report.all_well() => {
+            let count = |l| report.checks.iter().filter(|c| c.level == l).count();
+            Err(CliError::ChecksFailed {
+                failed: count(CheckLevel::Fail),
+                warned: count(CheckLevel::Warn),
+                total: report.checks.len(),
+            })
+        }
+        _ => Ok(()),
+    }
+}
+
 /// After an `Applied` answer is printed: exit 1 if any host reported failures.
 pub fn host_failures(resp: &AdminResponse) -> Result<(), CliError> {
     let AdminResponse::Applied(applied) = resp else {
@@ -266,3 +348,6 @@ fn unix_now() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
+
+#[cfg(test)]
+mod tests;

@@ -8,6 +8,9 @@ use vpn_shared::proto::admin::ErrorKind;
 pub mod exit {
     /// Some hosts failed to apply a change (the output says which).
     pub const HOSTS_FAILED: u8 = 1;
+    /// `vpn doctor` ran and some check warned or failed (the output says which). Not 1, so a
+    /// script can tell it from a change that hosts failed to apply; not 2 (usage).
+    pub const CHECKS_FAILED: u8 = 3;
     /// Bad operator input, as judged by the controller.
     pub const DATAERR: u8 = 65;
     /// The controller could not be reached.
@@ -38,9 +41,19 @@ pub enum CliError {
     /// The controller's answer could not be decoded or did not fit the request.
     #[error("protocol error: {0}")]
     Protocol(String),
+    /// The controller is older than this CLI and cannot answer the command at all.
+    #[error("{0}")]
+    Unsupported(String),
     /// The change was stored but some hosts reported failures.
     #[error("{failed} of {total} hosts failed to apply the change")]
     HostsFailed { failed: usize, total: usize },
+    /// `vpn doctor` found problems (the checks themselves were printed).
+    #[error("doctor found problems: {failed} failed and {warned} warned of {total} checks")]
+    ChecksFailed {
+        failed: usize,
+        warned: usize,
+        total: usize,
+    },
     /// Rendering the output failed (a serializer bug, not bad input).
     #[error("cannot render output: {0}")]
     Render(String),
@@ -59,8 +72,9 @@ impl CliError {
                 ErrorKind::Forbidden => exit::NOPERM,
                 ErrorKind::Internal => exit::SOFTWARE,
             },
-            CliError::Protocol(_) => exit::PROTOCOL,
+            CliError::Protocol(_) | CliError::Unsupported(_) => exit::PROTOCOL,
             CliError::HostsFailed { .. } => exit::HOSTS_FAILED,
+            CliError::ChecksFailed { .. } => exit::CHECKS_FAILED,
             CliError::Render(_) => exit::SOFTWARE,
             CliError::Output(_) => exit::IOERR,
         }
@@ -103,6 +117,15 @@ mod tests {
                 1,
             ),
             (CliError::Protocol("x".into()), 76),
+            (CliError::Unsupported("x".into()), 76),
+            (
+                CliError::ChecksFailed {
+                    failed: 1,
+                    warned: 0,
+                    total: 9,
+                },
+                3,
+            ),
         ];
         for (err, code) in cases {
             assert_eq!(err.exit_code(), code, "{err:?}");

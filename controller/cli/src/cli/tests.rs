@@ -115,7 +115,23 @@ fn users_link_filters_and_output_flag_anywhere() {
         protocol: Some(Protocol::Shadowsocks),
     };
     assert_eq!(to_request(&cli.command), Some(want));
-    assert_eq!(request("-o json status"), AdminRequest::Status);
+    assert_eq!(request("-o json status"), AdminRequest::StatusDetail);
+}
+
+#[test]
+fn health_views_and_doctor_ask_with_the_detail_requests() {
+    let name = || "fra-1".to_string();
+    assert_eq!(request("servers list"), AdminRequest::ServersListDetail);
+    assert_eq!(
+        request("servers show fra-1"),
+        AdminRequest::ServersShowDetail { name: name() }
+    );
+    assert_eq!(request("status"), AdminRequest::StatusDetail);
+    assert_eq!(
+        request("services show fra-1"),
+        AdminRequest::ServicesShowDetail { name: name() }
+    );
+    assert_eq!(request("doctor -o json"), AdminRequest::Doctor);
 }
 
 #[test]
@@ -158,6 +174,28 @@ fn unknown_protocol_and_bad_durations_name_the_argument() {
     assert!(msg.contains("for '--expires <DURATION>'"), "{msg}");
     let (_, msg) = usage_error("servers add fra-1 --expires 0s");
     assert!(msg.contains("must be longer than zero"), "{msg}");
+}
+
+#[test]
+fn the_output_format_and_context_file_can_come_from_the_environment() {
+    use clap::CommandFactory;
+    // Only the binding is checked: the values belong to whoever runs the tests.
+    let cmd = Cli::command();
+    let env_of = |id: &str| {
+        cmd.get_arguments()
+            .find(|a| a.get_id() == id)
+            .and_then(|a| a.get_env())
+            .and_then(|v| v.to_str())
+            .map(str::to_owned)
+    };
+    assert_eq!(env_of("output").as_deref(), Some("VPN_OUTPUT"));
+    assert_eq!(env_of("config").as_deref(), Some("VPN_CONFIG"));
+    let cli = parse("status").unwrap();
+    assert_eq!(
+        (cli.output, cli.config),
+        (Format::Table, None),
+        "tests see no env"
+    );
 }
 
 #[test]

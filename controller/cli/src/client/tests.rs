@@ -43,12 +43,13 @@ fn context(dir: &Path, ca: &Ca, controller: &str) -> (CliContext, PathBuf) {
     (ctx, path)
 }
 
-/// Serves one admin stream: reads the request, answers with `answer(request)` or, for `None`,
-/// finishes the stream without answering. Returns the request it got.
-fn fake_controller(
+/// Serves admin streams on one connection until the client closes it: reads each request,
+/// answers with `answer(request)` or, for `None`, finishes the stream without answering.
+/// Returns the requests it got, in order.
+pub(crate) fn fake_controller(
     ca: &Ca,
     answer: fn(&AdminRequest) -> Option<AdminResponse>,
-) -> (SocketAddr, tokio::task::JoinHandle<AdminRequest>) {
+) -> (SocketAddr, tokio::task::JoinHandle<Vec<AdminRequest>>) {
     let dns = vec![transport::SERVER_NAME.to_string()];
     let (cert, key) = ca.issue(&Identity::Controller, &dns, DAY).unwrap();
     let config = transport::server_config(ca.cert_pem(), &cert.cert_pem, &key).unwrap();
@@ -56,19 +57,34 @@ fn fake_controller(
     let addr = endpoint.local_addr().unwrap();
     let task = tokio::spawn(async move {
         let conn = endpoint.accept().await.unwrap().await.unwrap();
-        let (mut send, mut recv) = conn.accept_bi().await.unwrap();
-        let req: AdminRequest = frame::read_frame(&mut recv, frame::MAX_FRAME)
-            .await
-            .unwrap()
-            .unwrap();
-        if let Some(resp) = answer(&req) {
-            frame::write_frame(&mut send, &resp).await.unwrap();
+        let mut seen = Vec::new();
+        while let Ok((mut send, mut recv)) = conn.accept_bi().await {
+            let req: AdminRequest = frame::read_frame(&mut recv, frame::MAX_FRAME)
+                .await
+                .unwrap()
+                .unwrap();
+            if let Some(resp) = answer(&req) {
+                frame::write_frame(&mut send, &resp).await.unwrap();
+            }
+            send.finish().unwrap();
+            seen.push(req);
         }
-        send.finish().unwrap();
-        conn.closed().await;
-        req
+        seen
     });
     (addr, task)
+}
+
+/// A client connected to a [`fake_controller`] answering with `answer`, and the scratch
+/// directory holding its context (remove it when done).
+pub(crate) async fn fake_client(
+    answer: fn(&AdminRequest) -> Option<AdminResponse>,
+) -> (Client, tokio::task::JoinHandle<Vec<AdminRequest>>, PathBuf) {
+    let ca = Ca::generate("test ca").unwrap();
+    let (addr, server) = fake_controller(&ca, answer);
+    let dir = scratch_dir();
+    let (ctx, path) = context(&dir, &ca, &addr.to_string());
+    let client = Client::connect(&ctx, &path).await.unwrap();
+    (client, server, dir)
 }
 
 #[tokio::test]
@@ -95,7 +111,7 @@ async fn one_request_one_response_over_mtls() {
             ..
         }
     ));
-    assert_eq!(server.await.unwrap(), req);
+    assert_eq!(server.await.unwrap(), vec![req]);
     let _ = std::fs::remove_dir_all(dir);
 }
 

@@ -135,3 +135,56 @@ pub fn dash_join<T: std::fmt::Display>(items: &[T]) -> String {
     let parts: Vec<String> = items.iter().map(ToString::to_string).collect();
     parts.join(",")
 }
+
+/// `in 3d`, `in 5m`; `expired 2h ago` once past.
+pub fn until(now: i64, then: i64) -> String {
+    if then <= now {
+        return format!("expired {}", ago(now, Some(then)));
+    }
+    let secs = then - now;
+    match secs {
+        0..60 => format!("in {secs}s"),
+        60..3600 => format!("in {}m", secs / 60),
+        3600..86400 => format!("in {}h", secs / 3600),
+        _ => format!("in {}d", secs / 86400),
+    }
+}
+
+/// Bytes in the largest binary unit that fits, up to two decimals (`12 GiB`, `1.5 MiB`).
+pub fn bytes(n: u64) -> String {
+    const UNITS: [(u64, &str); 5] = [
+        (1 << 50, "PiB"),
+        (1 << 40, "TiB"),
+        (1 << 30, "GiB"),
+        (1 << 20, "MiB"),
+        (1 << 10, "KiB"),
+    ];
+    let Some(&(unit, name)) = UNITS.iter().find(|(unit, _)| n >= *unit) else {
+        return format!("{n} B");
+    };
+    let hundredths = (u128::from(n) * 100 + u128::from(unit) / 2) / u128::from(unit);
+    let (whole, cents) = (hundredths / 100, hundredths % 100);
+    match cents {
+        0 => format!("{whole} {name}"),
+        c if c % 10 == 0 => format!("{whole}.{} {name}", c / 10),
+        c => format!("{whole}.{c:02} {name}"),
+    }
+}
+
+/// Agent clock minus controller clock: `0 ms`, `+120 ms (agent ahead)`, `-2.5 s (agent behind)`.
+pub fn skew(ms: i64) -> String {
+    let side = match ms {
+        0 => return "0 ms".into(),
+        1.. => "ahead",
+        _ => "behind",
+    };
+    let sign = if ms > 0 { '+' } else { '-' };
+    let abs = ms.unsigned_abs();
+    let size = if abs < 1000 {
+        format!("{abs} ms")
+    } else {
+        let tenths = (abs + 50) / 100;
+        format!("{}.{} s", tenths / 10, tenths % 10)
+    };
+    format!("{sign}{size} (agent {side})")
+}

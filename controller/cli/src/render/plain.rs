@@ -13,6 +13,8 @@ use vpn_shared::proto::admin::{
 use super::{dash_join, refused, server_list};
 use crate::error::CliError;
 
+mod health;
+
 pub fn render(resp: &AdminResponse) -> Result<String, CliError> {
     let lines: Vec<Vec<String>> = match resp {
         AdminResponse::Error { kind, message } => return Err(refused(*kind, message)),
@@ -27,13 +29,11 @@ pub fn render(resp: &AdminResponse) -> Result<String, CliError> {
         AdminResponse::Status(s) => status(s),
         AdminResponse::Applied(a) => applied(a),
         AdminResponse::Firewall(v) => v.iter().map(firewall_rule).collect(),
-        AdminResponse::ServersDetail(_)
-        | AdminResponse::ServerDetail(_)
-        | AdminResponse::StatusDetail(_)
-        | AdminResponse::ServiceDetail(_)
-        | AdminResponse::Doctor(_) => {
-            return Err(CliError::Render("health views are not rendered yet".into()));
-        }
+        AdminResponse::ServersDetail(v) => v.iter().map(health::server).collect(),
+        AdminResponse::ServerDetail(d) => health::server_show(d),
+        AdminResponse::StatusDetail(s) => health::status(s),
+        AdminResponse::ServiceDetail(d) => health::service_show(d),
+        AdminResponse::Doctor(r) => r.checks.iter().map(health::check).collect(),
     };
     Ok(lines
         .iter()

@@ -13,6 +13,8 @@ use super::{Opts, ago, conn_rate, dash_join, date, refused, server_list, timesta
 use crate::error::CliError;
 use vpn_shared::rate;
 
+mod health;
+
 pub fn render(resp: &AdminResponse, opts: &Opts) -> Result<String, CliError> {
     let now = opts.now;
     Ok(match resp {
@@ -34,13 +36,12 @@ pub fn render(resp: &AdminResponse, opts: &Opts) -> Result<String, CliError> {
         AdminResponse::Applied(a) => applied(a),
         AdminResponse::Firewall(v) if v.is_empty() => "no firewall rules\n".into(),
         AdminResponse::Firewall(v) => firewall(v),
-        AdminResponse::ServersDetail(_)
-        | AdminResponse::ServerDetail(_)
-        | AdminResponse::StatusDetail(_)
-        | AdminResponse::ServiceDetail(_)
-        | AdminResponse::Doctor(_) => {
-            return Err(CliError::Render("health views are not rendered yet".into()));
-        }
+        AdminResponse::ServersDetail(v) if v.is_empty() => "no servers\n".into(),
+        AdminResponse::ServersDetail(v) => health::servers(v, now),
+        AdminResponse::ServerDetail(d) => health::server(d, now),
+        AdminResponse::StatusDetail(s) => health::status(s),
+        AdminResponse::ServiceDetail(d) => health::service(d),
+        AdminResponse::Doctor(r) => health::doctor(r),
     })
 }
 
@@ -115,23 +116,31 @@ fn servers(v: &[ServerInfo], now: i64) -> String {
     ];
     let rows = v
         .iter()
-        .map(|s| {
-            vec![
-                s.name.clone(),
-                server_status(s).into(),
-                or_dash(s.address.as_deref()),
-                or_dash(s.agent_version.as_deref()),
-                ago(now, s.last_seen),
-                generation(s),
-                dash_join(&s.services),
-                s.users.to_string(),
-            ]
-        })
+        .map(|s| server_row(s, server_status(s).into(), now))
         .collect();
     grid(Some(&header), rows)
 }
 
+/// The columns of `servers list` after the header's order, with `status` as given.
+fn server_row(s: &ServerInfo, status: String, now: i64) -> Vec<String> {
+    vec![
+        s.name.clone(),
+        status,
+        or_dash(s.address.as_deref()),
+        or_dash(s.agent_version.as_deref()),
+        ago(now, s.last_seen),
+        generation(s),
+        dash_join(&s.services),
+        s.users.to_string(),
+    ]
+}
+
 fn server(s: &ServerInfo, now: i64) -> String {
+    fields(server_fields(s, server_status(s).into(), now))
+}
+
+/// The `Key: value` rows of `servers show`, with `status` as given.
+fn server_fields(s: &ServerInfo, status: String, now: i64) -> Vec<(&'static str, String)> {
     let last_seen = match s.last_seen {
         Some(t) => format!("{} ({})", ago(now, Some(t)), timestamp(t)),
         None => "never".into(),
@@ -141,7 +150,7 @@ fn server(s: &ServerInfo, now: i64) -> String {
     let mut rows = vec![
         ("Name", s.name.clone()),
         ("Host ID", s.host_id.clone()),
-        ("Status", server_status(s).into()),
+        ("Status", status),
         ("Address", or_dash(s.address.as_deref())),
         ("Agent version", or_dash(s.agent_version.as_deref())),
         ("Last seen", last_seen),
@@ -173,7 +182,7 @@ fn server(s: &ServerInfo, now: i64) -> String {
             .collect();
         rows.push(("Last apply", problems.join("; ")));
     }
-    fields(rows)
+    rows
 }
 
 fn ports(s: &ServiceInfo) -> String {
@@ -209,6 +218,10 @@ fn services(v: &[ServiceInfo]) -> String {
 }
 
 fn service(s: &ServiceInfo) -> String {
+    fields(service_fields(s))
+}
+
+fn service_fields(s: &ServiceInfo) -> Vec<(&'static str, String)> {
     let conns = s
         .new_conn_rate
         .map_or("-".into(), |n| format!("{n}/s per source address"));
@@ -223,7 +236,7 @@ fn service(s: &ServiceInfo) -> String {
         ("Image", s.image.as_deref().unwrap_or("default").into()),
     ];
     rows.extend(options(&s.options));
-    fields(rows)
+    rows
 }
 
 /// A service's protocol options, one field each; the raw JSON when this CLI does not know them.
@@ -348,7 +361,11 @@ pub fn qr(data: &str) -> String {
 }
 
 fn status(s: &StatusInfo) -> String {
-    fields(vec![
+    fields(status_fields(s))
+}
+
+fn status_fields(s: &StatusInfo) -> Vec<(&'static str, String)> {
+    vec![
         ("Controller", s.controller_version.clone()),
         (
             "Hosts",
@@ -359,7 +376,7 @@ fn status(s: &StatusInfo) -> String {
             "Users",
             format!("{} ({} active)", s.users_total, s.users_active),
         ),
-    ])
+    ]
 }
 
 fn applied(a: &Applied) -> String {

@@ -3,6 +3,7 @@
 //! Fixtures live here; `table` pins the people-facing format, `formats` the others.
 
 mod formats;
+mod health;
 mod table;
 
 use vpn_shared::model::{Bandwidth, Protocol};
