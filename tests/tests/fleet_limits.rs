@@ -680,9 +680,11 @@ fn servers_show_reports_what_the_kernel_lacks() {
     let mut shown = serde_json::Value::Null;
     let reported = poll_until(CONVERGE_BOUND, || {
         let out = fleet.vpn_ok(&["servers", "show", "host-0", "-o", "json"]);
-        shown = serde_json::from_str(&out).unwrap_or_else(|e| {
+        let parsed: serde_json::Value = serde_json::from_str(&out).unwrap_or_else(|e| {
             panic!("`vpn servers show host-0 -o json` is not JSON ({e}): {out}")
         });
+        // The host's fields sit under `server`, next to its health view.
+        shown = parsed.get("server").cloned().unwrap_or(parsed);
         shown["health"].as_array().is_some_and(|h| !h.is_empty())
             || (config_has(&config, "CONFIG_CLS_U32_MARK")
                 && config_has(&config, "CONFIG_NET_ACT_CONNMARK")
