@@ -81,8 +81,12 @@ impl From<StoreError> for AdminError {
 pub async fn serve(ctl: Arc<Controller>, conn: quinn::Connection) {
     let remote = conn.remote_address();
     let Some(Identity::Admin(admin)) = peer_identity(&conn) else {
-        ctl.metrics.refused("admin_without_admin_certificate");
-        warn!(%remote, "admin ALPN without an admin certificate, refused");
+        if let Some(more) = ctl
+            .metrics
+            .refused_quietly("admin_without_admin_certificate")
+        {
+            warn!(%remote, more_since_last_line = more, "admin ALPN without an admin certificate, refused");
+        }
         conn.close(close::REFUSED.into(), b"admin certificate required");
         return;
     };
@@ -93,7 +97,9 @@ pub async fn serve(ctl: Arc<Controller>, conn: quinn::Connection) {
             let response = match read_frame::<_, AdminRequest>(&mut recv, MAX_REQUEST).await {
                 Ok(Some(req)) => {
                     let what = format!("{req:?}");
+                    let timer = ctl.metrics.admin_request(&req);
                     let reply = handle(&ctl, req).await;
+                    timer.done(reply.is_ok());
                     match reply {
                         Ok(r) => r,
                         Err(e) => {

@@ -34,6 +34,9 @@ pub struct FileConfig {
     /// Changes queued for one agent that has not caught up; past it the backlog becomes one
     /// full resync (default 20000).
     pub max_queued_changes: Option<usize>,
+    /// TCP address of the Prometheus `/metrics` listener, for example `127.0.0.1:9464`.
+    /// Default: none (off; see docs/OPERATIONS.md, "Metrics").
+    pub metrics_listen: Option<String>,
 }
 
 /// The effective configuration.
@@ -49,6 +52,8 @@ pub struct Config {
     pub enroll_max_connections: usize,
     pub enroll_max_per_address: usize,
     pub max_queued_changes: usize,
+    /// `None`: no `/metrics` listener.
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 /// Overrides from the command line and the environment.
@@ -57,6 +62,7 @@ pub struct Overrides {
     pub listen: Option<String>,
     pub public_address: Option<String>,
     pub database_url: Option<String>,
+    pub metrics_listen: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -152,8 +158,26 @@ impl Config {
                 file.max_queued_changes,
                 20_000,
             )?,
+            metrics_listen: socket_addr(
+                "metrics_listen",
+                over.metrics_listen.or(file.metrics_listen),
+            )?,
         })
     }
+}
+
+fn socket_addr(
+    field: &'static str,
+    value: Option<String>,
+) -> Result<Option<std::net::SocketAddr>, ConfigError> {
+    value
+        .map(|v| {
+            v.parse().map_err(|e| ConfigError::Invalid {
+                field,
+                reason: format!("{v:?}: {e} (expected IP:PORT, for example 127.0.0.1:9464)"),
+            })
+        })
+        .transpose()
 }
 
 fn check_host_port(field: &'static str, value: &str) -> Result<(), ConfigError> {
@@ -264,6 +288,7 @@ mod tests {
             ("enroll_max_connections = 0", "enroll_max_connections"),
             ("enroll_max_per_address = 0", "enroll_max_per_address"),
             ("max_queued_changes = 0", "max_queued_changes"),
+            ("metrics_listen = \"localhost\"", "metrics_listen"),
             ("colour = 1", "unknown field `colour`"),
         ];
         for (text, needle) in cases {

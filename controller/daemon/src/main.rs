@@ -32,6 +32,9 @@ enum Command {
     Run {
         #[command(flatten)]
         common: Common,
+        /// TCP address for Prometheus `/metrics` (for example 127.0.0.1:9464); off by default.
+        #[arg(long, env = "VPN_CONTROLLER_METRICS_LISTEN", value_name = "ADDR")]
+        metrics_listen: Option<String>,
     },
 }
 
@@ -56,12 +59,13 @@ struct Common {
 }
 
 impl Common {
-    fn config(&self) -> anyhow::Result<(Config, FileConfig)> {
+    fn config(&self, metrics_listen: Option<String>) -> anyhow::Result<(Config, FileConfig)> {
         let file = FileConfig::load(&self.data_dir)?;
         let over = Overrides {
             listen: self.listen.clone(),
             public_address: self.public_address.clone(),
             database_url: self.database_url.clone(),
+            metrics_listen,
         };
         Ok((Config::resolve(&self.data_dir, file.clone(), over)?, file))
     }
@@ -98,14 +102,17 @@ fn main() -> std::process::ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Init { common, context } => {
-            let (config, file) = common.config()?;
+            let (config, file) = common.config(None)?;
             let context = context.unwrap_or_else(CliContext::default_path);
             vpn_controller::init::init(&config, &file, &context)
                 .await
                 .context("init failed")
         }
-        Command::Run { common } => {
-            let (config, _) = common.config()?;
+        Command::Run {
+            common,
+            metrics_listen,
+        } => {
+            let (config, _) = common.config(metrics_listen)?;
             vpn_controller::server::run(config).await
         }
     }

@@ -1,7 +1,13 @@
 //! The QUIC front door: one UDP endpoint, connections dispatched by ALPN to the agent session,
-//! the admin API or enrollment.
+//! the admin API or enrollment; and, when configured, the `/metrics` TCP listener beside it.
+//!
+//! A handshake that fails, or a connection on an unknown ALPN, comes from a peer that showed no
+//! credentials: it is counted exactly but logged at most once per reason per 10 s
+//! ([`crate::metrics::throttle`]), so such peers cannot fill the log.
 
-use std::sync::Arc;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -26,6 +32,11 @@ pub struct Controller {
     pub metrics: Metrics,
     /// Caps the enrollment connections (no certificate) open at once.
     pub enroll_gate: enroll::Gate,
+    /// Where `/metrics` is served, once [`bind`] bound it (`None` when not configured).
+    pub metrics_addr: Option<SocketAddr>,
+    /// The bound `/metrics` listener, from [`bind`] (so a port in use fails the start) until
+    /// [`serve`] takes it.
+    metrics_listener: Mutex<Option<tokio::net::TcpListener>>,
 }
 
 impl Controller {
@@ -41,6 +52,8 @@ impl Controller {
         let store = Store::open(&config.database_path)
             .await
             .with_context(|| format!("opening {}", config.database_path.display()))?;
+        let metrics = Metrics::new();
+        metrics.register(Box::new(store.latency().clone()));
         Ok(Controller {
             fleet: Fleet::new(config.max_queued_changes),
             enroll_gate: enroll::Gate::new(
@@ -50,7 +63,9 @@ impl Controller {
             config,
             store,
             ca,
-            metrics: Metrics::default(),
+            metrics,
+            metrics_addr: None,
+            metrics_listener: Mutex::new(None),
         })
     }
 }
@@ -82,7 +97,13 @@ pub async fn bind(config: Config) -> anyhow::Result<(Arc<Controller>, quinn::End
         &read(&paths.key)?,
     )?;
     let listen: std::net::SocketAddr = config.listen.parse().context("listen address")?;
-    let ctl = Arc::new(Controller::open(config).await?);
+    let mut ctl = Controller::open(config).await?;
+    if let Some(addr) = ctl.config.metrics_listen {
+        let listener = bind_metrics(addr).await?;
+        ctl.metrics_addr = Some(listener.local_addr().unwrap_or(addr));
+        ctl.metrics_listener = Mutex::new(Some(listener));
+    }
+    let ctl = Arc::new(ctl);
     let endpoint = quinn::Endpoint::server(server_config, listen)
         .with_context(|| format!("binding UDP {listen}"))?;
     info!(
@@ -94,12 +115,61 @@ pub async fn bind(config: Config) -> anyhow::Result<(Arc<Controller>, quinn::End
     Ok((ctl, endpoint))
 }
 
+/// Binds the `/metrics` TCP listener; the caller decided it is wanted.
+async fn bind_metrics(addr: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding the metrics listener on TCP {addr}"))?;
+    if !addr.ip().is_loopback() {
+        // Allowed (a Prometheus on another machine needs it), but the operator should know:
+        // the page has no authentication and tells the fleet's size and activity.
+        warn!(metrics_listen = %addr, "metrics served on a non-loopback address, without authentication: firewall it");
+    }
+    Ok(listener)
+}
+
+/// `<data_dir>/metrics.addr`: where `/metrics` listens while the controller runs, for scripts
+/// and tests that configured port 0.
+pub fn metrics_addr_file(data_dir: &Path) -> PathBuf {
+    data_dir.join("metrics.addr")
+}
+
+/// Serves `/metrics` from the listener [`bind`] bound, if any, until `stop` fires; writes
+/// `metrics.addr` while it runs.
+fn start_metrics(
+    ctl: &Arc<Controller>,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> Option<tokio::task::JoinHandle<()>> {
+    let listener = ctl
+        .metrics_listener
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .take()?;
+    let addr = ctl.metrics_addr?;
+    let file = metrics_addr_file(&ctl.config.data_dir);
+    if let Err(e) = vpn_shared::fsutil::write_atomic(&file, format!("{addr}\n").as_bytes(), 0o644) {
+        warn!(path = %file.display(), error = %e, "cannot write the metrics address file");
+    }
+    info!(metrics_listen = %addr, path = "/metrics", "metrics listening");
+    let source = crate::metrics::Scraper(ctl.clone());
+    let mut stop = stop;
+    Some(tokio::spawn(vpn_shared::metrics_http::serve(
+        listener,
+        source,
+        async move {
+            let _ = stop.wait_for(|s| *s).await;
+        },
+    )))
+}
+
 /// Accepts connections until `shutdown` completes, then closes every connection.
 pub async fn serve(
     ctl: Arc<Controller>,
     endpoint: quinn::Endpoint,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
+    let (stop_metrics, metrics_stop) = tokio::sync::watch::channel(false);
+    let metrics = start_metrics(&ctl, metrics_stop);
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -111,6 +181,14 @@ pub async fn serve(
         }
     }
     info!("shutting down");
+    let _ = stop_metrics.send(true);
+    if let Some(metrics) = metrics {
+        let _ = metrics.await;
+        let file = metrics_addr_file(&ctl.config.data_dir);
+        if let Err(e) = std::fs::remove_file(&file) {
+            warn!(path = %file.display(), error = %e, "cannot remove the metrics address file");
+        }
+    }
     endpoint.close(close::SHUTDOWN.into(), b"controller shutting down");
     let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.wait_idle()).await;
     ctl.store.close().await;
@@ -121,8 +199,9 @@ async fn handle(ctl: Arc<Controller>, incoming: quinn::Incoming) {
     let conn = match incoming.await {
         Ok(conn) => conn,
         Err(e) => {
-            ctl.metrics.refused("handshake");
-            warn!(%remote, error = %e, "handshake failed, connection refused");
+            if let Some(more) = ctl.metrics.refused_quietly("handshake") {
+                warn!(%remote, error = %e, more_since_last_line = more, "handshake failed, connection refused");
+            }
             return;
         }
     };
@@ -131,8 +210,9 @@ async fn handle(ctl: Arc<Controller>, incoming: quinn::Incoming) {
         Some(ALPN_ADMIN) => admin::serve(ctl, conn).await,
         Some(ALPN_ENROLL) => enroll::serve(ctl, conn).await,
         other => {
-            ctl.metrics.refused("unknown_alpn");
-            warn!(%remote, alpn = ?other.map(String::from_utf8_lossy), "unknown ALPN");
+            if let Some(more) = ctl.metrics.refused_quietly("unknown_alpn") {
+                warn!(%remote, alpn = ?other.map(String::from_utf8_lossy), more_since_last_line = more, "unknown ALPN, connection refused");
+            }
             conn.close(close::REFUSED.into(), b"unknown ALPN");
         }
     }

@@ -40,8 +40,12 @@ const SEEN_EVERY: Duration = Duration::from_secs(30);
 pub async fn run(ctl: Arc<Controller>, conn: quinn::Connection) {
     let remote = conn.remote_address();
     let Some(Identity::Agent(host_id)) = peer_identity(&conn) else {
-        ctl.metrics.refused("agent_without_agent_certificate");
-        warn!(%remote, "agent ALPN without an agent certificate, refused");
+        if let Some(more) = ctl
+            .metrics
+            .refused_quietly("agent_without_agent_certificate")
+        {
+            warn!(%remote, more_since_last_line = more, "agent ALPN without an agent certificate, refused");
+        }
         conn.close(close::REFUSED.into(), b"agent certificate required");
         return;
     };
@@ -93,6 +97,7 @@ pub async fn run(ctl: Arc<Controller>, conn: quinn::Connection) {
         version,
         send,
         tracked: TrackedState::default(),
+        acks: crate::metrics::AckClock::default(),
     };
     let online = Online {
         ctl: ctl.clone(),
@@ -250,6 +255,8 @@ struct Session {
     send: SendStream,
     /// What this host was sent, with its digest: what the agent's acks must match.
     tracked: TrackedState,
+    /// When each change still awaiting an ack was taken (the ack latency metric).
+    acks: crate::metrics::AckClock,
 }
 
 impl Session {
@@ -409,6 +416,7 @@ impl Session {
 
     /// Sends the pushes and whatever else arrives within the coalescing window as one delta.
     async fn push(&mut self, reg: &mut Registration, mut batch: Vec<HostPush>) -> Result<(), End> {
+        let taken = std::time::Instant::now();
         tokio::time::sleep(COALESCE).await;
         match reg.backlog.take() {
             None => {}
@@ -420,6 +428,7 @@ impl Session {
         let base = self.tracked.generation();
         let mut changes = Vec::new();
         for p in batch {
+            self.ctl.metrics.pushed(&mut self.acks, p.generation, taken);
             if self
                 .tracked
                 .apply_delta(p.base_generation, p.generation, &p.changes)
@@ -459,6 +468,9 @@ impl Session {
                     warn!(host = %self.host_name, generation = ack.generation, "digest mismatch, resending full state");
                     return self.resync(reg).await;
                 }
+                self.ctl
+                    .metrics
+                    .acked(&mut self.acks, ack.generation, &ack.results);
                 let _ = self
                     .ctl
                     .store

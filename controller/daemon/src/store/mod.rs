@@ -33,11 +33,11 @@ pub(crate) mod validate;
 mod tests;
 
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ring::rand::SystemRandom;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Sqlite, SqlitePool, Transaction};
+use sqlx::{Sqlite, SqliteConnection, SqlitePool, Transaction};
 use tokio::sync::{Mutex, MutexGuard};
 use vpn_shared::model::Change;
 
@@ -62,6 +62,9 @@ pub struct Store {
     writer: Mutex<()>,
     /// Source of credential secrets.
     rng: SystemRandom,
+    /// `vpn_controller_store_duration_seconds{op}`: every transaction, timed where it starts and
+    /// ends (here); the controller registers it with its other metrics.
+    latency: prometheus::HistogramVec,
 }
 
 /// The result of a mutation and what it changed on each host.
@@ -87,6 +90,26 @@ pub struct HostPush {
 struct Write<'a> {
     tx: Transaction<'a, Sqlite>,
     _lock: MutexGuard<'a, ()>,
+    _timer: Timer,
+}
+
+/// A read transaction, timed (see [`Store::read`]); used like the transaction it holds.
+struct Read<'a> {
+    tx: Transaction<'a, Sqlite>,
+    _timer: Timer,
+}
+
+/// Observes the time since it was made into its histogram when dropped: a transaction is
+/// timed until it commits or rolls back, on every path out.
+struct Timer {
+    histogram: prometheus::Histogram,
+    started: Instant,
+}
+
+impl Drop for Timer {
+    fn drop(&mut self) {
+        self.histogram.observe(self.started.elapsed().as_secs_f64());
+    }
 }
 
 impl Store {
@@ -110,7 +133,20 @@ impl Store {
             pool,
             writer: Mutex::new(()),
             rng: SystemRandom::new(),
+            latency: latency_histogram(),
         })
+    }
+
+    /// The store's latency histogram, for the controller's metrics registry.
+    pub fn latency(&self) -> &prometheus::HistogramVec {
+        &self.latency
+    }
+
+    fn timer(&self, op: &str) -> Timer {
+        Timer {
+            histogram: self.latency.with_label_values(&[op]),
+            started: Instant::now(),
+        }
     }
 
     /// Closes every connection, checkpointing the WAL.
@@ -120,15 +156,30 @@ impl Store {
 
     /// Starts a write transaction. `BEGIN IMMEDIATE` takes SQLite's write lock up front, so a
     /// transaction that reads before it writes can never fail to upgrade its lock.
+    ///
+    /// Timed as `write` from the request for this process's writer lock to commit or rollback,
+    /// and as `write_lock` until that lock was had: the wait for other writers.
     async fn write(&self) -> Result<Write<'_>> {
+        let timer = self.timer("write");
+        let waiting = self.timer("write_lock");
         let lock = self.writer.lock().await;
+        drop(waiting);
         let tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        Ok(Write { tx, _lock: lock })
+        Ok(Write {
+            tx,
+            _lock: lock,
+            _timer: timer,
+        })
     }
 
-    /// Starts a read transaction: one consistent snapshot across several queries.
-    async fn read(&self) -> Result<Transaction<'_, Sqlite>> {
-        Ok(self.pool.begin().await?)
+    /// Starts a read transaction: one consistent snapshot across several queries. Timed as
+    /// `read` until it ends.
+    async fn read(&self) -> Result<Read<'_>> {
+        let timer = self.timer("read");
+        Ok(Read {
+            tx: self.pool.begin().await?,
+            _timer: timer,
+        })
     }
 }
 
@@ -137,6 +188,46 @@ impl Write<'_> {
         self.tx.commit().await?;
         Ok(())
     }
+}
+
+impl Read<'_> {
+    async fn commit(self) -> Result<()> {
+        self.tx.commit().await?;
+        Ok(())
+    }
+}
+
+impl std::ops::Deref for Read<'_> {
+    type Target = SqliteConnection;
+    fn deref(&self) -> &SqliteConnection {
+        &self.tx
+    }
+}
+
+impl std::ops::DerefMut for Read<'_> {
+    fn deref_mut(&mut self) -> &mut SqliteConnection {
+        &mut self.tx
+    }
+}
+
+/// Buckets from half a millisecond (a point read) to seconds (a 100,000-user full state, or a
+/// write lock held by a backup).
+const STORE_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+];
+
+#[allow(clippy::expect_used)] // a constant definition: an invalid one fails every store test
+fn latency_histogram() -> prometheus::HistogramVec {
+    prometheus::HistogramVec::new(
+        prometheus::HistogramOpts::new(
+            "vpn_controller_store_duration_seconds",
+            "Store transactions by operation (read, write: whole transactions; write_lock: the \
+             wait for this process's writer lock).",
+        )
+        .buckets(STORE_BUCKETS.to_vec()),
+        &["op"],
+    )
+    .expect("store latency histogram definition")
 }
 
 /// Creates the database file readable by its owner only; SQLite gives the WAL and shared-memory

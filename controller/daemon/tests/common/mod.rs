@@ -114,6 +114,7 @@ impl TestController {
             listen: Some("127.0.0.1:0".into()),
             public_address: Some("127.0.0.1:7443".into()),
             database_url: None,
+            ..Default::default()
         };
         let config = Config::resolve(&data_dir, file.clone(), overrides).expect("config");
         init::init(&config, &file, &dir.path().join("context.toml"))
