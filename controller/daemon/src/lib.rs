@@ -10,7 +10,8 @@
 //! - [`enroll`]: join tokens and CSR signing.
 //! - [`admin`] and [`views`]: the operator API.
 //! - [`store`]: SQLite persistence and the per-host desired-state computation.
-//! - [`metrics`]: counters of notable events.
+//! - [`metrics`]: the Prometheus registry (refusals, events, pushes, ack latency, apply
+//!   failures, admin requests, store latency) behind `/metrics`, and the throttle of refusal logs.
 
 pub mod admin;
 pub mod backlog;
