@@ -168,7 +168,7 @@ pub struct DeployArgs {
     ArgGroup::new("change")
         .required(true)
         .multiple(true)
-        .args(["bandwidth", "no_bandwidth", "conn_rate", "no_conn_rate"])
+        .args(["bandwidth", "no_bandwidth", "conn_rate", "no_conn_rate", "image", "default_image"])
 ))]
 pub struct EditServiceArgs {
     pub name: String,
@@ -189,6 +189,14 @@ pub struct EditServiceArgs {
     /// Remove the new-connection rate limit.
     #[arg(long)]
     pub no_conn_rate: bool,
+    /// Run the service from IMAGE. Each host creates the new container before it stops the
+    /// old one; a replacement that cannot be created leaves the old one serving, and the host
+    /// shows as degraded until fixed.
+    #[arg(long, value_name = "IMAGE", conflicts_with = "default_image")]
+    pub image: Option<String>,
+    /// Run the service from the driver's default image again.
+    #[arg(long)]
+    pub default_image: bool,
     #[command(flatten)]
     pub wait: WaitArgs,
 }

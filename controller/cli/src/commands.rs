@@ -164,7 +164,13 @@ pub fn to_request(command: &Command) -> Option<AdminRequest> {
             ServicesCmd::Deploy(a) => deploy(a),
             ServicesCmd::List => AdminRequest::ServicesList,
             ServicesCmd::Show { name } => AdminRequest::ServicesShowDetail { name: name.clone() },
-            ServicesCmd::Edit(a) => AdminRequest::ServicesEdit(edit_service(a)),
+            ServicesCmd::Edit(a) => match image_edit(a) {
+                None => AdminRequest::ServicesEdit(edit_service(a)),
+                image => AdminRequest::ServicesEditWith {
+                    edit: edit_service(a),
+                    image,
+                },
+            },
             ServicesCmd::Remove { name, wait } => AdminRequest::ServicesRemove {
                 name: name.clone(),
                 wait: !wait.no_wait,
@@ -201,6 +207,16 @@ fn both(bps: u64) -> Bandwidth {
     Bandwidth {
         down_bps: Some(bps),
         up_bps: Some(bps),
+    }
+}
+
+/// `--image I` / `--default-image` as the wire says them; `None` without either flag (then the
+/// request stays the one older controllers know).
+fn image_edit(a: &EditServiceArgs) -> Option<Option<String>> {
+    if a.default_image {
+        Some(None)
+    } else {
+        a.image.clone().map(Some)
     }
 }
 

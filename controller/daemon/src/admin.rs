@@ -193,6 +193,13 @@ async fn handle(ctl: &Controller, req: AdminRequest) -> Reply {
                 .edit_service(&e.name, e.bandwidth, e.new_conn_rate);
             mutate(ctl, e.wait, |_| summary, m).await
         }
+        AdminRequest::ServicesEditWith { edit: e, image } => {
+            let summary = format!("service {} updated", e.name);
+            let m = ctl
+                .store
+                .edit_service_with(&e.name, e.bandwidth, e.new_conn_rate, image);
+            mutate(ctl, e.wait, |_| summary, m).await
+        }
         AdminRequest::UsersAdd(u) => {
             let summary = format!("user {} added", u.name);
             let new = NewUser {

@@ -396,7 +396,7 @@ pub fn request_kind(req: &AdminRequest) -> &'static str {
         R::ServicesShow { .. } => "services_show",
         R::ServicesShowDetail { .. } => "services_show_detail",
         R::ServicesRemove { .. } => "services_remove",
-        R::ServicesEdit(_) => "services_edit",
+        R::ServicesEdit(_) | R::ServicesEditWith { .. } => "services_edit",
         R::UsersAdd(_) => "users_add",
         R::UsersList => "users_list",
         R::UsersShow { .. } => "users_show",

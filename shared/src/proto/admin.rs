@@ -95,6 +95,13 @@ pub enum AdminRequest {
     },
     /// Fleet-wide checks: [`AdminResponse::Doctor`].
     Doctor,
+    /// `services edit` that may also change the image; `ServicesEdit` stays for older peers.
+    ServicesEditWith {
+        edit: EditService,
+        /// `Some(Some(i))`: run image `i`; `Some(None)`: back to the driver's default image;
+        /// `None`: keep it.
+        image: Option<Option<String>>,
+    },
 }
 
 /// Protocol options of a deploy. New protocols are appended, never inserted.

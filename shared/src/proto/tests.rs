@@ -274,6 +274,29 @@ fn samples() -> Vec<(&'static str, Vec<u8>)> {
                 AdminRequest::Doctor,
             ]),
         ),
+        (
+            "admin_edit_with",
+            enc(&vec![
+                AdminRequest::ServicesEditWith {
+                    edit: EditService {
+                        name: "ss".into(),
+                        bandwidth: None,
+                        new_conn_rate: None,
+                        wait: true,
+                    },
+                    image: Some(Some("vpn-fleet/shadowsocks-rust:local".into())),
+                },
+                AdminRequest::ServicesEditWith {
+                    edit: EditService {
+                        name: "ss".into(),
+                        bandwidth: Some(Bandwidth::default()),
+                        new_conn_rate: Some(None),
+                        wait: false,
+                    },
+                    image: Some(None),
+                },
+            ]),
+        ),
         ("admin_health_responses", enc(&admin_health_responses())),
     ]
 }
@@ -623,9 +646,10 @@ fn every_golden_sample_decodes_back() {
             n if n.starts_with("ctl_") => postcard::from_bytes::<ControllerMsg>(&bytes).is_ok(),
             "enroll_request" => postcard::from_bytes::<EnrollRequest>(&bytes).is_ok(),
             n if n.starts_with("enroll_") => postcard::from_bytes::<EnrollResponse>(&bytes).is_ok(),
-            "admin_requests" | "admin_deploy_with" | "admin_health_requests" => {
-                postcard::from_bytes::<Vec<AdminRequest>>(&bytes).is_ok()
-            }
+            "admin_requests"
+            | "admin_deploy_with"
+            | "admin_health_requests"
+            | "admin_edit_with" => postcard::from_bytes::<Vec<AdminRequest>>(&bytes).is_ok(),
             "admin_responses" | "admin_health_responses" => {
                 postcard::from_bytes::<Vec<AdminResponse>>(&bytes).is_ok()
             }

@@ -338,6 +338,27 @@ fn services_deploy_and_edit_carry_caps_and_connection_rates() {
     );
     let (kind, _) = usage_error("services edit ss");
     assert_eq!(kind, ErrorKind::MissingRequiredArgument);
+    // An image edit needs the newer request; without one the older request stays.
+    let want = AdminRequest::ServicesEditWith {
+        edit: EditService {
+            name: "ss".into(),
+            bandwidth: None,
+            new_conn_rate: None,
+            wait: true,
+        },
+        image: Some(Some("vpn-fleet/shadowsocks-rust:next".into())),
+    };
+    assert_eq!(
+        request("services edit ss --image vpn-fleet/shadowsocks-rust:next"),
+        want
+    );
+    let AdminRequest::ServicesEditWith { image, .. } = request("services edit ss --default-image")
+    else {
+        panic!("--default-image is ServicesEditWith");
+    };
+    assert_eq!(image, Some(None));
+    let (kind, _) = usage_error("services edit ss --image a --default-image");
+    assert_eq!(kind, ErrorKind::ArgumentConflict);
     let (kind, _) = usage_error("services edit ss --conn-rate 5 --no-conn-rate");
     assert_eq!(kind, ErrorKind::ArgumentConflict);
 }

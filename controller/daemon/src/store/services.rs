@@ -190,6 +190,24 @@ impl Store {
         bandwidth: Option<Bandwidth>,
         new_conn_rate: Option<Option<u32>>,
     ) -> Result<Mutation<ServiceRow>> {
+        self.edit_service_with(name, bandwidth, new_conn_rate, None)
+            .await
+    }
+
+    /// Like [`edit_service`](Self::edit_service), also changing the image: `Some(Some(i))` runs
+    /// `i`, `Some(None)` the driver's default. A new image changes the container's spec, so
+    /// each host replaces the container (make-before-break: a replacement that cannot be
+    /// created leaves the old one serving, and the host reports the failure).
+    pub async fn edit_service_with(
+        &self,
+        name: &str,
+        bandwidth: Option<Bandwidth>,
+        new_conn_rate: Option<Option<u32>>,
+        image: Option<Option<String>>,
+    ) -> Result<Mutation<ServiceRow>> {
+        if let Some(i) = &image {
+            validate::image(i.as_deref())?;
+        }
         if let Some(b) = &bandwidth {
             validate::bandwidth(b)?;
         }
@@ -202,19 +220,24 @@ impl Store {
         let service = service.ok_or_else(|| StoreError::not_found("service", name))?;
         let bandwidth = bandwidth.unwrap_or(service.bandwidth);
         let new_conn_rate = new_conn_rate.unwrap_or(service.new_conn_rate);
-        if bandwidth == service.bandwidth && new_conn_rate == service.new_conn_rate {
+        let image = image.unwrap_or_else(|| service.image.clone());
+        if bandwidth == service.bandwidth
+            && new_conn_rate == service.new_conn_rate
+            && image == service.image
+        {
             return Ok(Mutation {
                 value: service,
                 pushes: Vec::new(),
             });
         }
         sqlx::query(
-            "UPDATE services SET bandwidth_down = ?1, bandwidth_up = ?2, new_conn_rate = ?3 \
-             WHERE name = ?4",
+            "UPDATE services SET bandwidth_down = ?1, bandwidth_up = ?2, new_conn_rate = ?3, \
+             image = ?4 WHERE name = ?5",
         )
         .bind(rate_to_db(bandwidth.down_bps)?)
         .bind(rate_to_db(bandwidth.up_bps)?)
         .bind(new_conn_rate)
+        .bind(&image)
         .bind(name)
         .execute(&mut *conn)
         .await?;
@@ -223,6 +246,7 @@ impl Store {
         let service = ServiceRow {
             bandwidth,
             new_conn_rate,
+            image,
             ..service
         };
         w.commit().await?;

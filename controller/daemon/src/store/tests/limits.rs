@@ -143,6 +143,55 @@ async fn editing_a_service_pushes_its_new_spec_to_its_hosts() {
     assert!(m.pushes.is_empty());
 }
 
+/// A new image is one `UpsertService` carrying it (each host then replaces the container); the
+/// same image again pushes nothing; `Some(None)` returns to the driver's default; a malformed
+/// reference is refused naming `image` and leaves the service as it was.
+#[tokio::test]
+async fn an_image_edit_pushes_the_service_with_its_new_image() {
+    let (_dir, store) = store().await;
+    host(&store, "a", 1).await;
+    store
+        .deploy_service(ss("ss", 9000, 10, named(&["a"])), 0)
+        .await
+        .unwrap();
+    let image = Some(Some("vpn-fleet/shadowsocks-rust:next".to_owned()));
+    let m = store
+        .edit_service_with("ss", None, None, image.clone())
+        .await
+        .unwrap();
+    let [Change::UpsertService(spec)] = m.pushes[0].changes.as_slice() else {
+        panic!("expected one UpsertService, got {:?}", m.pushes);
+    };
+    assert_eq!(
+        spec.image.as_deref(),
+        Some("vpn-fleet/shadowsocks-rust:next")
+    );
+    let again = store
+        .edit_service_with("ss", None, None, image)
+        .await
+        .unwrap();
+    assert!(again.pushes.is_empty(), "the same image changes nothing");
+    let err = store
+        .edit_service_with("ss", None, None, Some(Some("two words".into())))
+        .await
+        .unwrap_err();
+    assert_eq!(field(err), "image");
+    assert_eq!(
+        store.services().await.unwrap()[0].image.as_deref(),
+        Some("vpn-fleet/shadowsocks-rust:next"),
+        "a refused edit writes nothing"
+    );
+    let m = store
+        .edit_service_with("ss", None, None, Some(None))
+        .await
+        .unwrap();
+    assert_eq!(
+        m.value.image, None,
+        "Some(None) is the driver's default again"
+    );
+    assert_eq!(m.pushes.len(), 1);
+}
+
 #[tokio::test]
 async fn bad_limits_name_the_field_and_write_nothing() {
     let (_dir, store) = store().await;
