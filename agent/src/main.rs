@@ -99,7 +99,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             join,
             data_dir,
             public_address,
-        } => vpn_agent::enroll::join(&join, &data_dir, public_address).await,
+        } => {
+            let paths = Paths::resolve(&data_dir)?;
+            vpn_agent::enroll::join(&join, &paths.data_dir, public_address).await
+        }
         Command::Run {
             data_dir,
             network_mode,
@@ -110,7 +113,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             no_firewall,
             no_shaping,
         } => {
-            let paths = Paths::new(&data_dir);
+            // Absolute from here on: the data directory's spelling is in every bind mount and
+            // so in every container's spec hash.
+            let paths = Paths::resolve(&data_dir)?;
             let file = FileConfig::load(&paths.config)?;
             let config = Config::resolve(
                 file,
@@ -125,8 +130,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 },
             )?;
             let docker = Docker::connect().await.context("connecting to Docker")?;
-            let applier = Applier::new(docker, &config.host_id, &data_dir, &config.network_mode);
-            tracing::info!(host = %config.host_name, host_id = %config.host_id, controller = %config.controller, network_mode = %config.network_mode, "agent starting");
+            let applier = Applier::new(
+                docker,
+                &config.host_id,
+                &paths.data_dir,
+                &config.network_mode,
+            );
+            tracing::info!(host = %config.host_name, host_id = %config.host_id, controller = %config.controller, network_mode = %config.network_mode, data_dir = %paths.data_dir.display(), "agent starting");
             let net = vpn_agent::hostnet::HostNet::setup(&config.net).await;
             Agent::new(config, paths, applier, net).run().await
         }

@@ -102,7 +102,7 @@ impl Applier {
 
     /// Where a service's manager socket lives (bind-mounted into its container).
     pub fn run_dir(&self, service: &str) -> PathBuf {
-        self.data_dir.join("run").join(sanitize(service))
+        run_dir(&self.data_dir, service)
     }
 
     /// Applies `state`: one result per service and per user credential.
@@ -337,6 +337,11 @@ async fn end_sessions(
         .lines()
         .filter(|l| !l.trim().is_empty())
         .count())
+}
+
+/// `<data_dir>/run/<service>/`: a service's run directory, bind-mounted at the same path.
+pub fn run_dir(data_dir: &Path, service: &str) -> PathBuf {
+    data_dir.join("run").join(sanitize(service))
 }
 
 /// Results for a service whose container could not be ensured, and for each of its users.
