@@ -1,0 +1,219 @@
+//! Make-before-break replacement against the real Docker engine (SPEC §2.8): a container whose
+//! replacement cannot be created keeps running untouched, one whose replacement cannot start is
+//! started again, a good replacement ends as exactly one container of the canonical name, and a
+//! replacement left behind by a crash is promoted or cleaned up.
+//!
+//! The containers run `sleep` from the locally built `vpn-fleet/pause:local` image (no registry
+//! is reachable; `deploy/images/pause/build.sh` builds it from a static busybox) with network
+//! mode `none`. Needs Docker; fails (does not skip) without it.
+
+// Test code: a panic is the failure report (clippy's in-test allowances skip helper functions).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use vpn_agent::apply::docker::{
+    ContainerSpec, Docker, EnsureOutcome, LABEL_HOST, LABEL_MANAGED_BY, LABEL_SPEC_HASH,
+    MANAGED_BY, ManagedContainer, temporary_name,
+};
+
+const IMAGE: &str = "vpn-fleet/pause:local";
+
+/// Force-removes every container of the host, also when the test panics.
+struct Cleanup(String);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let filter = format!("label={LABEL_HOST}={}", self.0);
+        let Ok(out) = Command::new("docker")
+            .args(["ps", "-aq", "--filter", &filter])
+            .output()
+        else {
+            return;
+        };
+        for id in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+            let _ = Command::new("docker").args(["rm", "-f", id]).output();
+        }
+    }
+}
+
+/// A fresh host id per test, so tests and earlier runs never see each other's containers.
+fn host() -> (String, Cleanup) {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let host = format!(
+        "it-mbb-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    );
+    (host.clone(), Cleanup(host))
+}
+
+async fn docker_with_image() -> Docker {
+    let docker = Docker::connect().await.unwrap();
+    if docker.client().inspect_image(IMAGE).await.is_err() {
+        let script =
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/images/pause/build.sh");
+        let status = Command::new("bash").arg(&script).status().unwrap();
+        assert!(status.success(), "{} failed", script.display());
+    }
+    docker
+}
+
+fn spec(host: &str, generation: &str) -> ContainerSpec {
+    ContainerSpec {
+        name: format!("vpn-{host}-svc"),
+        image: IMAGE.into(),
+        // busybox as PID 1 ignores SIGTERM; this one exits on it, as real engines do, so a
+        // replacement does not wait out the stop timeout.
+        cmd: [
+            "/bin/sh",
+            "-c",
+            "trap 'exit 0' TERM; while :; do sleep 1; done",
+        ]
+        .map(String::from)
+        .to_vec(),
+        env: vec![format!("GENERATION={generation}")],
+        binds: vec![],
+        network_mode: "none".into(),
+        labels: BTreeMap::from([(LABEL_HOST.into(), host.into())]),
+    }
+}
+
+/// Id and running flag of the container called `name`.
+async fn inspect(docker: &Docker, name: &str) -> (String, bool) {
+    let c = docker
+        .client()
+        .inspect_container(
+            name,
+            None::<bollard::query_parameters::InspectContainerOptions>,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+    let running = c.state.and_then(|s| s.running).unwrap_or(false);
+    (c.id.unwrap(), running)
+}
+
+fn names(list: &[ManagedContainer]) -> Vec<&str> {
+    list.iter().map(|c| c.name.as_str()).collect()
+}
+
+#[tokio::test]
+async fn a_replacement_that_cannot_be_created_leaves_the_old_container_serving() {
+    let docker = docker_with_image().await;
+    let (host, _cleanup) = host();
+    let good = spec(&host, "1");
+    assert_eq!(docker.ensure(&good).await.unwrap(), EnsureOutcome::Created);
+    let (id, running) = inspect(&docker, &good.name).await;
+    assert!(running);
+
+    // An image that does not exist (nothing can be pulled here): creation fails, the step
+    // that runs while the old container still serves.
+    let mut bad = spec(&host, "2");
+    bad.image = "vpn-fleet/no-such-image:missing".into();
+    let err = docker.ensure(&bad).await.unwrap_err().to_string();
+    assert!(err.contains("vpn-fleet/no-such-image:missing"), "{err}");
+
+    assert_eq!(inspect(&docker, &good.name).await, (id.clone(), true));
+    let list = docker.list_managed(&host).await.unwrap();
+    assert_eq!(names(&list), [good.name.as_str()], "no temporary left");
+    assert_eq!(list[0].spec_hash, Some(good.spec_hash()));
+
+    // Applying the working spec again changes nothing.
+    assert_eq!(
+        docker.ensure(&good).await.unwrap(),
+        EnsureOutcome::Unchanged
+    );
+    assert_eq!(inspect(&docker, &good.name).await.0, id);
+}
+
+#[tokio::test]
+async fn a_replacement_that_does_not_start_is_rolled_back() {
+    let docker = docker_with_image().await;
+    let (host, _cleanup) = host();
+    let good = spec(&host, "1");
+    docker.ensure(&good).await.unwrap();
+    let (id, _) = inspect(&docker, &good.name).await;
+
+    // Created fine, but its command does not exist in the image: the start fails.
+    let mut broken = spec(&host, "2");
+    broken.cmd = vec!["/bin/no-such-program".into()];
+    let err = docker.ensure(&broken).await.unwrap_err().to_string();
+    assert!(err.contains("start"), "{err}");
+
+    assert_eq!(
+        inspect(&docker, &good.name).await,
+        (id, true),
+        "the old container was started again"
+    );
+    let list = docker.list_managed(&host).await.unwrap();
+    assert_eq!(names(&list), [good.name.as_str()], "no temporary left");
+}
+
+#[tokio::test]
+async fn a_good_replacement_ends_as_one_container_with_the_new_spec() {
+    let docker = docker_with_image().await;
+    let (host, _cleanup) = host();
+    let old = spec(&host, "1");
+    docker.ensure(&old).await.unwrap();
+    let (old_id, _) = inspect(&docker, &old.name).await;
+
+    let new = spec(&host, "2");
+    assert_eq!(docker.ensure(&new).await.unwrap(), EnsureOutcome::Recreated);
+    let list = docker.list_managed(&host).await.unwrap();
+    assert_eq!(names(&list), [new.name.as_str()]);
+    assert_eq!(list[0].spec_hash, Some(new.spec_hash()));
+    assert!(list[0].running);
+    assert_ne!(list[0].id, old_id);
+    assert_eq!(docker.ensure(&new).await.unwrap(), EnsureOutcome::Unchanged);
+}
+
+/// `docker create` of an owned container under the replacement's name, as a crash would leave.
+fn leave_replacement(host: &str, spec: &ContainerSpec) {
+    let out = Command::new("docker")
+        .args(["create", "--network", "none", "--name"])
+        .arg(temporary_name(&spec.name))
+        .args(["--label", &format!("{LABEL_MANAGED_BY}={MANAGED_BY}")])
+        .args(["--label", &format!("{LABEL_HOST}={host}")])
+        .args([
+            "--label",
+            &format!("{LABEL_SPEC_HASH}={}", spec.spec_hash()),
+        ])
+        .args([IMAGE, "/bin/sleep", "3600"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test]
+async fn replacements_left_by_a_crash_are_promoted_or_removed() {
+    let docker = docker_with_image().await;
+    let (host, _cleanup) = host();
+    let s = spec(&host, "1");
+
+    // Crash after the old container was removed, before the rename: the next ensure finishes.
+    leave_replacement(&host, &s);
+    assert_eq!(docker.ensure(&s).await.unwrap(), EnsureOutcome::Recreated);
+    let list = docker.list_managed(&host).await.unwrap();
+    assert_eq!(names(&list), [s.name.as_str()]);
+    assert!(list[0].running);
+
+    // Crash before the switch: the old container still runs, the leftover goes with the next
+    // stale sweep even though the service's name prefix is kept.
+    leave_replacement(&host, &spec(&host, "2"));
+    let removed = docker
+        .remove_stale(&host, &[s.name.clone()], &[format!("{}.", s.name)])
+        .await
+        .unwrap();
+    assert_eq!(removed, [temporary_name(&s.name)]);
+    assert_eq!(
+        names(&docker.list_managed(&host).await.unwrap()),
+        [s.name.as_str()]
+    );
+}
