@@ -208,7 +208,11 @@ async fn replacements_left_by_a_crash_are_promoted_or_removed() {
     // stale sweep even though the service's name prefix is kept.
     leave_replacement(&host, &spec(&host, "2"));
     let removed = docker
-        .remove_stale(&host, &[s.name.clone()], &[format!("{}.", s.name)])
+        .remove_stale(
+            &host,
+            std::slice::from_ref(&s.name),
+            &[format!("{}.", s.name)],
+        )
         .await
         .unwrap();
     assert_eq!(removed, [temporary_name(&s.name)]);
