@@ -119,6 +119,16 @@ pub struct ManagedContainer {
     pub running: bool,
 }
 
+/// One of this host's containers with what a health report needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerHealth {
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub running: bool,
+    /// Docker's `RestartCount`: restarts by the restart policy since the container was created.
+    pub restarts: i64,
+}
+
 /// Errors of the Docker layer.
 #[derive(Debug, thiserror::Error)]
 pub enum DockerError {
@@ -452,6 +462,40 @@ impl Docker {
                 })
             })
             .collect())
+    }
+
+    /// This host's managed containers with their restart counts (one inspect each), by name.
+    pub async fn container_health(
+        &self,
+        host_id: &str,
+    ) -> Result<Vec<ContainerHealth>, DockerError> {
+        let mut out = Vec::new();
+        for c in self.list_managed(host_id).await? {
+            let inspected = match self
+                .inner
+                .inspect_container(&c.id, None::<InspectContainerOptions>)
+                .await
+            {
+                Ok(i) => i,
+                // Removed between the list and the inspect: not there any more.
+                Err(e) if is_not_found(&e) => continue,
+                Err(e) => return Err(engine("inspect", &c.name)(e)),
+            };
+            let state = inspected.state.as_ref();
+            out.push(ContainerHealth {
+                running: state.and_then(|s| s.running).unwrap_or(c.running),
+                restarts: inspected.restart_count.unwrap_or(0),
+                labels: inspected
+                    .config
+                    .and_then(|c| c.labels)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .collect(),
+                name: c.name,
+            });
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
     }
 
     /// Removes this host's managed containers whose names are neither in `keep` nor start with

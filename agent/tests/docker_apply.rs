@@ -1,11 +1,15 @@
-//! Make-before-break replacement against the real Docker engine (SPEC §2.8): a container whose
-//! replacement cannot be created keeps running untouched, one whose replacement cannot start is
-//! started again, a good replacement ends as exactly one container of the canonical name, and a
-//! replacement left behind by a crash is promoted or cleaned up.
+//! The Docker half of apply against the real engine (SPEC §2.8).
 //!
-//! The containers run `sleep` from the locally built `vpn-fleet/pause:local` image (no registry
-//! is reachable; `deploy/images/pause/build.sh` builds it from a static busybox) with network
-//! mode `none`. Needs Docker; fails (does not skip) without it.
+//! Make-before-break: a container whose replacement cannot be created keeps running untouched,
+//! one whose replacement cannot start is started again, a good replacement ends as exactly one
+//! container of the canonical name, and a replacement left behind by a crash is promoted or
+//! cleaned up. These containers run a shell loop from the locally built `vpn-fleet/pause:local`
+//! image (no registry is reachable; `deploy/images/pause/build.sh` builds it from a static
+//! busybox) with network mode `none`.
+//!
+//! Reconcile repairs: a Shadowsocks service (the local ssmanager image) whose container is
+//! removed by hand comes back on the next reconcile, with its users, and that is a repair for
+//! the next report. Needs Docker; fails (does not skip) without it.
 
 // Test code: a panic is the failure report (clippy's in-test allowances skip helper functions).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -15,10 +19,16 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use vpn_agent::apply::Applier;
 use vpn_agent::apply::docker::{
     ContainerSpec, Docker, EnsureOutcome, LABEL_HOST, LABEL_MANAGED_BY, LABEL_SPEC_HASH,
     MANAGED_BY, ManagedContainer, temporary_name,
 };
+use vpn_agent::report::{self, NetRepairs};
+use vpn_shared::model::{
+    Credential, DesiredState, Protocol, ServiceOptions, ServiceSpec, UserSpec,
+};
+use vpn_shared::proto::Outcome;
 
 const IMAGE: &str = "vpn-fleet/pause:local";
 
@@ -220,4 +230,145 @@ async fn replacements_left_by_a_crash_are_promoted_or_removed() {
         names(&docker.list_managed(&host).await.unwrap()),
         [s.name.as_str()]
     );
+}
+
+/// A container holding a network namespace for the service containers (`container:NAME`), so
+/// their ports are private to the test. Removed on drop.
+struct Netns(String);
+
+impl Netns {
+    fn start(host: &str) -> Netns {
+        let name = format!("{host}-netns");
+        let out = Command::new("docker")
+            .args(["run", "-d", "--network", "none", "--name", &name, IMAGE])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Netns(name)
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("docker").args(["rm", "-f", &self.0]).output();
+    }
+}
+
+fn shadowsocks_state() -> DesiredState {
+    let mut s = DesiredState {
+        generation: 3,
+        ..Default::default()
+    };
+    s.services.insert(
+        "ss".into(),
+        ServiceSpec {
+            name: "ss".into(),
+            protocol: Protocol::Shadowsocks,
+            port: 8388,
+            image: None,
+            options: ServiceOptions::Shadowsocks {
+                method: "chacha20-ietf-poly1305".into(),
+            },
+            bandwidth: Default::default(),
+            new_conn_rate: None,
+        },
+    );
+    s.users.insert(
+        "alice".into(),
+        UserSpec {
+            name: "alice".into(),
+            id: "id-alice".into(),
+            credentials: vec![Credential::Shadowsocks {
+                service: "ss".into(),
+                port: 8388,
+                password: "pw-alice".into(),
+            }],
+            bandwidth: Default::default(),
+        },
+    );
+    s
+}
+
+#[tokio::test]
+async fn a_container_removed_by_hand_is_repaired_by_the_next_reconcile() {
+    let docker = docker_with_image().await;
+    let ss_image = vpn_agent::drivers::shadowsocks::DEFAULT_IMAGE;
+    if docker.client().inspect_image(ss_image).await.is_err() {
+        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../deploy/images/shadowsocks-rust/build.sh");
+        let status = Command::new("bash").arg(&script).status().unwrap();
+        assert!(status.success(), "{} failed", script.display());
+    }
+    // Short: container names keep 12 characters of the host id.
+    let host = format!("rep{}", std::process::id());
+    let _cleanup = Cleanup(host.clone());
+    let netns = Netns::start(&host);
+    let dir = tempfile::tempdir().unwrap();
+    let applier = Applier::new(
+        docker.clone(),
+        &host,
+        dir.path(),
+        &format!("container:{}", netns.0),
+    );
+    let state = shadowsocks_state();
+
+    let applied = applier.apply_report(&state).await;
+    for r in &applied.results {
+        assert_eq!(r.outcome, Outcome::Ok, "{}", r.resource);
+    }
+    assert_eq!(applied.containers["ss"], EnsureOutcome::Created);
+
+    // The operator (or a cleanup script) removes the service container by hand.
+    let name = applier.container_name("ss");
+    let out = Command::new("docker")
+        .args(["rm", "-f", &name])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+
+    // The periodic reconcile re-applies the same state: the container and its user come back,
+    // and both are repairs the next report carries.
+    let reconciled = applier.apply_report(&state).await;
+    for r in &reconciled.results {
+        assert_eq!(r.outcome, Outcome::Ok, "{}", r.resource);
+    }
+    let repairs = report::repairs(&reconciled, NetRepairs::default(), 1_700_000_000);
+    let pairs: Vec<(&str, String)> = repairs
+        .iter()
+        .map(|r| (r.resource.as_str(), r.action.clone()))
+        .collect();
+    assert_eq!(
+        pairs,
+        [
+            (
+                "service/ss",
+                format!("container {name} was missing; created")
+            ),
+            (
+                "service/ss",
+                "engine users brought back to the state: 1 added, 0 removed".to_owned()
+            ),
+        ]
+    );
+
+    // The report lists it running, as the service's container.
+    let health = docker.container_health(&host).await.unwrap();
+    let statuses: Vec<_> = health
+        .iter()
+        .map(|c| report::container_status(&c.name, &c.labels, c.running, c.restarts))
+        .collect();
+    assert_eq!(statuses.len(), 1, "{statuses:?}");
+    assert_eq!(
+        (statuses[0].name.as_str(), statuses[0].resource.as_str()),
+        (name.as_str(), "service/ss")
+    );
+    assert!(statuses[0].running);
+
+    // Nothing drifted since: the next reconcile repairs nothing.
+    let quiet = applier.apply_report(&state).await;
+    assert!(report::repairs(&quiet, NetRepairs::default(), 1).is_empty());
 }
