@@ -8,12 +8,14 @@
 //! - [`join`]: the join string an operator hands to a new host.
 //! - [`rate`]: parsing and showing bit rates (`20mbit`, `20 Mbit/s`).
 //! - [`links`]: client links (SIP002 `ss://`).
+//! - [`metrics_http`]: the tiny HTTP responder behind both daemons' `/metrics`.
 //! - [`reality`]: Reality X25519 key pairs and short ids (base64url, as Xray and shoes read them).
 
 pub mod context;
 pub mod fsutil;
 pub mod join;
 pub mod links;
+pub mod metrics_http;
 pub mod model;
 pub mod pki;
 pub mod proto;
