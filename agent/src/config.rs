@@ -30,6 +30,8 @@ pub struct FileConfig {
     pub firewall: Option<bool>,
     /// Whether the agent applies bandwidth limits (default true).
     pub shaping: Option<bool>,
+    /// `IP:PORT` to serve Prometheus `/metrics` on (default: off); meant for loopback.
+    pub metrics_listen: Option<String>,
 }
 
 /// Where the agent keeps its files.
@@ -75,6 +77,7 @@ pub struct Overrides {
     pub link_ceiling: Option<String>,
     pub no_firewall: bool,
     pub no_shaping: bool,
+    pub metrics_listen: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,6 +89,8 @@ pub struct Config {
     pub public_address: Option<String>,
     pub reconnect_max: Duration,
     pub net: NetConfig,
+    /// Where `/metrics` is served; `None`: not at all.
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -182,6 +187,16 @@ impl Config {
                 })
             })
             .transpose()?;
+        let metrics_listen = over
+            .metrics_listen
+            .or(file.metrics_listen)
+            .map(|a| {
+                a.parse().map_err(|e| ConfigError::Invalid {
+                    field: "metrics_listen",
+                    reason: format!("{a:?}: {e} (expected IP:PORT, e.g. 127.0.0.1:9101)"),
+                })
+            })
+            .transpose()?;
         let net = NetConfig {
             shaping_iface: over.shaping_iface.or(file.shaping_iface),
             link_ceiling_bps,
@@ -196,6 +211,7 @@ impl Config {
             network_mode,
             public_address: over.public_address.or(file.public_address),
             reconnect_max,
+            metrics_listen,
         })
     }
 }
@@ -218,6 +234,22 @@ mod tests {
         let c = Config::resolve(file(), Overrides::default()).unwrap();
         assert_eq!(c.network_mode, "host");
         assert_eq!(c.reconnect_max, Duration::from_secs(30));
+        assert_eq!(c.metrics_listen, None, "metrics are opt-in");
+        let with_file = Config::resolve(
+            FileConfig {
+                metrics_listen: Some("127.0.0.1:9101".into()),
+                ..file()
+            },
+            Overrides {
+                metrics_listen: Some("[::1]:9102".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            with_file.metrics_listen,
+            Some("[::1]:9102".parse().unwrap())
+        );
         let c = Config::resolve(
             file(),
             Overrides {
@@ -247,6 +279,13 @@ mod tests {
                     ..Default::default()
                 },
                 "reconnect_max",
+            ),
+            (
+                Overrides {
+                    metrics_listen: Some("localhost".into()),
+                    ..Default::default()
+                },
+                "metrics_listen",
             ),
         ] {
             let err = Config::resolve(file(), over).unwrap_err().to_string();

@@ -7,6 +7,7 @@
 //! - [`config`]: `agent.toml`, env and flags; where files live.
 //! - [`renew`]: certificate renewal over the live session.
 //! - [`report`]: what the agent reports between applies (repairs, failures), decided without IO.
+//! - [`metrics`]: Prometheus counters and the opt-in loopback `/metrics` listener.
 //! - [`hostnet`]: shaping and the firewall around the containers; feature probe and health.
 //! - [`state`]: the last applied state on disk (atomic, 0600).
 //! - [`backoff`]: reconnect delays.
@@ -22,6 +23,7 @@ pub mod drivers;
 pub mod enroll;
 pub mod firewall;
 pub mod hostnet;
+pub mod metrics;
 pub mod renew;
 pub mod report;
 pub mod session;

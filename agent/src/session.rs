@@ -28,6 +28,7 @@ use crate::apply::Applier;
 use crate::backoff;
 use crate::config::{Config, Paths};
 use crate::hostnet::HostNet;
+use crate::metrics::Metrics;
 use crate::renew::{self, Renewal};
 use crate::report::{self, LastSent, PendingRepairs};
 use crate::state;
@@ -59,6 +60,7 @@ pub struct Agent {
     /// The failing resources last seen, so a reconcile logs each change once, not every 10 s.
     failing: BTreeMap<String, String>,
     renewal: Renewal,
+    metrics: Metrics,
 }
 
 enum SessionEnd {
@@ -68,7 +70,13 @@ enum SessionEnd {
 }
 
 impl Agent {
-    pub fn new(config: Config, paths: Paths, applier: Applier, net: HostNet) -> Agent {
+    pub fn new(
+        config: Config,
+        paths: Paths,
+        applier: Applier,
+        net: HostNet,
+        metrics: Metrics,
+    ) -> Agent {
         Agent {
             config,
             paths,
@@ -80,6 +88,7 @@ impl Agent {
             pending_repairs: PendingRepairs::default(),
             failing: BTreeMap::new(),
             renewal: Renewal::new(backoff::random_unit()),
+            metrics,
         }
     }
 
@@ -148,6 +157,7 @@ impl Agent {
 
     /// Applies a whole state (its digest already known), persists it and remembers the results.
     async fn apply(&mut self, next: TrackedState) {
+        let started = std::time::Instant::now();
         let state = next.state();
         let mut results = self.applier.apply(state).await;
         results.extend(self.net.apply(state).await);
@@ -161,6 +171,7 @@ impl Agent {
         }
         results.push(saved);
         info!(generation = state.generation, failed, "applied");
+        self.metrics.applied(started.elapsed(), &results);
         self.current = next;
         self.failing = report::failures(&results);
         self.report_results = results.clone();
@@ -187,6 +198,7 @@ impl Agent {
         for r in &repairs {
             info!(resource = %r.resource, action = %r.action, "reconcile repaired drift");
         }
+        self.metrics.reconciled(&results, &repairs);
         self.pending_repairs.extend(repairs);
         let failing = report::failures(&results);
         let change = report::failure_change(&self.failing, &failing);
@@ -251,6 +263,7 @@ impl Agent {
             "report sent"
         );
         self.pending_repairs.clear();
+        self.metrics.report_sent();
         *last = Some(LastSent {
             report: next,
             at: now,
