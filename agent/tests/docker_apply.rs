@@ -155,11 +155,34 @@ async fn a_replacement_that_does_not_start_is_rolled_back() {
 
     assert_eq!(
         inspect(&docker, &good.name).await,
-        (id, true),
+        (id.clone(), true),
         "the old container was started again"
     );
     let list = docker.list_managed(&host).await.unwrap();
     assert_eq!(names(&list), [good.name.as_str()], "no temporary left");
+
+    // The periodic reconcile applies the same broken spec again 10 s later: it is held back
+    // with the same error, and the working container is not stopped again.
+    let first_start = started_at(&docker, &good.name).await;
+    let again = docker.ensure(&broken).await.unwrap_err().to_string();
+    assert_eq!(
+        again, err,
+        "the same message, so it is logged and reported once"
+    );
+    assert_eq!(started_at(&docker, &good.name).await, first_start);
+    assert_eq!(inspect(&docker, &good.name).await, (id, true));
+}
+
+async fn started_at(docker: &Docker, name: &str) -> Option<String> {
+    let c = docker
+        .client()
+        .inspect_container(
+            name,
+            None::<bollard::query_parameters::InspectContainerOptions>,
+        )
+        .await
+        .unwrap();
+    c.state.and_then(|s| s.started_at)
 }
 
 #[tokio::test]

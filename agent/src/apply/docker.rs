@@ -7,6 +7,8 @@
 //! then make-before-break ([`Docker::ensure`]).
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use bollard::models::{ContainerCreateBody, HostConfig, RestartPolicy, RestartPolicyNameEnum};
 use bollard::query_parameters::{
@@ -85,6 +87,9 @@ impl ContainerSpec {
 pub const NEXT_SUFFIX: &str = ".next";
 /// How long a replaced container gets to exit after SIGTERM.
 const STOP_TIMEOUT_S: i32 = 10;
+/// How long a replacement that did not start is not tried again with the same spec while the
+/// old container serves (a new spec is tried at once).
+pub const RETRY_FAILED_START: Duration = Duration::from_secs(300);
 
 /// The temporary name of `name`'s replacement.
 pub fn temporary_name(name: &str) -> String {
@@ -150,6 +155,13 @@ pub enum DockerError {
         cause: Box<DockerError>,
         rollback: Box<DockerError>,
     },
+    /// The replacement did not start; the old container was started again. Also returned,
+    /// without touching anything, while the same spec is held back (see
+    /// [`RETRY_FAILED_START`]), so the message stays the same across reconciles.
+    #[error(
+        "{error}; the old container {name} keeps serving (retried after 5 min or with a new spec)"
+    )]
+    ReplacementDidNotStart { name: String, error: String },
     /// The caller forgot the host label; without it the container would be invisible to us.
     #[error("container spec {name} has no {LABEL_HOST} label")]
     MissingHostLabel { name: String },
@@ -178,6 +190,17 @@ fn is_not_found(err: &bollard::errors::Error) -> bool {
 #[derive(Debug, Clone)]
 pub struct Docker {
     inner: bollard::Docker,
+    /// Replacements that were created but did not start, by container name: the spec hash and
+    /// when. Each retry stops the working container for a moment, so the periodic reconcile
+    /// must not retry the same spec every 10 s; see [`RETRY_FAILED_START`].
+    failed_starts: Arc<Mutex<HashMap<String, FailedStart>>>,
+}
+
+#[derive(Debug, Clone)]
+struct FailedStart {
+    hash: String,
+    at: Instant,
+    error: String,
 }
 
 impl Docker {
@@ -189,7 +212,10 @@ impl Docker {
             .negotiate_version()
             .await
             .map_err(engine("negotiate version with", "local engine"))?;
-        Ok(Docker { inner })
+        Ok(Docker {
+            inner,
+            failed_starts: Arc::default(),
+        })
     }
 
     /// The underlying bollard client, for callers that need more than this layer offers.
@@ -266,6 +292,14 @@ impl Docker {
         hash: &str,
         old: &Inspected,
     ) -> Result<EnsureOutcome, DockerError> {
+        if old.running
+            && let Some(earlier) = self.failed_start(&spec.name, hash)
+        {
+            return Err(DockerError::ReplacementDidNotStart {
+                name: spec.name.clone(),
+                error: earlier.error,
+            });
+        }
         let next = temporary_name(&spec.name);
         if let Some(left) = self.inspect_owned(&next, host).await? {
             self.remove(&left.id).await?;
@@ -282,10 +316,14 @@ impl Docker {
             return Err(e);
         }
         if let Err(e) = self.start(&next).await {
+            self.remember_failed_start(&spec.name, hash, &e);
             let restored = self.roll_back(&next, old).await;
             warn!(container = %spec.name, error = %e, restored = restored.is_ok(), "replacement did not start; the old container was started again");
             return Err(match restored {
-                Ok(()) => e,
+                Ok(()) => DockerError::ReplacementDidNotStart {
+                    name: spec.name.clone(),
+                    error: e.to_string(),
+                },
                 Err(rollback) => DockerError::RollbackFailed {
                     name: spec.name.clone(),
                     cause: Box::new(e),
@@ -293,10 +331,36 @@ impl Docker {
                 },
             });
         }
+        self.forget_failed_start(&spec.name);
         self.remove(&old.id).await?;
         self.rename(&next, &spec.name).await?;
         info!(container = %spec.name, hash = %&hash[..12], "container recreated: spec changed");
         Ok(EnsureOutcome::Recreated)
+    }
+
+    /// The earlier failed start of this very spec, if it is recent enough to hold back a retry.
+    fn failed_start(&self, name: &str, hash: &str) -> Option<FailedStart> {
+        let map = self.failed_starts.lock().unwrap_or_else(|p| p.into_inner());
+        map.get(name)
+            .filter(|f| f.hash == hash && f.at.elapsed() < RETRY_FAILED_START)
+            .cloned()
+    }
+
+    fn remember_failed_start(&self, name: &str, hash: &str, error: &DockerError) {
+        let mut map = self.failed_starts.lock().unwrap_or_else(|p| p.into_inner());
+        map.insert(
+            name.to_owned(),
+            FailedStart {
+                hash: hash.to_owned(),
+                at: Instant::now(),
+                error: error.to_string(),
+            },
+        );
+    }
+
+    fn forget_failed_start(&self, name: &str) {
+        let mut map = self.failed_starts.lock().unwrap_or_else(|p| p.into_inner());
+        map.remove(name);
     }
 
     /// Removes a replacement that did not start and starts the old container again.
