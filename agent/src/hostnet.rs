@@ -151,8 +151,7 @@ impl HostNet {
         if let Some(shaper) = &self.shaper {
             match shaper.apply(&plan::plan(state)).await {
                 Ok(outcome) => {
-                    changed.shaping_restored =
-                        !outcome.tc_lines.is_empty() || !outcome.ip_lines.is_empty();
+                    changed.shaping_restored = outcome.changed();
                     if changed.shaping_restored {
                         info!(
                             tc = outcome.tc_lines.len(),
