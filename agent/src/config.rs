@@ -30,6 +30,8 @@ pub struct FileConfig {
     pub firewall: Option<bool>,
     /// Whether the agent applies bandwidth limits (default true).
     pub shaping: Option<bool>,
+    /// `IP:PORT` to serve Prometheus `/metrics` on (default: off); meant for loopback.
+    pub metrics_listen: Option<String>,
 }
 
 /// Where the agent keeps its files.
@@ -44,6 +46,14 @@ pub struct Paths {
 }
 
 impl Paths {
+    /// The paths under `data_dir` made absolute against the current directory (see
+    /// [`absolute`]): what the agent uses at start, so that a relative `--data-dir` names the
+    /// same bind mounts, and therefore the same container spec hashes, as its absolute form.
+    pub fn resolve(data_dir: &Path) -> Result<Paths, ConfigError> {
+        Ok(Paths::new(&absolute(data_dir, "data_dir")?))
+    }
+
+    /// The paths under `data_dir` as given (callers that already hold an absolute path).
     pub fn new(data_dir: &Path) -> Paths {
         let pki = data_dir.join("pki");
         Paths {
@@ -67,6 +77,7 @@ pub struct Overrides {
     pub link_ceiling: Option<String>,
     pub no_firewall: bool,
     pub no_shaping: bool,
+    pub metrics_listen: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,6 +89,8 @@ pub struct Config {
     pub public_address: Option<String>,
     pub reconnect_max: Duration,
     pub net: NetConfig,
+    /// Where `/metrics` is served; `None`: not at all.
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -91,6 +104,43 @@ pub enum ConfigError {
     Parse { path: PathBuf, message: String },
     #[error("invalid value for `{field}`: {reason}")]
     Invalid { field: &'static str, reason: String },
+}
+
+/// `path` made absolute against the current directory and lexically normalized.
+///
+/// Docker refuses relative bind mounts, and a path's spelling is part of every container's spec
+/// hash: `.demo/agent-host2`, `./.demo/agent-host2` and `/home/op/.demo/agent-host2` must all
+/// become the same string, or restarting the agent with another spelling recreates its
+/// containers. Lexical (symlinks are not resolved): the directory may not exist yet.
+pub fn absolute(path: &Path, field: &'static str) -> Result<PathBuf, ConfigError> {
+    let abs = std::path::absolute(path).map_err(|e| ConfigError::Invalid {
+        field,
+        reason: format!("{}: {e}", path.display()),
+    })?;
+    Ok(normalize(&abs))
+}
+
+/// Removes `.` components, and `..` together with the component before it, without touching
+/// the file system; `..` at the root stays at the root, as the kernel reads it.
+pub fn normalize(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => match out.components().next_back() {
+                Some(Component::Normal(_)) => {
+                    out.pop();
+                }
+                // `/..` is `/`.
+                Some(Component::RootDir | Component::Prefix(_)) => {}
+                // A relative path climbing above its start keeps its `..`.
+                _ => out.push(".."),
+            },
+            other => out.push(other),
+        }
+    }
+    out
 }
 
 impl FileConfig {
@@ -137,6 +187,16 @@ impl Config {
                 })
             })
             .transpose()?;
+        let metrics_listen = over
+            .metrics_listen
+            .or(file.metrics_listen)
+            .map(|a| {
+                a.parse().map_err(|e| ConfigError::Invalid {
+                    field: "metrics_listen",
+                    reason: format!("{a:?}: {e} (expected IP:PORT, e.g. 127.0.0.1:9101)"),
+                })
+            })
+            .transpose()?;
         let net = NetConfig {
             shaping_iface: over.shaping_iface.or(file.shaping_iface),
             link_ceiling_bps,
@@ -151,6 +211,7 @@ impl Config {
             network_mode,
             public_address: over.public_address.or(file.public_address),
             reconnect_max,
+            metrics_listen,
         })
     }
 }
@@ -173,6 +234,22 @@ mod tests {
         let c = Config::resolve(file(), Overrides::default()).unwrap();
         assert_eq!(c.network_mode, "host");
         assert_eq!(c.reconnect_max, Duration::from_secs(30));
+        assert_eq!(c.metrics_listen, None, "metrics are opt-in");
+        let with_file = Config::resolve(
+            FileConfig {
+                metrics_listen: Some("127.0.0.1:9101".into()),
+                ..file()
+            },
+            Overrides {
+                metrics_listen: Some("[::1]:9102".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            with_file.metrics_listen,
+            Some("[::1]:9102".parse().unwrap())
+        );
         let c = Config::resolve(
             file(),
             Overrides {
@@ -203,9 +280,93 @@ mod tests {
                 },
                 "reconnect_max",
             ),
+            (
+                Overrides {
+                    metrics_listen: Some("localhost".into()),
+                    ..Default::default()
+                },
+                "metrics_listen",
+            ),
         ] {
             let err = Config::resolve(file(), over).unwrap_err().to_string();
             assert!(err.contains(field), "{err}");
         }
+    }
+
+    #[test]
+    fn normalize_removes_dots_lexically() {
+        for (input, want) in [
+            ("/a/./b/../c", "/a/c"),
+            ("/a/b/./", "/a/b"),
+            ("/../x", "/x"),
+            ("/a/../../b", "/b"),
+            ("a/./b/..", "a"),
+            ("../../a", "../../a"),
+            ("a/../../b", "../b"),
+            ("/", "/"),
+        ] {
+            assert_eq!(normalize(Path::new(input)), PathBuf::from(want), "{input}");
+        }
+    }
+
+    #[test]
+    fn a_relative_data_dir_resolves_to_the_absolute_spelling() {
+        let cwd = std::env::current_dir().unwrap();
+        let abs = cwd.join(".demo/agent-host2");
+        for spelling in [
+            ".demo/agent-host2",
+            "./.demo/agent-host2",
+            ".demo/../.demo/./agent-host2/",
+        ] {
+            let p = Paths::resolve(Path::new(spelling)).unwrap();
+            assert_eq!(p.data_dir, abs, "{spelling}");
+            assert_eq!(p.config, abs.join("agent.toml"));
+            assert_eq!(p.state, abs.join("state/desired.bin"));
+        }
+        assert_eq!(Paths::resolve(&abs).unwrap().data_dir, abs);
+    }
+
+    /// The story: the demo's agent restarted with `--data-dir .demo/agent-host2` saw
+    /// another spec hash (the bind mount's spelling), removed its working container and could
+    /// not create the new one. Both spellings must render byte-identical container specs.
+    #[test]
+    fn relative_and_absolute_data_dir_render_the_same_container_spec() {
+        use vpn_shared::model::{DesiredState, Protocol, ServiceOptions, ServiceSpec};
+
+        let service = ServiceSpec {
+            name: "ss".into(),
+            protocol: Protocol::Shadowsocks,
+            port: 8388,
+            image: None,
+            options: ServiceOptions::Shadowsocks {
+                method: "chacha20-ietf-poly1305".into(),
+            },
+            bandwidth: Default::default(),
+            new_conn_rate: None,
+        };
+        let state = DesiredState::default();
+        let render = |data_dir: &str| {
+            let paths = Paths::resolve(Path::new(data_dir)).unwrap();
+            let run_dir = crate::apply::run_dir(&paths.data_dir, &service.name);
+            let ctx = crate::drivers::ServiceCtx {
+                container: "vpn-h2-ss",
+                run_dir: &run_dir,
+                network_mode: "host",
+            };
+            let rendered = crate::drivers::driver(Protocol::Shadowsocks)
+                .render(&service, &state, &ctx)
+                .unwrap();
+            rendered.into_iter().next().unwrap().spec
+        };
+        let abs = std::env::current_dir().unwrap().join(".demo/agent-host2");
+        let relative = render(".demo/agent-host2");
+        let absolute = render(abs.to_str().unwrap());
+        assert_eq!(relative, absolute);
+        assert_eq!(relative.spec_hash(), absolute.spec_hash());
+        let bind = &relative.binds[0];
+        assert!(
+            bind.starts_with('/'),
+            "Docker refuses relative binds: {bind}"
+        );
     }
 }

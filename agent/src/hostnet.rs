@@ -11,6 +11,7 @@ use vpn_shared::model::DesiredState;
 use vpn_shared::proto::{HostHealth, ResourceResult};
 
 use crate::firewall::{Count, Firewall};
+use crate::report::NetRepairs;
 use crate::shaping::apply::{DEFAULT_CEILING_BPS, Shaper, detect_egress_iface};
 use crate::shaping::render::Capabilities;
 use crate::shaping::{kernel, plan};
@@ -111,6 +112,16 @@ impl HostNet {
     /// Applies the firewall and the shaping for `state`. A policy this host cannot enforce is
     /// an error in the ack, so operators see it instead of a silent "applied".
     pub async fn apply(&mut self, state: &DesiredState) -> Vec<ResourceResult> {
+        self.apply_report(state).await.0
+    }
+
+    /// Like [`apply`](Self::apply), also saying what had to change: after a reconcile of an
+    /// unchanged state, that is drift repaired.
+    pub async fn apply_report(
+        &mut self,
+        state: &DesiredState,
+    ) -> (Vec<ResourceResult>, NetRepairs) {
+        let mut changed = NetRepairs::default();
         let mut results = Vec::new();
         if self.firewall.is_none() && wants_firewall(state) {
             results.push(ResourceResult::error(
@@ -127,6 +138,7 @@ impl HostNet {
         if let Some(fw) = &self.firewall {
             match fw.apply(state).await {
                 Ok(outcome) => {
+                    changed.firewall_reinstalled = outcome.replaced;
                     self.account(outcome.counters);
                     results.push(ResourceResult::ok("host/firewall"));
                 }
@@ -139,7 +151,8 @@ impl HostNet {
         if let Some(shaper) = &self.shaper {
             match shaper.apply(&plan::plan(state)).await {
                 Ok(outcome) => {
-                    if !outcome.tc_lines.is_empty() || !outcome.ip_lines.is_empty() {
+                    changed.shaping_restored = outcome.changed();
+                    if changed.shaping_restored {
                         info!(
                             tc = outcome.tc_lines.len(),
                             ip = outcome.ip_lines.len(),
@@ -154,7 +167,7 @@ impl HostNet {
                 }
             }
         }
-        results
+        (results, changed)
     }
 
     fn account(&mut self, counters: BTreeMap<String, Count>) {

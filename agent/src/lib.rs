@@ -6,6 +6,8 @@
 //! - [`enroll`]: `vpn-agent join` — CSR enrollment pinning the controller's CA.
 //! - [`config`]: `agent.toml`, env and flags; where files live.
 //! - [`renew`]: certificate renewal over the live session.
+//! - [`report`]: what the agent reports between applies (repairs, failures), decided without IO.
+//! - [`metrics`]: Prometheus counters and the opt-in loopback `/metrics` listener.
 //! - [`hostnet`]: shaping and the firewall around the containers; feature probe and health.
 //! - [`state`]: the last applied state on disk (atomic, 0600).
 //! - [`backoff`]: reconnect delays.
@@ -21,7 +23,9 @@ pub mod drivers;
 pub mod enroll;
 pub mod firewall;
 pub mod hostnet;
+pub mod metrics;
 pub mod renew;
+pub mod report;
 pub mod session;
 pub mod shaping;
 pub mod state;

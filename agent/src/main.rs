@@ -9,6 +9,7 @@ use vpn_agent::apply::Applier;
 use vpn_agent::apply::docker::Docker;
 use vpn_agent::config::{Config, FileConfig, Overrides, Paths};
 use vpn_agent::enroll::JoinError;
+use vpn_agent::metrics::Metrics;
 use vpn_agent::session::Agent;
 
 #[derive(Parser)]
@@ -53,6 +54,9 @@ enum Command {
         /// Do not apply bandwidth limits.
         #[arg(long, env = "VPN_AGENT_NO_SHAPING")]
         no_shaping: bool,
+        /// Serve Prometheus `/metrics` on this `IP:PORT` (off by default; keep it on loopback).
+        #[arg(long, env = "VPN_AGENT_METRICS_LISTEN")]
+        metrics_listen: Option<String>,
     },
 }
 
@@ -99,7 +103,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             join,
             data_dir,
             public_address,
-        } => vpn_agent::enroll::join(&join, &data_dir, public_address).await,
+        } => {
+            let paths = Paths::resolve(&data_dir)?;
+            vpn_agent::enroll::join(&join, &paths.data_dir, public_address).await
+        }
         Command::Run {
             data_dir,
             network_mode,
@@ -109,8 +116,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             link_ceiling,
             no_firewall,
             no_shaping,
+            metrics_listen,
         } => {
-            let paths = Paths::new(&data_dir);
+            // Absolute from here on: the data directory's spelling is in every bind mount and
+            // so in every container's spec hash.
+            let paths = Paths::resolve(&data_dir)?;
             let file = FileConfig::load(&paths.config)?;
             let config = Config::resolve(
                 file,
@@ -122,13 +132,24 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     link_ceiling,
                     no_firewall,
                     no_shaping,
+                    metrics_listen,
                 },
             )?;
+            let metrics = Metrics::new();
+            if let Some(addr) = config.metrics_listen {
+                // The task lives as long as the process; the agent never stops serving it.
+                let _ = vpn_agent::metrics::serve(addr, &metrics).await?;
+            }
             let docker = Docker::connect().await.context("connecting to Docker")?;
-            let applier = Applier::new(docker, &config.host_id, &data_dir, &config.network_mode);
-            tracing::info!(host = %config.host_name, host_id = %config.host_id, controller = %config.controller, network_mode = %config.network_mode, "agent starting");
+            let applier = Applier::new(
+                docker,
+                &config.host_id,
+                &paths.data_dir,
+                &config.network_mode,
+            );
+            tracing::info!(host = %config.host_name, host_id = %config.host_id, controller = %config.controller, network_mode = %config.network_mode, data_dir = %paths.data_dir.display(), "agent starting");
             let net = vpn_agent::hostnet::HostNet::setup(&config.net).await;
-            Agent::new(config, paths, applier, net).run().await
+            Agent::new(config, paths, applier, net, metrics).run().await
         }
     }
 }

@@ -74,6 +74,11 @@ impl Renewal {
     }
 }
 
+/// `notAfter` of the certificate at `cert`, Unix seconds; `None` when it is unreadable.
+pub fn not_after(cert: &Path) -> Option<i64> {
+    validity(cert).ok().map(|(_, na)| na)
+}
+
 fn validity(cert: &Path) -> anyhow::Result<(i64, i64)> {
     let pem = std::fs::read_to_string(cert)?;
     let der = pki::first_cert_der(&pem)?;

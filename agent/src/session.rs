@@ -3,20 +3,24 @@
 //! `run` applies the state saved on disk before anything else (the controller may be down for a
 //! week), then dials the controller forever with jittered exponential backoff. Connected, it
 //! applies full states and deltas, persists each applied state, and acks with the generation,
-//! the digest and per-resource results. Whether connected or not, users are reconciled every
-//! few seconds so a restarted container gets its users back.
+//! the digest and per-resource results. Whether connected or not, the state is reconciled every
+//! 10 s so a removed or restarted container comes back with its users; what that repaired and
+//! what still fails goes to the controller in [`AgentMsg::Report`]s (protocol 3 and later), on
+//! change or at least every minute, with the repairs made while disconnected kept for later.
 
+use std::collections::BTreeMap;
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Context;
-use quinn::RecvStream;
+use quinn::{RecvStream, SendStream};
 use tokio::sync::mpsc;
 use tracing::{debug, error, info, warn};
 use vpn_shared::model::{DesiredState, TrackedState};
 use vpn_shared::proto::frame::{FrameError, MAX_FRAME, read_frame, write_frame};
 use vpn_shared::proto::{
-    ALPN_AGENT, Ack, AgentHello, AgentMsg, ControllerMsg, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION,
-    ResourceResult, StateChunk,
+    ALPN_AGENT, Ack, AgentHello, AgentMsg, AgentReport, ControllerMsg, MIN_PROTOCOL_VERSION,
+    PROTOCOL_VERSION, ResourceResult, StateChunk,
 };
 use vpn_shared::transport::{self, SERVER_NAME};
 
@@ -24,7 +28,9 @@ use crate::apply::Applier;
 use crate::backoff;
 use crate::config::{Config, Paths};
 use crate::hostnet::HostNet;
-use crate::renew::Renewal;
+use crate::metrics::Metrics;
+use crate::renew::{self, Renewal};
+use crate::report::{self, LastSent, PendingRepairs};
 use crate::state;
 
 /// Application keep-alive, well inside the controller's idle timeout.
@@ -33,6 +39,8 @@ const KEEP_ALIVE: Duration = Duration::from_secs(5);
 const RECONCILE_EVERY: Duration = Duration::from_secs(10);
 /// How often the certificate's renewal time is checked while connected.
 const RENEW_CHECK: Duration = Duration::from_secs(5);
+/// The first protocol version whose controllers take [`AgentMsg::Report`].
+const REPORT_VERSION: u16 = 3;
 
 /// The agent: its configuration, applier and the state it last applied.
 pub struct Agent {
@@ -43,7 +51,16 @@ pub struct Agent {
     pub current: TrackedState,
     /// Results of the last apply, re-sent in acks.
     last_results: Vec<ResourceResult>,
+    /// Results of the last apply or reconcile (with the last apply's `host/state`): what a
+    /// report carries.
+    report_results: Vec<ResourceResult>,
+    /// Repairs made since the last report went out; kept across sessions, so what a reconcile
+    /// fixed while the controller was away is reported after reconnecting.
+    pending_repairs: PendingRepairs,
+    /// The failing resources last seen, so a reconcile logs each change once, not every 10 s.
+    failing: BTreeMap<String, String>,
     renewal: Renewal,
+    metrics: Metrics,
 }
 
 enum SessionEnd {
@@ -53,7 +70,13 @@ enum SessionEnd {
 }
 
 impl Agent {
-    pub fn new(config: Config, paths: Paths, applier: Applier, net: HostNet) -> Agent {
+    pub fn new(
+        config: Config,
+        paths: Paths,
+        applier: Applier,
+        net: HostNet,
+        metrics: Metrics,
+    ) -> Agent {
         Agent {
             config,
             paths,
@@ -61,7 +84,11 @@ impl Agent {
             net,
             current: TrackedState::default(),
             last_results: Vec::new(),
+            report_results: Vec::new(),
+            pending_repairs: PendingRepairs::default(),
+            failing: BTreeMap::new(),
             renewal: Renewal::new(backoff::random_unit()),
+            metrics,
         }
     }
 
@@ -130,6 +157,7 @@ impl Agent {
 
     /// Applies a whole state (its digest already known), persists it and remembers the results.
     async fn apply(&mut self, next: TrackedState) {
+        let started = std::time::Instant::now();
         let state = next.state();
         let mut results = self.applier.apply(state).await;
         results.extend(self.net.apply(state).await);
@@ -143,22 +171,104 @@ impl Agent {
         }
         results.push(saved);
         info!(generation = state.generation, failed, "applied");
+        self.metrics.applied(started.elapsed(), &results);
         self.current = next;
+        self.failing = report::failures(&results);
+        self.report_results = results.clone();
         self.last_results = results;
     }
 
     /// Re-applies the current state: brings back a container that was removed or stopped and
-    /// users a restarted container lost. Idempotent, and cheap when nothing drifted.
+    /// users a restarted container lost. Idempotent, and cheap when nothing drifted. What it had
+    /// to change is a repair for the next report; failures are logged when they change.
     async fn reconcile(&mut self) {
-        let report = self.applier.apply_report(self.current.state()).await;
-        let mut results = report.results;
-        results.extend(self.net.apply(self.current.state()).await);
-        for r in results
-            .iter()
-            .filter(|r| r.outcome != vpn_shared::proto::Outcome::Ok)
-        {
-            warn!(resource = %r.resource, outcome = ?r.outcome, "reconcile failed");
+        let state = self.current.state();
+        let applied = self.applier.apply_report(state).await;
+        let (net_results, net) = self.net.apply_report(state).await;
+        let mut results = applied.results.clone();
+        results.extend(net_results);
+        // Reconcile does not save; whether the last apply's state is on disk still holds.
+        results.extend(
+            self.last_results
+                .iter()
+                .filter(|r| r.resource == state::STATE_RESOURCE)
+                .cloned(),
+        );
+        let repairs = report::repairs(&applied, net, unix_now());
+        for r in &repairs {
+            info!(resource = %r.resource, action = %r.action, "reconcile repaired drift");
         }
+        self.metrics.reconciled(&results, &repairs);
+        self.pending_repairs.extend(repairs);
+        let failing = report::failures(&results);
+        let change = report::failure_change(&self.failing, &failing);
+        for (resource, error) in &change.failing {
+            warn!(%resource, %error, "reconcile: resource failing");
+        }
+        for resource in &change.recovered {
+            info!(%resource, "reconcile: resource recovered");
+        }
+        self.failing = failing;
+        self.report_results = results;
+    }
+
+    /// The host as it is now, with the repairs not yet reported.
+    async fn build_report(&self) -> AgentReport {
+        let containers = match self
+            .applier
+            .docker
+            .container_health(&self.config.host_id)
+            .await
+        {
+            Ok(list) => list
+                .iter()
+                .map(|c| report::container_status(&c.name, &c.labels, c.running, c.restarts))
+                .collect(),
+            Err(e) => {
+                debug!(error = %e, "containers not listed for the report");
+                Vec::new()
+            }
+        };
+        AgentReport {
+            sent_at_ms: unix_now_ms(),
+            generation: self.current.generation(),
+            results: self.report_results.clone(),
+            repairs: self.pending_repairs.peek(),
+            containers,
+            cert_not_after: renew::not_after(&self.paths.cert),
+            disk_free_bytes: disk_free(&self.paths.data_dir),
+            ledger_backlog: None,
+        }
+    }
+
+    /// Sends a report if [`report::should_send`] says it is worth it.
+    async fn maybe_report(
+        &mut self,
+        send: &mut SendStream,
+        last: &mut Option<LastSent>,
+    ) -> Result<(), String> {
+        let next = self.build_report().await;
+        let now = tokio::time::Instant::now();
+        if !report::should_send(last.as_ref(), &next, now) {
+            return Ok(());
+        }
+        let repairs = next.repairs.len();
+        write_frame(send, &AgentMsg::Report(next.clone()))
+            .await
+            .map_err(|e| e.to_string())?;
+        debug!(
+            generation = next.generation,
+            results = next.results.len(),
+            repairs,
+            "report sent"
+        );
+        self.pending_repairs.clear();
+        self.metrics.report_sent();
+        *last = Some(LastSent {
+            report: next,
+            at: now,
+        });
+        Ok(())
     }
 
     async fn session(&mut self) -> SessionEnd {
@@ -240,6 +350,9 @@ impl Agent {
         let mut renew = tokio::time::interval(RENEW_CHECK);
         self.renewal.abandon();
         let mut chunks: Vec<StateChunk> = Vec::new();
+        // Reports go only to controllers that negotiated them (the Welcome's version).
+        let mut reports = false;
+        let mut last_report: Option<LastSent> = None;
         let end = loop {
             let msg = tokio::select! {
                 m = msgs.recv() => m,
@@ -249,7 +362,13 @@ impl Agent {
                     }
                     continue;
                 }
-                _ = reconcile.tick() => { self.reconcile().await; continue; }
+                _ = reconcile.tick() => {
+                    self.reconcile().await;
+                    if reports && let Err(e) = self.maybe_report(&mut send, &mut last_report).await {
+                        break lost(e);
+                    }
+                    continue;
+                }
                 _ = renew.tick() => {
                     if !self.renewal.due(&self.paths, unix_now()) { continue; }
                     let csr_pem = match self.renewal.start() {
@@ -274,6 +393,7 @@ impl Agent {
                 Some(Ok(ControllerMsg::Refused { reason })) => break SessionEnd::Refused(reason),
                 Some(Ok(ControllerMsg::Welcome { version, host_name })) => {
                     info!(version, host = %host_name, "connected to the controller");
+                    reports = version >= REPORT_VERSION;
                     None
                 }
                 Some(Ok(ControllerMsg::KeepAlive)) => None,
@@ -327,10 +447,20 @@ impl Agent {
                     }
                 }
             };
+            let acked = matches!(reply, Some(AgentMsg::Ack(_)));
             if let Some(reply) = reply
                 && let Err(e) = write_frame(&mut send, &reply).await
             {
                 break lost(e.to_string());
+            }
+            // The first report of a session follows its first ack: the controller then holds
+            // this host's results and hears what happened while it was away.
+            if acked
+                && reports
+                && last_report.is_none()
+                && let Err(e) = self.maybe_report(&mut send, &mut last_report).await
+            {
+                break lost(e);
             }
         };
         reader.abort();
@@ -380,6 +510,23 @@ impl Agent {
             digest: self.current.digest(),
             results: self.last_results.clone(),
         })
+    }
+}
+
+fn unix_now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// Free bytes for unprivileged users on the file system holding `dir`.
+fn disk_free(dir: &Path) -> Option<u64> {
+    match rustix::fs::statvfs(dir) {
+        Ok(st) => Some(st.f_bavail.saturating_mul(st.f_frsize)),
+        Err(e) => {
+            debug!(dir = %dir.display(), error = %e, "statvfs failed");
+            None
+        }
     }
 }
 

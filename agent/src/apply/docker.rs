@@ -3,18 +3,22 @@
 //! The agent only ever sees and touches containers labelled `vpn-fleet.managed-by=vpn-agent` *and*
 //! `vpn-fleet.host=<its host id>` (SPEC §2.3): several agents may share one Docker engine in tests,
 //! and an operator's own containers must never be removed. A container is recreated only when its
-//! spec changed, detected by a SHA-256 of the spec stored in the `vpn-fleet.spec-hash` label.
+//! spec changed, detected by a SHA-256 of the spec stored in the `vpn-fleet.spec-hash` label, and
+//! then make-before-break ([`Docker::ensure`]).
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use bollard::models::{ContainerCreateBody, HostConfig, RestartPolicy, RestartPolicyNameEnum};
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, InspectContainerOptions, ListContainersOptionsBuilder,
-    RemoveContainerOptionsBuilder, StartContainerOptions,
+    RemoveContainerOptionsBuilder, RenameContainerOptions, StartContainerOptions,
+    StopContainerOptions,
 };
 use ring::digest::{SHA256, digest};
 use serde::Serialize;
-use tracing::info;
+use tracing::{info, warn};
 
 /// Label marking a container as the agent's.
 pub const LABEL_MANAGED_BY: &str = "vpn-fleet.managed-by";
@@ -78,11 +82,33 @@ impl ContainerSpec {
     }
 }
 
+/// Suffix of a replacement container's name until it takes over (see [`Docker::ensure`]).
+/// Names of per-user containers end in a port number, so no rendered name ends like this.
+pub const NEXT_SUFFIX: &str = ".next";
+/// How long a replaced container gets to exit after SIGTERM.
+const STOP_TIMEOUT_S: i32 = 10;
+/// How long a replacement that did not start is not tried again with the same spec while the
+/// old container serves (a new spec is tried at once).
+pub const RETRY_FAILED_START: Duration = Duration::from_secs(300);
+
+/// The temporary name of `name`'s replacement.
+pub fn temporary_name(name: &str) -> String {
+    format!("{name}{NEXT_SUFFIX}")
+}
+
+/// What [`Docker::ensure`] found out about an existing container.
+#[derive(Debug)]
+struct Inspected {
+    id: String,
+    spec_hash: Option<String>,
+    running: bool,
+}
+
 /// What [`Docker::ensure`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EnsureOutcome {
     Created,
-    /// The spec hash differed: removed and created again.
+    /// The spec hash differed: replaced, make-before-break.
     Recreated,
     Unchanged,
     /// It existed with the right spec but was stopped.
@@ -96,6 +122,16 @@ pub struct ManagedContainer {
     pub name: String,
     pub spec_hash: Option<String>,
     pub running: bool,
+}
+
+/// One of this host's containers with what a health report needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerHealth {
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub running: bool,
+    /// Docker's `RestartCount`: restarts by the restart policy since the container was created.
+    pub restarts: i64,
 }
 
 /// Errors of the Docker layer.
@@ -112,6 +148,20 @@ pub enum DockerError {
     /// A container with that name exists but belongs to someone else; it is left alone.
     #[error("container {name} exists but is not managed by this agent (host {host})")]
     NotOwned { name: String, host: String },
+    /// A replacement did not start, and neither did the container it was to replace.
+    #[error("{cause}; restoring the old container {name} failed too: {rollback}")]
+    RollbackFailed {
+        name: String,
+        cause: Box<DockerError>,
+        rollback: Box<DockerError>,
+    },
+    /// The replacement did not start; the old container was started again. Also returned,
+    /// without touching anything, while the same spec is held back (see
+    /// [`RETRY_FAILED_START`]), so the message stays the same across reconciles.
+    #[error(
+        "{error}; the old container {name} keeps serving (retried after 5 min or with a new spec)"
+    )]
+    ReplacementDidNotStart { name: String, error: String },
     /// The caller forgot the host label; without it the container would be invisible to us.
     #[error("container spec {name} has no {LABEL_HOST} label")]
     MissingHostLabel { name: String },
@@ -140,6 +190,17 @@ fn is_not_found(err: &bollard::errors::Error) -> bool {
 #[derive(Debug, Clone)]
 pub struct Docker {
     inner: bollard::Docker,
+    /// Replacements that were created but did not start, by container name: the spec hash and
+    /// when. Each retry stops the working container for a moment, so the periodic reconcile
+    /// must not retry the same spec every 10 s; see [`RETRY_FAILED_START`].
+    failed_starts: Arc<Mutex<HashMap<String, FailedStart>>>,
+}
+
+#[derive(Debug, Clone)]
+struct FailedStart {
+    hash: String,
+    at: Instant,
+    error: String,
 }
 
 impl Docker {
@@ -151,7 +212,10 @@ impl Docker {
             .negotiate_version()
             .await
             .map_err(engine("negotiate version with", "local engine"))?;
-        Ok(Docker { inner })
+        Ok(Docker {
+            inner,
+            failed_starts: Arc::default(),
+        })
     }
 
     /// The underlying bollard client, for callers that need more than this layer offers.
@@ -160,6 +224,18 @@ impl Docker {
     }
 
     /// Makes the container exist, run and match `spec`.
+    ///
+    /// A spec change is make-before-break (SPEC §2.8): the replacement is *created* under the
+    /// temporary name `<name>.next` while the old container keeps serving. Creation is the step
+    /// that fails for a bad image, a refused bind mount or an invalid option, so then the old
+    /// container is left exactly as it was and the error — the resource's failure in the ack —
+    /// names the cause. Only then is the old container stopped and the new one started: with
+    /// host networking both would bind the same ports, and engines that bind at start (ssmanager,
+    /// Xray, shoes) cannot overlap, so "start new, then stop old" would fail every time. If the
+    /// new one does not start, it is removed and the old one started again. Last, the old one is
+    /// removed and the new one renamed to `name`; an agent that dies in between leaves a
+    /// `.next` container that the next `ensure` promotes (when `name` is gone and its hash is
+    /// right) or removes, as does [`remove_stale`](Self::remove_stale).
     pub async fn ensure(&self, spec: &ContainerSpec) -> Result<EnsureOutcome, DockerError> {
         let Some(host) = spec.labels.get(LABEL_HOST) else {
             return Err(DockerError::MissingHostLabel {
@@ -167,52 +243,178 @@ impl Docker {
             });
         };
         let hash = spec.spec_hash();
-        let existing = match self
+        let Some(existing) = self.inspect_owned(&spec.name, host).await? else {
+            return self.create_missing(spec, host, &hash).await;
+        };
+        if existing.spec_hash.as_deref() != Some(hash.as_str()) {
+            return self.replace(spec, host, &hash, &existing).await;
+        }
+        if existing.running {
+            return Ok(EnsureOutcome::Unchanged);
+        }
+        self.start(&spec.name).await?;
+        info!(container = %spec.name, "stopped container started");
+        Ok(EnsureOutcome::Started)
+    }
+
+    /// `name` does not exist: promotes the replacement an interrupted [`replace`](Self::replace) left, or
+    /// creates the container.
+    async fn create_missing(
+        &self,
+        spec: &ContainerSpec,
+        host: &str,
+        hash: &str,
+    ) -> Result<EnsureOutcome, DockerError> {
+        let next = temporary_name(&spec.name);
+        if let Some(left) = self.inspect_owned(&next, host).await? {
+            if left.spec_hash.as_deref() == Some(hash) {
+                self.rename(&next, &spec.name).await?;
+                if !left.running {
+                    self.start(&spec.name).await?;
+                }
+                info!(container = %spec.name, hash = %&hash[..12], "interrupted replacement completed");
+                return Ok(EnsureOutcome::Recreated);
+            }
+            self.remove(&left.id).await?;
+            info!(container = %next, "leftover replacement removed");
+        }
+        self.create(spec, &spec.name, hash).await?;
+        self.start(&spec.name).await?;
+        info!(container = %spec.name, hash = %&hash[..12], "container created");
+        Ok(EnsureOutcome::Created)
+    }
+
+    /// Replaces `old` by a container of `spec`, make-before-break (see [`ensure`](Self::ensure)).
+    async fn replace(
+        &self,
+        spec: &ContainerSpec,
+        host: &str,
+        hash: &str,
+        old: &Inspected,
+    ) -> Result<EnsureOutcome, DockerError> {
+        if old.running
+            && let Some(earlier) = self.failed_start(&spec.name, hash)
+        {
+            return Err(DockerError::ReplacementDidNotStart {
+                name: spec.name.clone(),
+                error: earlier.error,
+            });
+        }
+        let next = temporary_name(&spec.name);
+        if let Some(left) = self.inspect_owned(&next, host).await? {
+            self.remove(&left.id).await?;
+        }
+        // The old container serves throughout this step, the one that fails for a bad spec.
+        if let Err(e) = self.create(spec, &next, hash).await {
+            warn!(container = %spec.name, error = %e, "replacement not created; the old container keeps serving");
+            return Err(e);
+        }
+        if old.running
+            && let Err(e) = self.stop(&old.id, &spec.name).await
+        {
+            let _ = self.remove(&next).await;
+            return Err(e);
+        }
+        if let Err(e) = self.start(&next).await {
+            self.remember_failed_start(&spec.name, hash, &e);
+            let restored = self.roll_back(&next, old).await;
+            warn!(container = %spec.name, error = %e, restored = restored.is_ok(), "replacement did not start; the old container was started again");
+            return Err(match restored {
+                Ok(()) => DockerError::ReplacementDidNotStart {
+                    name: spec.name.clone(),
+                    error: e.to_string(),
+                },
+                Err(rollback) => DockerError::RollbackFailed {
+                    name: spec.name.clone(),
+                    cause: Box::new(e),
+                    rollback: Box::new(rollback),
+                },
+            });
+        }
+        self.forget_failed_start(&spec.name);
+        self.remove(&old.id).await?;
+        self.rename(&next, &spec.name).await?;
+        info!(container = %spec.name, hash = %&hash[..12], "container recreated: spec changed");
+        Ok(EnsureOutcome::Recreated)
+    }
+
+    /// The earlier failed start of this very spec, if it is recent enough to hold back a retry.
+    fn failed_start(&self, name: &str, hash: &str) -> Option<FailedStart> {
+        let map = self.failed_starts.lock().unwrap_or_else(|p| p.into_inner());
+        map.get(name)
+            .filter(|f| f.hash == hash && f.at.elapsed() < RETRY_FAILED_START)
+            .cloned()
+    }
+
+    fn remember_failed_start(&self, name: &str, hash: &str, error: &DockerError) {
+        let mut map = self.failed_starts.lock().unwrap_or_else(|p| p.into_inner());
+        map.insert(
+            name.to_owned(),
+            FailedStart {
+                hash: hash.to_owned(),
+                at: Instant::now(),
+                error: error.to_string(),
+            },
+        );
+    }
+
+    fn forget_failed_start(&self, name: &str) {
+        let mut map = self.failed_starts.lock().unwrap_or_else(|p| p.into_inner());
+        map.remove(name);
+    }
+
+    /// Removes a replacement that did not start and starts the old container again.
+    async fn roll_back(&self, next: &str, old: &Inspected) -> Result<(), DockerError> {
+        self.remove(next).await?;
+        if old.running {
+            self.start(&old.id).await?;
+        }
+        Ok(())
+    }
+
+    /// The container called `name` if it exists; an error if it is not this host's.
+    async fn inspect_owned(
+        &self,
+        name: &str,
+        host: &str,
+    ) -> Result<Option<Inspected>, DockerError> {
+        let c = match self
             .inner
-            .inspect_container(&spec.name, None::<InspectContainerOptions>)
+            .inspect_container(name, None::<InspectContainerOptions>)
             .await
         {
-            Ok(c) => Some(c),
-            Err(e) if is_not_found(&e) => None,
-            Err(e) => return Err(engine("inspect", &spec.name)(e)),
+            Ok(c) => c,
+            Err(e) if is_not_found(&e) => return Ok(None),
+            Err(e) => return Err(engine("inspect", name)(e)),
         };
-        let Some(existing) = existing else {
-            self.create_and_start(spec, &hash).await?;
-            info!(container = %spec.name, hash = %&hash[..12], "container created");
-            return Ok(EnsureOutcome::Created);
-        };
-        let labels = existing
+        let labels = c
             .config
             .as_ref()
             .and_then(|c| c.labels.clone())
             .unwrap_or_default();
         if !owned_by(&labels, host) {
             return Err(DockerError::NotOwned {
-                name: spec.name.clone(),
-                host: host.clone(),
+                name: name.to_owned(),
+                host: host.to_owned(),
             });
         }
-        if labels.get(LABEL_SPEC_HASH) != Some(&hash) {
-            self.remove(&spec.name).await?;
-            self.create_and_start(spec, &hash).await?;
-            info!(container = %spec.name, hash = %&hash[..12], "container recreated: spec changed");
-            return Ok(EnsureOutcome::Recreated);
-        }
-        let state = existing.state.as_ref();
-        let running = state.and_then(|s| s.running).unwrap_or(false)
-            || state.and_then(|s| s.restarting).unwrap_or(false);
-        if running {
-            return Ok(EnsureOutcome::Unchanged);
-        }
-        self.inner
-            .start_container(&spec.name, None::<StartContainerOptions>)
-            .await
-            .map_err(engine("start", &spec.name))?;
-        info!(container = %spec.name, "stopped container started");
-        Ok(EnsureOutcome::Started)
+        let state = c.state.as_ref();
+        Ok(Some(Inspected {
+            id: c.id.clone().unwrap_or_else(|| name.to_owned()),
+            spec_hash: labels.get(LABEL_SPEC_HASH).cloned(),
+            running: state.and_then(|s| s.running).unwrap_or(false)
+                || state.and_then(|s| s.restarting).unwrap_or(false),
+        }))
     }
 
-    async fn create_and_start(&self, spec: &ContainerSpec, hash: &str) -> Result<(), DockerError> {
+    /// Creates (does not start) a container of `spec` called `name`, with the ownership and
+    /// spec-hash labels.
+    async fn create(
+        &self,
+        spec: &ContainerSpec,
+        name: &str,
+        hash: &str,
+    ) -> Result<(), DockerError> {
         let mut labels: HashMap<String, String> = spec.labels.clone().into_iter().collect();
         labels.insert(LABEL_MANAGED_BY.into(), MANAGED_BY.into());
         labels.insert(LABEL_SPEC_HASH.into(), hash.into());
@@ -232,17 +434,41 @@ impl Docker {
             }),
             ..Default::default()
         };
-        let options = CreateContainerOptionsBuilder::new()
-            .name(&spec.name)
-            .build();
+        let options = CreateContainerOptionsBuilder::new().name(name).build();
         self.inner
             .create_container(Some(options), body)
             .await
-            .map_err(engine("create", &spec.name))?;
+            .map(|_| ())
+            .map_err(engine("create", name))
+    }
+
+    async fn start(&self, name: &str) -> Result<(), DockerError> {
         self.inner
-            .start_container(&spec.name, None::<StartContainerOptions>)
+            .start_container(name, None::<StartContainerOptions>)
             .await
-            .map_err(engine("start", &spec.name))
+            .map_err(engine("start", name))
+    }
+
+    /// Stops a container (SIGTERM, then SIGKILL after [`STOP_TIMEOUT_S`]); `name` is for errors.
+    async fn stop(&self, id: &str, name: &str) -> Result<(), DockerError> {
+        let options = StopContainerOptions {
+            signal: None,
+            t: Some(STOP_TIMEOUT_S),
+        };
+        self.inner
+            .stop_container(id, Some(options))
+            .await
+            .map_err(engine("stop", name))
+    }
+
+    async fn rename(&self, from: &str, to: &str) -> Result<(), DockerError> {
+        let options = RenameContainerOptions {
+            name: to.to_owned(),
+        };
+        self.inner
+            .rename_container(from, options)
+            .await
+            .map_err(engine("rename", from))
     }
 
     /// Force-removes one container by name; a missing container is not an error.
@@ -302,8 +528,43 @@ impl Docker {
             .collect())
     }
 
+    /// This host's managed containers with their restart counts (one inspect each), by name.
+    pub async fn container_health(
+        &self,
+        host_id: &str,
+    ) -> Result<Vec<ContainerHealth>, DockerError> {
+        let mut out = Vec::new();
+        for c in self.list_managed(host_id).await? {
+            let inspected = match self
+                .inner
+                .inspect_container(&c.id, None::<InspectContainerOptions>)
+                .await
+            {
+                Ok(i) => i,
+                // Removed between the list and the inspect: not there any more.
+                Err(e) if is_not_found(&e) => continue,
+                Err(e) => return Err(engine("inspect", &c.name)(e)),
+            };
+            let state = inspected.state.as_ref();
+            out.push(ContainerHealth {
+                running: state.and_then(|s| s.running).unwrap_or(c.running),
+                restarts: inspected.restart_count.unwrap_or(0),
+                labels: inspected
+                    .config
+                    .and_then(|c| c.labels)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .collect(),
+                name: c.name,
+            });
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
     /// Removes this host's managed containers whose names are neither in `keep` nor start with
-    /// one of `keep_prefixes`; returns their names.
+    /// one of `keep_prefixes`, and every leftover replacement (`….next`, see
+    /// [`ensure`](Self::ensure)); returns their names.
     pub async fn remove_stale(
         &self,
         host_id: &str,
@@ -312,7 +573,9 @@ impl Docker {
     ) -> Result<Vec<String>, DockerError> {
         let mut removed = Vec::new();
         for c in self.list_managed(host_id).await? {
-            if keep.contains(&c.name) || keep_prefixes.iter().any(|p| c.name.starts_with(p)) {
+            let kept =
+                keep.contains(&c.name) || keep_prefixes.iter().any(|p| c.name.starts_with(p));
+            if kept && !c.name.ends_with(NEXT_SUFFIX) {
                 continue;
             }
             self.remove(&c.id).await?;

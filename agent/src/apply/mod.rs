@@ -44,6 +44,10 @@ pub struct ApplyReport {
     pub results: Vec<ResourceResult>,
     /// Per service name, what happened to its container (`service:user` for a user's own).
     pub containers: BTreeMap<String, EnsureOutcome>,
+    /// The Docker name of each container in `containers`, by the same key.
+    pub container_names: BTreeMap<String, String>,
+    /// Per service whose engine's users had to change: manager `add`s and `remove`s.
+    pub user_changes: BTreeMap<String, (usize, usize)>,
     /// Manager `add`s and `remove`s made over all services.
     pub adds: usize,
     pub removes: usize,
@@ -56,8 +60,9 @@ pub struct ApplyReport {
 struct Ensured {
     /// Every container the service runs now (or keeps running after a failure).
     names: Vec<String>,
-    /// Per container: the service name, or `service:user` for a user's own container.
-    outcomes: Vec<(String, EnsureOutcome)>,
+    /// Per container: the service name, or `service:user` for a user's own container, its
+    /// Docker name and what happened to it.
+    outcomes: Vec<(String, String, EnsureOutcome)>,
     /// Users whose own container could not be ensured, with the reason.
     user_failures: BTreeMap<String, String>,
 }
@@ -102,7 +107,7 @@ impl Applier {
 
     /// Where a service's manager socket lives (bind-mounted into its container).
     pub fn run_dir(&self, service: &str) -> PathBuf {
-        self.data_dir.join("run").join(sanitize(service))
+        run_dir(&self.data_dir, service)
     }
 
     /// Applies `state`: one result per service and per user credential.
@@ -130,12 +135,18 @@ impl Applier {
                 }
             };
             keep.extend(ensured.names);
-            for (key, outcome) in ensured.outcomes {
+            for (key, name, outcome) in ensured.outcomes {
+                report.container_names.insert(key.clone(), name);
                 report.containers.insert(key, outcome);
             }
             let sr = self.run_driver(state, service, READY_TIMEOUT).await;
             report.adds += sr.adds;
             report.removes += sr.removes;
+            if sr.adds + sr.removes > 0 {
+                report
+                    .user_changes
+                    .insert(service.name.clone(), (sr.adds, sr.removes));
+            }
             // A user whose own container failed reports that failure instead.
             let failed = &ensured.user_failures;
             report.results.extend(sr.results.into_iter().filter(|r| {
@@ -221,13 +232,14 @@ impl Applier {
             let outcome = self.ensure_one(&run_dir, &mut r).await;
             match (r.user, outcome) {
                 (None, Ok(o)) => {
-                    ensured.outcomes.push((service.name.clone(), o));
+                    ensured
+                        .outcomes
+                        .push((service.name.clone(), r.spec.name.clone(), o));
                 }
                 (None, Err(msg)) => return Err(msg),
                 (Some(user), Ok(o)) => {
-                    ensured
-                        .outcomes
-                        .push((format!("{}:{user}", service.name), o));
+                    let key = format!("{}:{user}", service.name);
+                    ensured.outcomes.push((key, r.spec.name.clone(), o));
                 }
                 (Some(user), Err(msg)) => {
                     ensured.user_failures.insert(user, msg);
@@ -337,6 +349,11 @@ async fn end_sessions(
         .lines()
         .filter(|l| !l.trim().is_empty())
         .count())
+}
+
+/// `<data_dir>/run/<service>/`: a service's run directory, bind-mounted at the same path.
+pub fn run_dir(data_dir: &Path, service: &str) -> PathBuf {
+    data_dir.join("run").join(sanitize(service))
 }
 
 /// Results for a service whose container could not be ensured, and for each of its users.
