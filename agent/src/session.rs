@@ -232,7 +232,14 @@ impl Agent {
         AgentReport {
             sent_at_ms: unix_now_ms(),
             generation: self.current.generation(),
-            results: self.report_results.clone(),
+            // Only the failures: a resource missing from a report is not failing, and a host of
+            // 100,000 users would otherwise send every user's "ok" once a minute.
+            results: self
+                .report_results
+                .iter()
+                .filter(|r| r.outcome != vpn_shared::proto::Outcome::Ok)
+                .cloned()
+                .collect(),
             repairs: self.pending_repairs.peek(),
             containers,
             cert_not_after: renew::not_after(&self.paths.cert),

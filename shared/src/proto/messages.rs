@@ -27,14 +27,16 @@ pub enum AgentMsg {
 
 /// What the agent last found on its host, whether or not anything was applied.
 ///
-/// `results` is the whole set, like an ack's: a resource missing from it is not failing.
+/// `results` holds the resources whose last result is an error, and only those: a resource
+/// missing from it is not failing (an ack carries every result; a report would otherwise repeat
+/// each user's "ok" once a minute).
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct AgentReport {
     /// The agent's wall clock when it made the report, Unix milliseconds (for clock skew).
     pub sent_at_ms: i64,
     /// Generation of the state the results belong to.
     pub generation: u64,
-    /// Every resource's result in the last apply or reconcile.
+    /// The failing resources of the last apply or reconcile (see above).
     pub results: Vec<ResourceResult>,
     /// What the reconciles since the last report repaired (drift found and fixed).
     pub repairs: Vec<Repair>,
