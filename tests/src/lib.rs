@@ -18,6 +18,7 @@
 //!   helpers to drive the CLI, stop/start pieces, and clean everything up on drop.
 //! - [`vless`]: the shoes client from a `vless://` link, the shoes server container, and the
 //!   loopback TLS 1.3 `dest` and payload servers of a Reality test.
+//! - [`prom`]: a strict parser of Prometheus text exposition (also used by the daemons' tests).
 //! - [`wait`]: bounded polling.
 //! - [`webhook`]: a loopback webhook receiver that checks the controller's HMAC signatures.
 //!
@@ -41,6 +42,7 @@ pub mod fleet;
 pub mod host;
 pub mod hostserver;
 pub mod proc;
+pub mod prom;
 pub mod vless;
 pub mod wait;
 pub mod webhook;
