@@ -444,8 +444,35 @@ impl Session {
         }
     }
 
+    /// Keeps a report's vitals with the registration, and announces a certificate near expiry.
+    fn keep_vitals(&self, reg: &Registration, report: &mut AgentReport, received_ms: i64) {
+        let clock_skew_ms = clock_skew_ms(report.sent_at_ms, received_ms, self.conn.rtt());
+        if let Some(not_after) = report.cert_not_after {
+            webhooks::hub(&self.ctl).cert_seen(
+                &self.ctl.metrics,
+                &self.host_id,
+                &self.host_name,
+                not_after,
+                now(),
+            );
+        }
+        let vitals = HostVitals {
+            reported_at: received_ms / 1_000,
+            clock_skew_ms,
+            cert_not_after: report.cert_not_after,
+            containers: std::mem::take(&mut report.containers),
+            disk_free_bytes: report.disk_free_bytes,
+            ledger_backlog: report.ledger_backlog,
+        };
+        self.ctl
+            .fleet
+            .set_vitals(&self.host_id, reg.session, vitals);
+    }
+
     /// A reconcile's report: results, repairs and vitals.
-    async fn report(&mut self, reg: &Registration, report: AgentReport, received_ms: i64) {
+    async fn report(&mut self, reg: &Registration, mut report: AgentReport, received_ms: i64) {
+        // Vitals first: a view that sees this report's results sees its vitals too.
+        self.keep_vitals(reg, &mut report, received_ms);
         self.record_results(&report.results).await;
         if !report.repairs.is_empty() {
             for r in report.repairs.iter().take(NOTICE_RESOURCES) {
@@ -461,27 +488,6 @@ impl Session {
                 warn!(host = %self.host_name, error = %e, "cannot record repairs");
             }
         }
-        let clock_skew_ms = clock_skew_ms(report.sent_at_ms, received_ms, self.conn.rtt());
-        if let Some(not_after) = report.cert_not_after {
-            webhooks::hub(&self.ctl).cert_seen(
-                &self.ctl.metrics,
-                &self.host_id,
-                &self.host_name,
-                not_after,
-                now(),
-            );
-        }
-        let vitals = HostVitals {
-            reported_at: received_ms / 1_000,
-            clock_skew_ms,
-            cert_not_after: report.cert_not_after,
-            containers: report.containers,
-            disk_free_bytes: report.disk_free_bytes,
-            ledger_backlog: report.ledger_backlog,
-        };
-        self.ctl
-            .fleet
-            .set_vitals(&self.host_id, reg.session, vitals);
     }
 
     /// Sends the full state again. Pushes already queued are covered by it and dropped.
