@@ -90,6 +90,8 @@ pub async fn serve(ctl: Arc<Controller>, conn: quinn::Connection) {
         conn.close(close::REFUSED.into(), b"admin certificate required");
         return;
     };
+    // Starts the webhooks (and their periodic certificate check) if no agent did yet.
+    crate::webhooks::hub(&ctl);
     while let Ok((mut send, mut recv)) = conn.accept_bi().await {
         let ctl = ctl.clone();
         let admin = admin.clone();
@@ -167,13 +169,22 @@ async fn handle(ctl: &Controller, req: AdminRequest) -> Reply {
         AdminRequest::ServicesDeployWith { deploy, options } => {
             services_deploy(ctl, deploy, options).await
         }
-        AdminRequest::ServersListDetail
-        | AdminRequest::ServersShowDetail { .. }
-        | AdminRequest::StatusDetail
-        | AdminRequest::ServicesShowDetail { .. }
-        | AdminRequest::Doctor => Err(AdminError::bad(
-            "this controller does not serve host health yet",
+        AdminRequest::ServersListDetail => Ok(AdminResponse::ServersDetail(
+            views::server_details(ctl, None).await?,
         )),
+        AdminRequest::ServersShowDetail { name } => views::server_details(ctl, Some(&name))
+            .await?
+            .into_iter()
+            .next()
+            .map(AdminResponse::ServerDetail)
+            .ok_or_else(|| AdminError::bad(format!("server {name} not found"))),
+        AdminRequest::StatusDetail => Ok(AdminResponse::StatusDetail(
+            views::status_detail(ctl).await?,
+        )),
+        AdminRequest::ServicesShowDetail { name } => Ok(AdminResponse::ServiceDetail(
+            views::service_detail(ctl, &name).await?,
+        )),
+        AdminRequest::Doctor => Ok(AdminResponse::Doctor(views::doctor(ctl).await?)),
         AdminRequest::ServicesList => Ok(AdminResponse::Services(views::services(ctl).await?)),
         AdminRequest::ServicesShow { name } => {
             let all = views::services(ctl).await?;

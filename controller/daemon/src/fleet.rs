@@ -6,19 +6,24 @@
 //! same lock. So a session sees each generation exactly once: either inside its full state or as
 //! a queued push after it (or, when its backlog overflowed, inside the full state of the resync
 //! that replaced the backlog: see [`crate::backlog`]).
+//!
+//! Each link also holds what its agent last reported about itself ([`HostVitals`]): in memory
+//! only, like the feature health, because it describes the live session. What must outlive a
+//! session (failing resources, events) is in the store (`store::health`).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use tokio::sync::watch;
 use tracing::warn;
-use vpn_shared::proto::admin::{HostApply, HostApplyState, LAST_APPLY};
+use vpn_shared::proto::admin::{HostApply, HostApplyState, HostVitals, LAST_APPLY};
 use vpn_shared::proto::{Outcome, ResourceResult};
 
 use crate::backlog::{Backlog, Next, Queued};
 use crate::store::HostPush;
+use crate::webhooks::Webhooks;
 
 /// What a host last acked.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -37,6 +42,8 @@ struct Link {
     acked: watch::Receiver<AckState>,
     /// Missing host features the agent reported, already bounded.
     health: Vec<String>,
+    /// The agent's last report in this session.
+    vitals: Option<HostVitals>,
 }
 
 pub struct Fleet {
@@ -49,6 +56,9 @@ pub struct Fleet {
     backlog_limit: usize,
     /// Serializes mutations with session registration (see the module docs).
     pub change_lock: tokio::sync::Mutex<()>,
+    /// The webhook queues and workers, started on first use by [`crate::webhooks::hub`]
+    /// (they need the controller, which owns this fleet).
+    pub webhooks: OnceLock<Webhooks>,
 }
 
 /// Handed to a session when it registers.
@@ -56,6 +66,29 @@ pub struct Registration {
     pub session: u64,
     pub backlog: Arc<Backlog>,
     pub acked: watch::Sender<AckState>,
+    /// An older session of the same host was replaced: the host never went offline.
+    pub replaced: bool,
+}
+
+/// Most containers kept per host's vitals.
+pub const MAX_CONTAINERS: usize = 1_000;
+
+/// How a host's health moved with one result set: the failing count before and after.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transition {
+    /// 0 → N: an online host degraded.
+    Degraded,
+    /// N → 0.
+    Recovered,
+}
+
+/// The transition, if any, from `before` to `after` failing resources.
+pub fn transition(before: u32, after: u32) -> Option<Transition> {
+    match (before, after) {
+        (0, 1..) => Some(Transition::Degraded),
+        (1.., 0) => Some(Transition::Recovered),
+        _ => None,
+    }
 }
 
 /// Most health lines kept per host; the rest are summarised in one more line.
@@ -94,6 +127,7 @@ impl Fleet {
             next_session: AtomicU64::new(0),
             backlog_limit,
             change_lock: tokio::sync::Mutex::new(()),
+            webhooks: OnceLock::new(),
         }
     }
 
@@ -110,8 +144,10 @@ impl Fleet {
                 backlog: backlog.clone(),
                 acked: ack_rx,
                 health: Vec::new(),
+                vitals: None,
             },
         );
+        let replaced = old.is_some();
         if let Some(old) = old {
             old.backlog.end(Next::Replaced);
         }
@@ -119,15 +155,36 @@ impl Fleet {
             session,
             backlog,
             acked: ack_tx,
+            replaced,
         }
     }
 
-    /// Forgets a session if it is still the current one for the host.
-    pub fn unregister(&self, host_id: &str, session: u64) {
+    /// Forgets a session if it is still the current one for the host. True when it was: the
+    /// host is offline now (false for a session replaced or revoked before it ended).
+    pub fn unregister(&self, host_id: &str, session: u64) -> bool {
         let mut links = self.lock();
         if links.get(host_id).is_some_and(|l| l.session == session) {
             links.remove(host_id);
+            return true;
         }
+        false
+    }
+
+    /// Keeps what a session's agent reported last (containers bounded by [`MAX_CONTAINERS`]).
+    pub fn set_vitals(&self, host_id: &str, session: u64, mut vitals: HostVitals) {
+        vitals.containers.truncate(MAX_CONTAINERS);
+        if let Some(link) = self
+            .lock()
+            .get_mut(host_id)
+            .filter(|l| l.session == session)
+        {
+            link.vitals = Some(vitals);
+        }
+    }
+
+    /// An online host's last vitals.
+    pub fn vitals(&self, host_id: &str) -> Option<HostVitals> {
+        self.lock().get(host_id).and_then(|l| l.vitals.clone())
     }
 
     /// Records what the host's agent reported about its features (bounded by
@@ -252,6 +309,13 @@ impl Fleet {
         futures_util::future::join_all(waits).await
     }
 
+    /// The generation an online host last acked.
+    pub fn acked_generation(&self, host_id: &str) -> Option<u64> {
+        self.lock()
+            .get(host_id)
+            .map(|l| l.acked.borrow().generation)
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Link>> {
         // A panic while holding this map cannot leave it inconsistent (single inserts/removes).
         self.links.lock().unwrap_or_else(|p| p.into_inner())
@@ -307,5 +371,18 @@ async fn wait_one(
         } else {
             HostApplyState::Failed(failed)
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_crossing_zero_is_a_transition() {
+        assert_eq!(transition(0, 3), Some(Transition::Degraded));
+        assert_eq!(transition(3, 0), Some(Transition::Recovered));
+        assert_eq!(transition(3, 5), None);
+        assert_eq!(transition(0, 0), None);
     }
 }

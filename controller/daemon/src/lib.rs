@@ -4,14 +4,15 @@
 //! - [`config`]: layered configuration (file, env, flags).
 //! - [`init`]: `vpn-controller init` — CA, certificates, context file.
 //! - [`server`]: the QUIC endpoint; connections dispatched by ALPN.
-//! - [`session`]: one agent's session — full state, deltas, acks.
+//! - [`session`]: one agent's session — full state, deltas, acks, reports and health moves.
 //! - [`fleet`]: who is connected, queued pushes, ack waits.
 //! - [`backlog`]: one session's queued pushes, bounded by turning an overflow into a resync.
 //! - [`enroll`]: join tokens and CSR signing.
-//! - [`admin`] and [`views`]: the operator API.
+//! - [`admin`] and [`views`]: the operator API, host health and `doctor` included.
 //! - [`store`]: SQLite persistence and the per-host desired-state computation.
 //! - [`metrics`]: the Prometheus registry (refusals, events, pushes, ack latency, apply
 //!   failures, admin requests, store latency) behind `/metrics`, and the throttle of refusal logs.
+//! - [`webhooks`]: signed host events POSTed to `[[webhooks]]` receivers, never blocking.
 
 pub mod admin;
 pub mod backlog;
@@ -24,3 +25,4 @@ pub mod server;
 pub mod session;
 pub mod store;
 pub mod views;
+pub mod webhooks;

@@ -33,7 +33,7 @@ const WAIT_BUCKETS: &[f64] = &[
 
 /// Every state `vpn_controller_hosts` reports, so that a state without hosts shows 0.
 /// The host-health work adds `degraded` here and in [`host_state`].
-pub const HOST_STATES: &[&str] = &["online", "offline", "pending"];
+pub const HOST_STATES: &[&str] = &["online", "degraded", "offline", "pending"];
 
 /// Resource kinds `vpn_controller_apply_failures_total` counts; anything else is `other`.
 const RESOURCE_KINDS: &[&str] = &["service", "user", "host"];
@@ -312,9 +312,11 @@ pub fn resource_kind(resource: &str) -> &'static str {
         .unwrap_or("other")
 }
 
-/// A host's state for `vpn_controller_hosts`: never enrolled is `pending`.
-pub fn host_state(host: &HostRow, online: bool) -> &'static str {
+/// A host's state for `vpn_controller_hosts`: never enrolled is `pending`; online with failing
+/// resources is `degraded`, as `servers list` says.
+pub fn host_state(host: &HostRow, online: bool, failing: u32) -> &'static str {
     match (host.enrolled_at, online) {
+        (_, true) if failing > 0 => "degraded",
         (_, true) => "online",
         (None, false) => "pending",
         (Some(_), false) => "offline",
@@ -332,11 +334,15 @@ impl vpn_shared::metrics_http::Scrape for Scraper {
             .hosts()
             .await
             .map_err(|e| prometheus::Error::Msg(format!("reading hosts: {e}")))?;
-        ctl.metrics.set_hosts(
-            hosts
-                .iter()
-                .map(|h| host_state(h, ctl.fleet.is_online(&h.id))),
-        );
+        let failing = ctl
+            .store
+            .failing_counts()
+            .await
+            .map_err(|e| prometheus::Error::Msg(format!("reading failing resources: {e}")))?;
+        ctl.metrics.set_hosts(hosts.iter().map(|h| {
+            let n = failing.get(&h.id).copied().unwrap_or(0);
+            host_state(h, ctl.fleet.is_online(&h.id), n)
+        }));
         ctl.metrics.set_sessions(ctl.fleet.online_count());
         vpn_shared::metrics_http::encode(&ctl.metrics.registry)
     }

@@ -104,6 +104,9 @@ pub async fn bind(config: Config) -> anyhow::Result<(Arc<Controller>, quinn::End
         ctl.metrics_listener = Mutex::new(Some(listener));
     }
     let ctl = Arc::new(ctl);
+    // Started now, not on first use: the periodic certificate check must run even before any
+    // agent or operator connects.
+    crate::webhooks::hub(&ctl);
     let endpoint = quinn::Endpoint::server(server_config, listen)
         .with_context(|| format!("binding UDP {listen}"))?;
     info!(

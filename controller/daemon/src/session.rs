@@ -9,6 +9,13 @@
 //! The registration is held by an [`Online`] guard from the moment it is made, so every exit
 //! (a first full state that cannot be sent included) takes the host offline. What an agent
 //! reports as its health is bounded and logged only when it changed.
+//!
+//! Host health (SPEC §2.8): every ack's and every `Report`'s results are the host's complete
+//! set and go to the health store (`store::health`), a report's repairs become events, and its
+//! vitals (clock skew measured here, certificate, containers, disk, ledger) stay with the
+//! registration. The session follows the host's state — online, degraded (failing 0 → N),
+//! recovered (N → 0), offline — and turns each move into an event and a webhook. A session
+//! replaced by a newer one of the same host moves nothing: the host never went offline.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,10 +29,21 @@ use vpn_shared::proto::frame::{FrameError, MAX_FRAME, read_frame, write_frame};
 use vpn_shared::proto::{AgentHello, AgentMsg, ControllerMsg, StateChunk, close, negotiate};
 use vpn_shared::transport::peer_identity;
 
+use serde_json::json;
+use vpn_shared::proto::admin::HostVitals;
+use vpn_shared::proto::{AgentReport, ResourceResult};
+
 use crate::backlog::Next;
-use crate::fleet::{AckState, Registration};
+use crate::fleet::{AckState, Registration, Transition, transition};
 use crate::server::{Controller, now};
-use crate::store::HostPush;
+use crate::store::{EventKind, HostPush};
+use crate::webhooks::{self, Notice, WebhookEvent};
+
+/// Failing resources named in a `host_degraded` webhook (the count is always complete).
+const NOTICE_RESOURCES: usize = 20;
+
+/// A message from the agent with the controller's wall clock when it was read, Unix ms.
+type Inbound = Result<(AgentMsg, i64), FrameError>;
 
 /// Users per full-state chunk: keeps every frame far below the frame limit.
 const USERS_PER_CHUNK: usize = 2_000;
@@ -60,7 +78,7 @@ pub async fn run(ctl: Arc<Controller>, conn: quinn::Connection) {
     let (msgs_tx, mut msgs) = mpsc::channel(64);
     let reader = tokio::spawn(read_loop(recv, msgs_tx));
     let hello = match tokio::time::timeout(Duration::from_secs(10), msgs.recv()).await {
-        Ok(Some(Ok(AgentMsg::Hello(hello)))) => hello,
+        Ok(Some(Ok((AgentMsg::Hello(hello), _)))) => hello,
         other => {
             warn!(%remote, host = %host_id, first = ?other.map(|m| m.map(|m| m.map(|_| ()))), "session did not start with hello");
             conn.close(close::PROTOCOL.into(), b"expected hello");
@@ -98,10 +116,13 @@ pub async fn run(ctl: Arc<Controller>, conn: quinn::Connection) {
         send,
         tracked: TrackedState::default(),
         acks: crate::metrics::AckClock::default(),
+        conn: conn.clone(),
+        failing: 0,
     };
     let online = Online {
         ctl: ctl.clone(),
         host_id: host_id.clone(),
+        host_name: host_name.clone(),
         agent_version: hello.agent_version.clone(),
         address: address.clone(),
         session: None,
@@ -138,6 +159,7 @@ pub async fn run(ctl: Arc<Controller>, conn: quinn::Connection) {
 struct Online {
     ctl: Arc<Controller>,
     host_id: String,
+    host_name: String,
     agent_version: String,
     address: String,
     /// Set once registered.
@@ -149,8 +171,10 @@ impl Drop for Online {
         let Some(session) = self.session else {
             return;
         };
-        self.ctl.fleet.unregister(&self.host_id, session);
+        // Replaced by a newer session or revoked: the host did not go offline.
+        let offline = self.ctl.fleet.unregister(&self.host_id, session);
         let (ctl, host_id) = (self.ctl.clone(), std::mem::take(&mut self.host_id));
+        let host_name = std::mem::take(&mut self.host_name);
         let (agent_version, address) = (
             std::mem::take(&mut self.agent_version),
             std::mem::take(&mut self.address),
@@ -165,9 +189,48 @@ impl Drop for Online {
                 {
                     debug!(host_id = %host_id, error = %e, "cannot record last seen at disconnect");
                 }
+                if offline {
+                    went_offline(&ctl, &host_id, &host_name).await;
+                }
             });
         }
     }
+}
+
+/// Records and announces that a host's last session ended.
+async fn went_offline(ctl: &Arc<Controller>, host_id: &str, host_name: &str) {
+    let at = now();
+    if let Err(e) = ctl
+        .store
+        .record_host_event(host_id, EventKind::Offline, "session ended", at)
+        .await
+    {
+        debug!(host = %host_name, error = %e, "cannot record the offline event");
+    }
+    let failing = ctl.store.failing(host_id).await.map_or(0, |f| f.len());
+    webhooks::hub(ctl).emit(
+        &ctl.metrics,
+        Notice {
+            event: WebhookEvent::HostOffline,
+            host_id: host_id.to_string(),
+            host_name: host_name.to_string(),
+            detail: json!({ "failing": failing }),
+        },
+    );
+}
+
+/// Agent clock minus controller clock, in ms: the agent's `sent_at_ms` against the moment the
+/// report was read, less half the round trip (the report's time on the wire).
+pub fn clock_skew_ms(sent_at_ms: i64, received_ms: i64, rtt: Duration) -> i64 {
+    let half_rtt = i64::try_from(rtt.as_millis() / 2).unwrap_or(i64::MAX);
+    sent_at_ms.saturating_sub(received_ms.saturating_sub(half_rtt))
+}
+
+/// Unix milliseconds now.
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// Checks that the agent asks for its own state, exists, is not revoked, and shares a version.
@@ -257,6 +320,11 @@ struct Session {
     tracked: TrackedState,
     /// When each change still awaiting an ack was taken (the ack latency metric).
     acks: crate::metrics::AckClock,
+    /// For the round-trip time in clock-skew measurements.
+    conn: quinn::Connection,
+    /// Resources failing as last recorded: its moves across zero are the degraded and
+    /// recovered transitions.
+    failing: u32,
 }
 
 impl Session {
@@ -287,11 +355,146 @@ impl Session {
         online.session = Some(reg.session);
         drop(guard);
         self.tracked = TrackedState::new(state);
+        // Last known failures count until the agent reports again (they are kept offline).
+        self.failing = match self.ctl.store.failing(&self.host_id).await {
+            Ok(f) => f.len() as u32,
+            Err(e) => {
+                warn!(host = %self.host_name, error = %e, "cannot read the host's failing resources");
+                0
+            }
+        };
+        if !reg.replaced {
+            self.came_online(&online.address).await;
+        }
         if let Err(e) = self.send_full().await {
             debug!(host = %self.host_name, error = %e, "first full state not delivered");
             return Err(());
         }
         Ok((reg, online))
+    }
+
+    async fn came_online(&self, address: &str) {
+        let message = format!("connected from {address}, agent {}", self.agent_version);
+        if let Err(e) = self
+            .ctl
+            .store
+            .record_host_event(&self.host_id, EventKind::Online, &message, now())
+            .await
+        {
+            debug!(host = %self.host_name, error = %e, "cannot record the online event");
+        }
+        self.notify(
+            WebhookEvent::HostOnline,
+            json!({ "failing": self.failing, "address": address, "agent_version": self.agent_version }),
+        );
+    }
+
+    fn notify(&self, event: WebhookEvent, detail: serde_json::Value) {
+        webhooks::hub(&self.ctl).emit(
+            &self.ctl.metrics,
+            Notice {
+                event,
+                host_id: self.host_id.clone(),
+                host_name: self.host_name.clone(),
+                detail,
+            },
+        );
+    }
+
+    /// Records a complete result set and announces a move across zero failures. A store
+    /// failure is logged and leaves the session running: health must not cut a host off.
+    async fn record_results(&mut self, results: &[ResourceResult]) {
+        let update = match self
+            .ctl
+            .store
+            .record_results(&self.host_id, results, now())
+            .await
+        {
+            Ok(u) => u,
+            Err(e) => {
+                warn!(host = %self.host_name, error = %e, "cannot record the host's results");
+                return;
+            }
+        };
+        for f in &update.new_failures {
+            warn!(host = %self.host_name, resource = %f.resource, message = %f.message, "resource failing");
+        }
+        for r in &update.recovered {
+            info!(host = %self.host_name, resource = %r, "resource recovered");
+        }
+        let before = std::mem::replace(&mut self.failing, update.failing);
+        match transition(before, update.failing) {
+            Some(Transition::Degraded) => {
+                self.ctl.metrics.event("host_degraded");
+                warn!(host = %self.host_name, failing = update.failing, "host degraded");
+                let resources: Vec<_> = update
+                    .new_failures
+                    .iter()
+                    .take(NOTICE_RESOURCES)
+                    .map(|f| json!({ "resource": f.resource, "message": f.message }))
+                    .collect();
+                self.notify(
+                    WebhookEvent::HostDegraded,
+                    json!({ "failing": update.failing, "resources": resources }),
+                );
+            }
+            Some(Transition::Recovered) => {
+                self.ctl.metrics.event("host_recovered");
+                info!(host = %self.host_name, "host recovered: no resource failing");
+                let recovered: Vec<_> = update.recovered.iter().take(NOTICE_RESOURCES).collect();
+                self.notify(
+                    WebhookEvent::HostRecovered,
+                    json!({ "failing": 0, "recovered": recovered }),
+                );
+            }
+            None => {}
+        }
+    }
+
+    /// Keeps a report's vitals with the registration, and announces a certificate near expiry.
+    fn keep_vitals(&self, reg: &Registration, report: &mut AgentReport, received_ms: i64) {
+        let clock_skew_ms = clock_skew_ms(report.sent_at_ms, received_ms, self.conn.rtt());
+        if let Some(not_after) = report.cert_not_after {
+            webhooks::hub(&self.ctl).cert_seen(
+                &self.ctl.metrics,
+                &self.host_id,
+                &self.host_name,
+                not_after,
+                now(),
+            );
+        }
+        let vitals = HostVitals {
+            reported_at: received_ms / 1_000,
+            clock_skew_ms,
+            cert_not_after: report.cert_not_after,
+            containers: std::mem::take(&mut report.containers),
+            disk_free_bytes: report.disk_free_bytes,
+            ledger_backlog: report.ledger_backlog,
+        };
+        self.ctl
+            .fleet
+            .set_vitals(&self.host_id, reg.session, vitals);
+    }
+
+    /// A reconcile's report: results, repairs and vitals.
+    async fn report(&mut self, reg: &Registration, mut report: AgentReport, received_ms: i64) {
+        // Vitals first: a view that sees this report's results sees its vitals too.
+        self.keep_vitals(reg, &mut report, received_ms);
+        self.record_results(&report.results).await;
+        if !report.repairs.is_empty() {
+            for r in report.repairs.iter().take(NOTICE_RESOURCES) {
+                info!(host = %self.host_name, resource = %r.resource, action = %r.action, "agent repaired drift");
+            }
+            self.ctl.metrics.event("reconcile_repaired");
+            if let Err(e) = self
+                .ctl
+                .store
+                .record_repairs(&self.host_id, &report.repairs, now())
+                .await
+            {
+                warn!(host = %self.host_name, error = %e, "cannot record repairs");
+            }
+        }
     }
 
     /// Sends the full state again. Pushes already queued are covered by it and dropped.
@@ -383,7 +586,7 @@ impl Session {
     async fn serve(
         &mut self,
         reg: &mut Registration,
-        msgs: &mut mpsc::Receiver<Result<AgentMsg, FrameError>>,
+        msgs: &mut mpsc::Receiver<Inbound>,
         address: &str,
     ) -> End {
         let mut seen = tokio::time::Instant::now();
@@ -402,12 +605,12 @@ impl Session {
                 msg = msgs.recv() => match msg {
                     None => return End::Closed,
                     Some(Err(e)) => return End::Protocol(e.to_string()),
-                    Some(Ok(msg)) => {
+                    Some(Ok((msg, received_ms))) => {
                         if seen.elapsed() > SEEN_EVERY {
                             seen = tokio::time::Instant::now();
                             let _ = self.ctl.store.record_seen(&self.host_id, &self.agent_version, address, now()).await;
                         }
-                        if let Err(end) = self.handle(reg, msg).await { return end; }
+                        if let Err(end) = self.handle(reg, msg, received_ms).await { return end; }
                     }
                 },
             }
@@ -450,7 +653,12 @@ impl Session {
             .map_err(|e| End::Protocol(e.to_string()))
     }
 
-    async fn handle(&mut self, reg: &mut Registration, msg: AgentMsg) -> Result<(), End> {
+    async fn handle(
+        &mut self,
+        reg: &mut Registration,
+        msg: AgentMsg,
+        received_ms: i64,
+    ) -> Result<(), End> {
         match msg {
             AgentMsg::KeepAlive => Ok(()),
             AgentMsg::Ack(ack) => {
@@ -487,6 +695,8 @@ impl Session {
                     .filter(|r| r.outcome != vpn_shared::proto::Outcome::Ok)
                     .count();
                 info!(host = %self.host_name, generation = ack.generation, digest = %ack.digest.short(), failed, "agent acked");
+                // An ack carries the whole set, like a report.
+                self.record_results(&ack.results).await;
                 reg.acked.send_replace(AckState {
                     generation: ack.generation,
                     results: ack.results,
@@ -519,8 +729,10 @@ impl Session {
                 }
                 Ok(())
             }
-            // Kept by the health store once it exists (issue 7); read and dropped until then.
-            AgentMsg::Report(_) => Ok(()),
+            AgentMsg::Report(report) => {
+                self.report(reg, report, received_ms).await;
+                Ok(())
+            }
             AgentMsg::RenewRequest { csr_pem } => {
                 let reply = self.renew(&csr_pem).await;
                 write_frame(&mut self.send, &reply)
@@ -531,17 +743,37 @@ impl Session {
     }
 }
 
-async fn read_loop(mut recv: RecvStream, tx: mpsc::Sender<Result<AgentMsg, FrameError>>) {
+async fn read_loop(mut recv: RecvStream, tx: mpsc::Sender<Inbound>) {
     loop {
         let msg = read_frame::<_, AgentMsg>(&mut recv, MAX_FRAME).await;
         let stop = !matches!(msg, Ok(Some(_)));
         let item = match msg {
-            Ok(Some(m)) => Ok(m),
+            // Stamped as read, before any queueing, for the clock-skew measurement.
+            Ok(Some(m)) => Ok((m, now_ms())),
             Ok(None) => break,
             Err(e) => Err(e),
         };
         if tx.send(item).await.is_err() || stop {
             break;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clock_skew_removes_half_the_round_trip() {
+        // The agent stamped 10_000; the report arrived at 10_050 after a 100 ms round trip,
+        // so it left the agent at about 10_000 by the controller's clock: no skew.
+        assert_eq!(clock_skew_ms(10_000, 10_050, Duration::from_millis(100)), 0);
+        // An agent 3 s ahead.
+        assert_eq!(
+            clock_skew_ms(13_000, 10_050, Duration::from_millis(100)),
+            3_000
+        );
+        assert_eq!(clock_skew_ms(7_000, 10_000, Duration::ZERO), -3_000);
+        assert_eq!(clock_skew_ms(i64::MIN, i64::MAX, Duration::MAX), i64::MIN);
     }
 }

@@ -69,9 +69,10 @@ fn host_states_follow_enrollment_and_the_session() {
         acked_generation: None,
         acked_digest: None,
     };
-    assert_eq!(host_state(&host(None), false), "pending");
-    assert_eq!(host_state(&host(Some(1)), false), "offline");
-    assert_eq!(host_state(&host(Some(1)), true), "online");
+    assert_eq!(host_state(&host(None), false, 0), "pending");
+    assert_eq!(host_state(&host(Some(1)), false, 2), "offline");
+    assert_eq!(host_state(&host(Some(1)), true, 0), "online");
+    assert_eq!(host_state(&host(Some(1)), true, 2), "degraded");
 }
 
 #[test]

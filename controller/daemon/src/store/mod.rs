@@ -1,5 +1,5 @@
 //! The controller's store: hosts, enrollment tokens, services, users and their credentials, and
-//! the firewall's block lists in one SQLite file (WAL, foreign keys on), with the schema embedded as migrations.
+//! the firewall's block lists, and each host's health in one SQLite file (WAL, foreign keys on), with the schema embedded as migrations.
 //!
 //! Besides keeping rows, the store decides what each host must run: [`Store::desired_state`]
 //! renders a host's full state, and every mutation returns a [`Mutation`] whose [`HostPush`]es say
@@ -14,12 +14,13 @@
 //! - `render`: pure rows → `UserSpec` / `DesiredState` / pushes.
 //! - `hosts`, `services`, `users`: the SQL of each noun; `state`: loaders shared by them and the
 //!   desired state; `ports`: per-user port allocation and secrets; `firewall`: block lists and
-//!   each host's firewall policy.
+//!   each host's firewall policy; `health`: failing resources and recent events per host.
 //!
 //! Time is always the caller's `now` (unix seconds): the store never reads a clock.
 
 mod error;
 mod firewall;
+pub mod health;
 mod hosts;
 mod ports;
 mod render;
@@ -42,6 +43,7 @@ use tokio::sync::{Mutex, MutexGuard};
 use vpn_shared::model::Change;
 
 pub use error::{Result, StoreError, TokenRefusal};
+pub use health::{EventKind, HealthUpdate};
 pub use hosts::{EnrolledCert, JoinToken, Spent};
 pub use rows::{
     CredentialRow, DEFAULT_PORT_SPAN, EditUserFields, FirewallRuleRow, HostRow, NewService,

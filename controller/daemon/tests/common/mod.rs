@@ -705,3 +705,250 @@ pub async fn wait_for_server(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// One admin request whose answer must be `pick`'s variant.
+pub async fn ask<T>(
+    admin: &quinn::Connection,
+    req: AdminRequest,
+    pick: impl FnOnce(AdminResponse) -> Option<T>,
+) -> T {
+    let answer = admin_request(admin, &req)
+        .await
+        .unwrap_or_else(|e| panic!("{req:?}: {e}"));
+    let shown = format!("{answer:?}");
+    pick(answer).unwrap_or_else(|| panic!("{req:?}: unexpected answer {shown}"))
+}
+
+/// `servers show NAME` with health.
+pub async fn server_detail(
+    admin: &quinn::Connection,
+    name: &str,
+) -> vpn_shared::proto::admin::ServerDetail {
+    let req = AdminRequest::ServersShowDetail { name: name.into() };
+    ask(admin, req, |a| match a {
+        AdminResponse::ServerDetail(d) => Some(d),
+        _ => None,
+    })
+    .await
+}
+
+/// Polls `servers show NAME` until `ok`, or fails after [`STEP`] with what it saw last.
+pub async fn wait_for_detail(
+    admin: &quinn::Connection,
+    name: &str,
+    what: &str,
+    ok: impl Fn(&vpn_shared::proto::admin::ServerDetail) -> bool,
+) -> vpn_shared::proto::admin::ServerDetail {
+    let deadline = tokio::time::Instant::now() + STEP;
+    loop {
+        let detail = server_detail(admin, name).await;
+        if ok(&detail) {
+            return detail;
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!("{what}: after {STEP:?} server {name} is {detail:#?}");
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// An agent report at the agent's clock `sent_at_ms`, with these results and nothing else.
+pub fn report(
+    sent_at_ms: i64,
+    generation: u64,
+    results: Vec<vpn_shared::proto::ResourceResult>,
+) -> AgentMsg {
+    AgentMsg::Report(vpn_shared::proto::AgentReport {
+        sent_at_ms,
+        generation,
+        results,
+        ..Default::default()
+    })
+}
+
+/// Unix milliseconds now.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Applies a `Delta` to `state`, checking it follows on and matches its digest.
+pub fn apply_delta(state: &mut DesiredState, msg: ControllerMsg) -> Digest {
+    let ControllerMsg::Delta {
+        base_generation,
+        generation,
+        digest,
+        changes,
+    } = msg
+    else {
+        panic!("expected a Delta, got {msg:?}");
+    };
+    state
+        .apply_delta(base_generation, generation, &changes)
+        .unwrap_or_else(|e| panic!("delta does not follow on: {e}"));
+    assert_eq!(state.digest(), digest, "digest after delta to {generation}");
+    digest
+}
+
+/// How often the controller counted the event `name`.
+pub fn events(tc: &TestController, name: &str) -> u64 {
+    tc.ctl
+        .metrics
+        .events()
+        .get(name)
+        .copied()
+        .unwrap_or_default()
+}
+
+/// Waits until the event counter `name` reaches `at_least`, within `within`.
+pub async fn expect_events(tc: &TestController, name: &str, at_least: u64, within: Duration) {
+    let deadline = tokio::time::Instant::now() + within;
+    while events(tc, name) < at_least {
+        if tokio::time::Instant::now() > deadline {
+            panic!(
+                "event counter {name:?} is {} after {within:?}, expected at least {at_least}; \
+                 all: {:?}",
+                events(tc, name),
+                tc.ctl.metrics.events()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// One request a [`Receiver`] got.
+#[derive(Debug, Clone)]
+pub struct Hit {
+    pub headers: BTreeMap<String, String>,
+    pub body: Vec<u8>,
+}
+
+impl Hit {
+    pub fn header(&self, name: &str) -> &str {
+        self.headers.get(name).map_or("", String::as_str)
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).expect("the body is JSON")
+    }
+}
+
+/// A webhook receiver on loopback: a real HTTP/1.1 server that records every request, then
+/// waits `delay` and answers `status`.
+pub struct Receiver {
+    pub url: String,
+    hits: mpsc::UnboundedReceiver<Hit>,
+    count: Arc<AtomicUsize>,
+    task: JoinHandle<()>,
+}
+
+impl Receiver {
+    pub async fn start(status: u16, delay: Duration) -> Receiver {
+        use http_body_util::BodyExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("receiver bind");
+        let addr = listener.local_addr().expect("receiver address");
+        let (tx, hits) = mpsc::unbounded_channel();
+        let count = Arc::new(AtomicUsize::new(0));
+        let counted = count.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let (tx, counted) = (tx.clone(), counted.clone());
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(
+                        move |req: hyper::Request<hyper::body::Incoming>| {
+                            let (tx, counted) = (tx.clone(), counted.clone());
+                            async move {
+                                let headers = req
+                                    .headers()
+                                    .iter()
+                                    .map(|(k, v)| {
+                                        (
+                                            k.as_str().to_string(),
+                                            v.to_str().unwrap_or("").to_string(),
+                                        )
+                                    })
+                                    .collect();
+                                let body = req.into_body().collect().await?.to_bytes().to_vec();
+                                counted.fetch_add(1, Ordering::SeqCst);
+                                let _ = tx.send(Hit { headers, body });
+                                tokio::time::sleep(delay).await;
+                                let mut answer = hyper::Response::new(http_body_util::Full::new(
+                                    bytes::Bytes::from_static(b"ok"),
+                                ));
+                                *answer.status_mut() =
+                                    hyper::StatusCode::from_u16(status).expect("status");
+                                Ok::<_, hyper::Error>(answer)
+                            }
+                        },
+                    );
+                    let io = hyper_util::rt::TokioIo::new(stream);
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(io, service)
+                        .await;
+                });
+            }
+        });
+        Receiver {
+            url: format!("http://{addr}/hooks/vpn?token=t0ps3cret"),
+            hits,
+            count,
+            task,
+        }
+    }
+
+    /// The next request within [`STEP`].
+    pub async fn next(&mut self) -> Hit {
+        tokio::time::timeout(STEP, self.hits.recv())
+            .await
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| panic!("no webhook request within {STEP:?}"))
+    }
+
+    /// The next request carrying `event`, skipping others.
+    pub async fn next_event(&mut self, event: &str) -> Hit {
+        loop {
+            let hit = self.next().await;
+            if hit.header("x-vpn-event") == event {
+                return hit;
+            }
+        }
+    }
+
+    /// Requests received so far (retries included).
+    pub fn received(&self) -> usize {
+        self.count.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A `[[webhooks]]` entry.
+pub fn webhook(url: &str, events: &[&str], secret: &str) -> vpn_controller::config::FileWebhook {
+    vpn_controller::config::FileWebhook {
+        url: Some(url.into()),
+        events: Some(events.iter().map(|e| e.to_string()).collect()),
+        secret: Some(secret.into()),
+        attempts: None,
+        retry_backoff: None,
+    }
+}
+
+/// Checks `X-Vpn-Signature` against the body with `secret`, as a receiver should.
+pub fn signature_verifies(hit: &Hit, secret: &str) -> bool {
+    let Some(hex_mac) = hit.header("x-vpn-signature").strip_prefix("sha256=") else {
+        return false;
+    };
+    let Ok(mac) = hex::decode(hex_mac) else {
+        return false;
+    };
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret.as_bytes());
+    ring::hmac::verify(&key, &hit.body, &mac).is_ok()
+}

@@ -2,6 +2,7 @@
 //! and ports, users, bad input, and (in `invariant`) that deltas always rebuild the full state.
 
 mod credentials;
+mod health;
 mod hosts;
 mod invariant;
 mod limits;
