@@ -189,7 +189,8 @@ exactly that with the shoes client. See docs/VLESS.md.
 
 Drive the fleet with the CLI:
   export VPN_CONFIG=$VPN_CONFIG
-  $BIN/vpn servers list
+  $BIN/vpn servers list                  # online / degraded (N failing) / offline
+  $BIN/vpn doctor                        # fleet-wide checks (this kernel's missing tc features warn)
   $BIN/vpn users add alice --all-servers && $BIN/vpn users link alice
 
 Stop it all:
