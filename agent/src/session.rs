@@ -404,6 +404,8 @@ impl Agent {
                     None
                 }
                 Some(Ok(ControllerMsg::KeepAlive)) => None,
+                // The agent sends no usage before the ledger exists (accounting, in progress).
+                Some(Ok(ControllerMsg::UsageAck { .. })) => None,
                 Some(Ok(ControllerMsg::Renewed { cert_pem })) => {
                     if let Err(e) =
                         self.renewal

@@ -185,6 +185,9 @@ async fn handle(ctl: &Controller, req: AdminRequest) -> Reply {
             views::service_detail(ctl, &name).await?,
         )),
         AdminRequest::Doctor => Ok(AdminResponse::Doctor(views::doctor(ctl).await?)),
+        AdminRequest::UsersUsage(_) => Err(AdminError::bad(
+            "this controller does not record traffic yet",
+        )),
         AdminRequest::ServicesList => Ok(AdminResponse::Services(views::services(ctl).await?)),
         AdminRequest::ServicesShow { name } => {
             let all = views::services(ctl).await?;

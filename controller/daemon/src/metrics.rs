@@ -417,6 +417,7 @@ pub fn request_kind(req: &AdminRequest) -> &'static str {
         R::FirewallUnblock { .. } => "firewall_unblock",
         R::FirewallList => "firewall_list",
         R::Doctor => "doctor",
+        R::UsersUsage(_) => "users_usage",
     }
 }
 

@@ -729,6 +729,8 @@ impl Session {
                 }
                 Ok(())
             }
+            // Stored by the usage ledger once it exists (accounting, in progress).
+            AgentMsg::Usage(_) => Ok(()),
             AgentMsg::Report(report) => {
                 self.report(reg, report, received_ms).await;
                 Ok(())

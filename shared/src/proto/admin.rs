@@ -102,6 +102,51 @@ pub enum AdminRequest {
         /// `None`: keep it.
         image: Option<Option<String>>,
     },
+    /// `users usage`: [`AdminResponse::Usage`].
+    UsersUsage(UsageQuery),
+}
+
+/// Which traffic `users usage` sums, and how it splits it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UsageQuery {
+    /// One user, or every user.
+    pub user: Option<String>,
+    /// Unix seconds; counted from the hour that holds it. `None`: all recorded traffic.
+    pub since: Option<i64>,
+    pub by: UsageBy,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UsageBy {
+    /// One row per user.
+    User,
+    /// Per user and server.
+    Server,
+    /// Per user and service.
+    Service,
+    /// Per user and day (UTC).
+    Day,
+}
+
+/// The answer to [`AdminRequest::UsersUsage`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UsageInfo {
+    pub since: Option<i64>,
+    pub by: UsageBy,
+    pub rows: Vec<UsageRow>,
+}
+
+/// Bytes of one user (and one server, service or day, per [`UsageQuery::by`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UsageRow {
+    pub user: String,
+    /// The server, service or day (`2026-12-01`) of the row; `None` when `by` is `user`.
+    pub key: Option<String>,
+    pub up: u64,
+    pub down: u64,
+    pub undirected: u64,
+    pub total: u64,
 }
 
 /// Protocol options of a deploy. New protocols are appended, never inserted.
@@ -200,6 +245,7 @@ pub enum AdminResponse {
     StatusDetail(StatusDetail),
     ServiceDetail(ServiceDetail),
     Doctor(DoctorReport),
+    Usage(UsageInfo),
 }
 
 /// Whether a host can be trusted to serve (SPEC §2.8): online is not healthy.

@@ -23,6 +23,46 @@ pub enum AgentMsg {
     /// each periodic reconcile (when anything differs from the last report, and at least once
     /// a minute) and once after `Hello`.
     Report(AgentReport),
+    /// Protocol version 4 on: traffic from the agent's ledger, oldest first, seqs ascending.
+    /// Sent again (from the oldest unacked) after every reconnect until acked.
+    Usage(UsageReport),
+}
+
+/// A batch of ledger entries (SPEC §2.6).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct UsageReport {
+    /// The ledger's identity: random, made when the ledger is created and kept with it, so the
+    /// seqs of a ledger that was lost and started again never collide with the old ones.
+    pub epoch: u64,
+    /// Strictly ascending `seq`.
+    pub entries: Vec<UsageEntry>,
+}
+
+/// Bytes one user moved through one service on this host in one interval.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UsageEntry {
+    /// Monotonic within the epoch; the controller applies each `(host, epoch, seq)` once.
+    pub seq: u64,
+    /// The user's id (`UserSpec::id`), which outlives a rename.
+    pub user: String,
+    pub service: String,
+    /// Client to server.
+    pub up: u64,
+    /// Server to client.
+    pub down: u64,
+    /// Bytes whose direction the engine does not tell (ssmanager counts a port's total).
+    pub undirected: u64,
+    /// The interval the bytes were counted in, agent clock, Unix seconds.
+    pub from: i64,
+    pub to: i64,
+}
+
+impl UsageEntry {
+    pub fn total(&self) -> u64 {
+        self.up
+            .saturating_add(self.down)
+            .saturating_add(self.undirected)
+    }
 }
 
 /// What the agent last found on its host, whether or not anything was applied.
@@ -158,6 +198,12 @@ pub enum ControllerMsg {
     /// Answer to `RenewRequest` when it cannot be honoured; the old certificate stays valid.
     RenewFailed {
         reason: String,
+    },
+    /// Every ledger entry of `epoch` with `seq <= up_to` is stored (sent after the commit): the
+    /// agent may drop them.
+    UsageAck {
+        epoch: u64,
+        up_to: u64,
     },
 }
 

@@ -29,7 +29,9 @@ pub const ALPN_ENROLL: &[u8] = b"vpn-enroll/1";
 ///   one frame can be sent. No message changed shape; a version 1 peer gets the old layout.
 /// - 3: the agent may send [`AgentMsg::Report`] (resource results and vitals after each
 ///   reconcile); an agent sends it only when the session negotiated 3 or more.
-pub const PROTOCOL_VERSION: u16 = 3;
+/// - 4: the agent may send [`AgentMsg::Usage`] (ledger entries) and the controller answers
+///   [`ControllerMsg::UsageAck`]; each side sends them only when the session negotiated 4.
+pub const PROTOCOL_VERSION: u16 = 4;
 /// The oldest protocol version this build still speaks.
 pub const MIN_PROTOCOL_VERSION: u16 = 1;
 

@@ -298,6 +298,51 @@ fn samples() -> Vec<(&'static str, Vec<u8>)> {
             ]),
         ),
         ("admin_health_responses", enc(&admin_health_responses())),
+        (
+            "agent_usage",
+            enc(&AgentMsg::Usage(UsageReport {
+                epoch: 0x1234_5678_9abc_def0,
+                entries: vec![UsageEntry {
+                    seq: 41,
+                    user: "0b4e".into(),
+                    service: "ss".into(),
+                    up: 0,
+                    down: 0,
+                    undirected: 1_048_576,
+                    from: 1_700_000_000,
+                    to: 1_700_000_010,
+                }],
+            })),
+        ),
+        (
+            "ctl_usage_ack",
+            enc(&ControllerMsg::UsageAck {
+                epoch: 0x1234_5678_9abc_def0,
+                up_to: 41,
+            }),
+        ),
+        (
+            "admin_usage",
+            enc(&(
+                AdminRequest::UsersUsage(UsageQuery {
+                    user: Some("alice".into()),
+                    since: Some(1_700_000_000),
+                    by: UsageBy::Server,
+                }),
+                AdminResponse::Usage(UsageInfo {
+                    since: None,
+                    by: UsageBy::Day,
+                    rows: vec![UsageRow {
+                        user: "alice".into(),
+                        key: Some("2026-12-01".into()),
+                        up: 1,
+                        down: 2,
+                        undirected: 3,
+                        total: 6,
+                    }],
+                }),
+            )),
+        ),
     ]
 }
 
@@ -650,6 +695,7 @@ fn every_golden_sample_decodes_back() {
             | "admin_deploy_with"
             | "admin_health_requests"
             | "admin_edit_with" => postcard::from_bytes::<Vec<AdminRequest>>(&bytes).is_ok(),
+            "admin_usage" => postcard::from_bytes::<(AdminRequest, AdminResponse)>(&bytes).is_ok(),
             "admin_responses" | "admin_health_responses" => {
                 postcard::from_bytes::<Vec<AdminResponse>>(&bytes).is_ok()
             }

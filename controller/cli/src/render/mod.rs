@@ -67,6 +67,7 @@ fn structured(resp: &AdminResponse, format: Format) -> Result<String, CliError> 
         AdminResponse::StatusDetail(p) => encode(p, format),
         AdminResponse::ServiceDetail(p) => encode(p, format),
         AdminResponse::Doctor(p) => encode(p, format),
+        AdminResponse::Usage(p) => encode(p, format),
     }
 }
 

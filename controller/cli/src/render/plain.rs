@@ -34,6 +34,9 @@ pub fn render(resp: &AdminResponse) -> Result<String, CliError> {
         AdminResponse::StatusDetail(s) => health::status(s),
         AdminResponse::ServiceDetail(d) => health::service_show(d),
         AdminResponse::Doctor(r) => r.checks.iter().map(health::check).collect(),
+        AdminResponse::Usage(_) => {
+            return Err(CliError::Render("usage is not rendered yet".into()));
+        }
     };
     Ok(lines
         .iter()

@@ -42,6 +42,9 @@ pub fn render(resp: &AdminResponse, opts: &Opts) -> Result<String, CliError> {
         AdminResponse::StatusDetail(s) => health::status(s),
         AdminResponse::ServiceDetail(d) => health::service(d),
         AdminResponse::Doctor(r) => health::doctor(r),
+        AdminResponse::Usage(_) => {
+            return Err(CliError::Render("usage is not rendered yet".into()));
+        }
     })
 }
 
