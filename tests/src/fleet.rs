@@ -192,6 +192,8 @@ pub struct Fleet {
     pub agents: Vec<Agent>,
     /// Numbers the log files of short-lived clients.
     client_seq: AtomicUsize,
+    /// Extra arguments of every `vpn-agent run` (e.g. a shorter `--usage-interval`).
+    agent_args: Vec<String>,
     /// Dropped last (after `Drop::drop` cleaned up), releasing the next test.
     _serial: MutexGuard<'static, ()>,
 }
@@ -233,8 +235,14 @@ impl Fleet {
 
     /// A controller and `n` enrolled, running, online agents. Panics (with logs) if any step fails.
     pub fn start(n: usize) -> Fleet {
+        Fleet::start_with(n, &[])
+    }
+
+    /// Like [`Fleet::start`], every agent run with `agent_args` added to its command line.
+    pub fn start_with(n: usize, agent_args: &[&str]) -> Fleet {
         env::require_fleet_prerequisites();
         let mut fleet = Fleet::empty().unwrap_or_else(|e| panic!("creating fleet: {e:#}"));
+        fleet.agent_args = agent_args.iter().map(|a| a.to_string()).collect();
         fleet.start_controller();
         for _ in 0..n {
             let i = fleet.add_host();
@@ -272,6 +280,7 @@ impl Fleet {
             controller: None,
             agents: Vec::new(),
             client_seq: AtomicUsize::new(0),
+            agent_args: Vec::new(),
             _serial: serial,
         })
     }
@@ -590,7 +599,8 @@ impl Fleet {
             .arg("--data-dir")
             .arg(data_dir)
             .args(["--network-mode", &agent.host.network_mode()])
-            .args(["--reconnect-max", RECONNECT_MAX]);
+            .args(["--reconnect-max", RECONNECT_MAX])
+            .args(&self.agent_args);
         let proc = Proc::spawn(&format!("vpn-agent[{}]", agent.name), cmd, &agent.log)
             .unwrap_or_else(|e| panic!("spawning agent {i}: {e:#}"));
         self.agents[i].proc = Some(proc);

@@ -87,8 +87,57 @@ impl Host {
         format!("container:{}", self.name)
     }
 
+    /// Cuts this one host off the network (its `eth0` down: controller and clients alike) until
+    /// [`Partition::heal`], which brings the link and the default route back.
+    pub fn partition(&self) -> Result<Partition<'_>> {
+        let route = self.run_ip(&["route", "show", "default"])?;
+        self.run_ip(&["link", "set", "eth0", "down"])?;
+        Ok(Partition {
+            host: self,
+            route: route.trim().to_string(),
+        })
+    }
+
+    fn run_ip(&self, args: &[&str]) -> Result<String> {
+        let out = self
+            .command("ip")
+            .args(args)
+            .output()
+            .context("running ip")?;
+        if !out.status.success() {
+            anyhow::bail!(
+                "ip {} in {}: {}",
+                args.join(" "),
+                self.name,
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
     /// Force-removes the pause container.
     pub fn remove(&self) -> Result<()> {
         docker(&["rm", "-f", "-v", &self.id]).map(|_| ())
+    }
+}
+
+/// A host cut off by [`Host::partition`].
+#[derive(Debug)]
+pub struct Partition<'a> {
+    host: &'a Host,
+    /// `ip route show default` before the cut: a downed link loses its routes.
+    route: String,
+}
+
+impl Partition<'_> {
+    /// Brings the link up and the default route back.
+    pub fn heal(self) -> Result<()> {
+        self.host.run_ip(&["link", "set", "eth0", "up"])?;
+        if !self.route.is_empty() {
+            let mut args = vec!["route", "replace"];
+            args.extend(self.route.split_whitespace());
+            self.host.run_ip(&args)?;
+        }
+        Ok(())
     }
 }
