@@ -1,8 +1,9 @@
 //! Host health (SPEC §2.8): each host's failing resources with first and last seen, and a
 //! bounded list of recent events (`failing`, `recovered`, `repaired`, `online`, `offline`).
 //!
-//! Every ack and every report carries the host's *whole* result set, so recording one replaces
-//! what was known: a resource that was failing and is now ok or absent has recovered. What to
+//! Every ack carries the host's whole result set and every report its failing resources (a
+//! resource absent from either is not failing), so recording one replaces what was known: a
+//! resource that was failing and is now ok or absent has recovered. What to
 //! write is decided by the pure [`plan`]; thousands of hosts reporting every 10 s with nothing
 //! new cost a read each and a write only once a minute per host ([`TOUCH_EVERY`]).
 
