@@ -12,6 +12,7 @@
 //! - [`store`]: SQLite persistence and the per-host desired-state computation.
 //! - [`metrics`]: the Prometheus registry (refusals, events, pushes, ack latency, apply
 //!   failures, admin requests, store latency) behind `/metrics`, and the throttle of refusal logs.
+//! - [`quota`]: the pure core of quotas and time: statuses, reset calendars, on hold.
 //! - [`webhooks`]: signed host events POSTed to `[[webhooks]]` receivers, never blocking.
 
 pub mod admin;
@@ -21,6 +22,7 @@ pub mod enroll;
 pub mod fleet;
 pub mod init;
 pub mod metrics;
+pub mod quota;
 pub mod server;
 pub mod session;
 pub mod store;
