@@ -72,11 +72,10 @@ pub fn parse(s: &str) -> Result<u64, SizeError> {
     if text.starts_with('-') {
         return Err(SizeError::Negative(text.to_owned()));
     }
-    let text_no_plus = text.strip_prefix('+').unwrap_or(text);
-    let end = text_no_plus
+    let end = text
         .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(text_no_plus.len());
-    let (number, unit) = text_no_plus.split_at(end);
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(end);
     let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
     if (whole.is_empty() && fraction.is_empty()) || fraction.contains('.') {
         return Err(not_a_number());
@@ -224,6 +223,7 @@ mod tests {
         assert!(err("inf").starts_with("`inf` is not a size"));
         assert!(err("").starts_with("`` is not a size"));
         assert!(err("GiB").starts_with("`GiB` is not a size"));
+        assert!(err("+5GiB").starts_with("`+5GiB` is not a size"));
         assert!(err("1.2.3GiB").starts_with("`1.2.3GiB` is not a size"));
         assert!(err("1e9").starts_with("unknown unit `e9`"));
         assert!(err("5 parsecs").starts_with("unknown unit `parsecs`; use B, KiB"));
