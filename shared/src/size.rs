@@ -263,7 +263,8 @@ mod tests {
 
     proptest! {
         /// Shown with one decimal of its unit, a size parses back within half a tenth of that
-        /// unit (plus the byte the parser may round).
+        /// unit (plus the byte the parser may round); within a whole tenth from 15.95 EiB up,
+        /// where [`show`] rounds down to stay parseable.
         #[test]
         fn print_then_parse_stays_within_the_rounding(bytes in any::<u64>()) {
             let printed = show(bytes);
@@ -271,7 +272,11 @@ mod tests {
             prop_assert!(back.is_ok(), "{printed}: {back:?}");
             let back = back.unwrap_or_default();
             let unit = SHOWN.iter().map(|(u, _)| *u).find(|u| back.max(bytes) >= *u).unwrap_or(1);
-            let tolerance = if unit == 1 { 0 } else { unit / 20 + 1 };
+            let tolerance = match unit {
+                1 => 0,
+                _ if printed == "15.9 EiB" => unit / 10 + 1,
+                _ => unit / 20 + 1,
+            };
             prop_assert!(back.abs_diff(bytes) <= tolerance, "{bytes} -> {printed} -> {back}");
         }
 
