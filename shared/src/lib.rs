@@ -7,6 +7,7 @@
 //! - [`transport`]: QUIC endpoint configuration (rustls, ring, mTLS) and framed streams.
 //! - [`join`]: the join string an operator hands to a new host.
 //! - [`rate`]: parsing and showing bit rates (`20mbit`, `20 Mbit/s`).
+//! - [`size`]: parsing and showing byte sizes (`50GiB`, `10kB`, `50.0 GiB`).
 //! - [`links`]: client links (SIP002 `ss://`).
 //! - [`metrics_http`]: the tiny HTTP responder behind both daemons' `/metrics`.
 //! - [`reality`]: Reality X25519 key pairs and short ids (base64url, as Xray and shoes read them).
@@ -21,4 +22,5 @@ pub mod pki;
 pub mod proto;
 pub mod rate;
 pub mod reality;
+pub mod size;
 pub mod transport;

@@ -10,6 +10,10 @@ use std::time::Duration;
 use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
 use vpn_shared::model::{Protocol, VlessEngine};
 
+pub use since::Since;
+
+mod since;
+
 /// Operate a VPN fleet through its controller.
 #[derive(Debug, Parser)]
 #[command(name = "vpn", version, propagate_version = true, max_term_width = 100)]
@@ -242,6 +246,31 @@ pub enum UsersCmd {
         #[arg(long)]
         qr: bool,
     },
+    /// Traffic per user, or per user and server, service or day.
+    Usage(UsageArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct UsageArgs {
+    /// Only this user [default: every user].
+    pub name: Option<String>,
+    /// Count from WHEN: a duration back from now (24h, 7d, 1h30m) or a UTC date or time
+    /// (2026-12-01, 2026-12-01T10:00:00Z); the controller counts from the start of that hour
+    /// [default: all recorded traffic].
+    #[arg(long, value_name = "WHEN", value_parser = since::parse)]
+    pub since: Option<Since>,
+    /// One row per user, or per user and server, service or day (UTC).
+    #[arg(long, value_enum, value_name = "BY", default_value_t = UsageBy::User)]
+    pub by: UsageBy,
+}
+
+/// How `users usage` splits traffic. (Plain comments: see [`Format`].)
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum UsageBy {
+    User,
+    Server,
+    Service,
+    Day,
 }
 
 #[derive(Debug, Args)]

@@ -2,18 +2,19 @@
 //!
 //! Every command is one request and one response; the mapping is the pure [`to_request`],
 //! tested without a controller. The health views (SPEC §2.8) ask with the `…Detail` requests;
-//! a controller older than them gets the request it knows instead ([`ask`]).
+//! a controller older than them gets the request it knows instead ([`ask`]). `doctor` and
+//! `users usage` have no older form: such a controller is reported as too old (exit 76).
 
 use vpn_shared::context::CliContext;
 use vpn_shared::model::{Bandwidth, Protocol};
 use vpn_shared::proto::admin::{
     AddUser, AdminRequest, AdminResponse, CheckLevel, DeployOptions, DeployService, DeployVless,
-    EditService, EditUser, ErrorKind, HostApplyState, Servers,
+    EditService, EditUser, ErrorKind, HostApplyState, Servers, UsageBy, UsageQuery,
 };
 
 use crate::cli::{
     Cli, Command, DeployArgs, EditServiceArgs, EditUserArgs, FirewallCmd, FirewallRuleArgs,
-    ServersCmd, ServicesCmd, Target, UsersCmd,
+    ServersCmd, ServicesCmd, Target, UsageArgs, UsersCmd,
 };
 use crate::client::Client;
 use crate::error::CliError;
@@ -31,7 +32,8 @@ fn completions(cli: &Cli) -> Result<(), CliError> {
 }
 
 pub async fn run(cli: Cli) -> Result<(), CliError> {
-    let Some(request) = to_request(&cli.command) else {
+    let now = unix_now();
+    let Some(request) = to_request(&cli.command, now) else {
         return completions(&cli);
     };
     let path = cli.config.clone().unwrap_or_else(CliContext::default_path);
@@ -44,7 +46,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         let opts = render::Opts {
             format: cli.output,
             qr: wants_qr(&cli.command),
-            now: unix_now(),
+            now,
             hints: output::stdout_is_terminal(),
         };
         output::stdout(&render::render(&resp, &opts)?)?;
@@ -55,20 +57,19 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
     printed
 }
 
-/// Sends `req`; when it is a health request the controller cannot serve, sends the request an
-/// older controller knows instead ([`legacy`]), so its answer is rendered as before.
+/// Sends `req`; when the controller is older than the request ([`not_served`]), sends the
+/// request it knows instead ([`legacy`]) so its answer is rendered as before, or, when there is
+/// none, says the controller must be upgraded ([`CliError::Unsupported`], exit 76).
 pub async fn ask(client: &Client, req: &AdminRequest) -> Result<AdminResponse, CliError> {
     let resp = client.request(req).await?;
-    if !is_health(req) || !not_served(&resp) {
+    if !not_served(req, &resp) {
         return Ok(resp);
     }
     let Some(old) = legacy(req) else {
         let AdminResponse::Error { message, .. } = &resp else {
             return Ok(resp);
         };
-        return Err(CliError::Unsupported(format!(
-            "this controller cannot run these checks; upgrade it (it answered: {message})"
-        )));
+        return Err(CliError::Unsupported(too_old(req, message)));
     };
     tracing::debug!(
         ?req,
@@ -78,19 +79,17 @@ pub async fn ask(client: &Client, req: &AdminRequest) -> Result<AdminResponse, C
     client.request(&old).await
 }
 
-fn is_health(req: &AdminRequest) -> bool {
-    matches!(
-        req,
-        AdminRequest::ServersListDetail
-            | AdminRequest::ServersShowDetail { .. }
-            | AdminRequest::StatusDetail
-            | AdminRequest::ServicesShowDetail { .. }
-            | AdminRequest::Doctor
-    )
+/// What to tell the operator when the controller cannot answer `req` at all.
+fn too_old(req: &AdminRequest, answer: &str) -> String {
+    let what = match req {
+        AdminRequest::UsersUsage(_) => "does not record traffic",
+        _ => "cannot run these checks",
+    };
+    format!("this controller {what}; upgrade it (it answered: {answer})")
 }
 
-/// The request an older controller knows for a health request; `None` for `Doctor`, which has
-/// no older form.
+/// The request an older controller knows for a health request; `None` for `Doctor` and
+/// `UsersUsage`, which have no older form.
 pub fn legacy(req: &AdminRequest) -> Option<AdminRequest> {
     Some(match req {
         AdminRequest::ServersListDetail => AdminRequest::ServersList,
@@ -105,9 +104,12 @@ pub fn legacy(req: &AdminRequest) -> Option<AdminRequest> {
     })
 }
 
-/// Whether the controller said it cannot serve the request: one that predates the request
-/// cannot decode it (`malformed request: …`), one that predates host health says so.
-pub fn not_served(resp: &AdminResponse) -> bool {
+/// Whether the controller said it cannot serve `req`, a request newer than some controllers:
+/// one that predates the request cannot decode it (`malformed request: …`), one that has the
+/// request but not the feature yet says so (`… does not serve host health yet`, `… does not
+/// record traffic yet`). Always `false` for the requests every controller knows, so their
+/// refusals stand.
+pub fn not_served(req: &AdminRequest, resp: &AdminResponse) -> bool {
     let AdminResponse::Error {
         kind: ErrorKind::BadData,
         message,
@@ -115,7 +117,16 @@ pub fn not_served(resp: &AdminResponse) -> bool {
     else {
         return false;
     };
-    message.starts_with("malformed request") || message.contains("does not serve host health")
+    let feature = match req {
+        AdminRequest::ServersListDetail
+        | AdminRequest::ServersShowDetail { .. }
+        | AdminRequest::StatusDetail
+        | AdminRequest::ServicesShowDetail { .. }
+        | AdminRequest::Doctor => "does not serve host health",
+        AdminRequest::UsersUsage(_) => "does not record traffic",
+        _ => return false,
+    };
+    message.starts_with("malformed request") || message.contains(feature)
 }
 
 /// A deploy: Shadowsocks keeps the request older controllers know; other protocols carry their
@@ -147,9 +158,9 @@ fn deploy(a: &DeployArgs) -> AdminRequest {
     }
 }
 
-/// The admin request a command stands for.
+/// The admin request a command stands for, with `now` (unix seconds) for relative times.
 /// `None` for commands answered locally (completions).
-pub fn to_request(command: &Command) -> Option<AdminRequest> {
+pub fn to_request(command: &Command, now: i64) -> Option<AdminRequest> {
     Some(match command {
         Command::Servers(cmd) => match cmd {
             ServersCmd::Add { name, expires } => AdminRequest::ServersAdd {
@@ -176,7 +187,7 @@ pub fn to_request(command: &Command) -> Option<AdminRequest> {
                 wait: !wait.no_wait,
             },
         },
-        Command::Users(cmd) => users_request(cmd),
+        Command::Users(cmd) => users_request(cmd, now),
         Command::Firewall(cmd) => match cmd {
             FirewallCmd::Block(a) => {
                 let (target, servers, wait) = rule(a);
@@ -266,7 +277,21 @@ fn rule(a: &FirewallRuleArgs) -> (String, Servers, bool) {
     (a.address.clone(), servers(&a.target), !a.wait.no_wait)
 }
 
-fn users_request(cmd: &UsersCmd) -> AdminRequest {
+fn usage(a: &UsageArgs, now: i64) -> AdminRequest {
+    use crate::cli::UsageBy as By;
+    AdminRequest::UsersUsage(UsageQuery {
+        user: a.name.clone(),
+        since: a.since.map(|s| s.resolve(now)),
+        by: match a.by {
+            By::User => UsageBy::User,
+            By::Server => UsageBy::Server,
+            By::Service => UsageBy::Service,
+            By::Day => UsageBy::Day,
+        },
+    })
+}
+
+fn users_request(cmd: &UsersCmd, now: i64) -> AdminRequest {
     match cmd {
         UsersCmd::Add(a) => AdminRequest::UsersAdd(AddUser {
             name: a.name.clone(),
@@ -308,6 +333,7 @@ fn users_request(cmd: &UsersCmd) -> AdminRequest {
             server: server.clone(),
             protocol: *protocol,
         },
+        UsersCmd::Usage(a) => usage(a, now),
     }
 }
 

@@ -4,11 +4,14 @@
 use clap::error::ErrorKind;
 use vpn_shared::model::{Bandwidth, Protocol};
 use vpn_shared::proto::admin::{
-    AddUser, AdminRequest, DeployService, EditService, EditUser, Servers,
+    AddUser, AdminRequest, DeployService, EditService, EditUser, Servers, UsageBy, UsageQuery,
 };
 
 use super::{Cli, Format};
 use crate::commands::to_request;
+
+/// The clock of every request built here: 2025-01-31T12:00:00Z.
+const NOW: i64 = 1_738_324_800;
 
 fn parse(args: &str) -> Result<Cli, clap::Error> {
     Cli::try_parse_checked(std::iter::once("vpn").chain(args.split_whitespace()))
@@ -16,7 +19,7 @@ fn parse(args: &str) -> Result<Cli, clap::Error> {
 
 fn request(args: &str) -> AdminRequest {
     match parse(args) {
-        Ok(cli) => to_request(&cli.command).expect("a remote command"),
+        Ok(cli) => to_request(&cli.command, NOW).expect("a remote command"),
         Err(e) => panic!("`vpn {args}` should parse: {e}"),
     }
 }
@@ -114,7 +117,7 @@ fn users_link_filters_and_output_flag_anywhere() {
         server: Some("fra-1".into()),
         protocol: Some(Protocol::Shadowsocks),
     };
-    assert_eq!(to_request(&cli.command), Some(want));
+    assert_eq!(to_request(&cli.command, NOW), Some(want));
     assert_eq!(request("-o json status"), AdminRequest::StatusDetail);
 }
 
@@ -400,7 +403,7 @@ fn the_command_tree_is_consistent() {
 #[test]
 fn completions_are_answered_locally_and_unknown_shells_are_usage_errors() {
     let cli = parse("completions bash").unwrap();
-    assert_eq!(to_request(&cli.command), None);
+    assert_eq!(to_request(&cli.command, NOW), None);
     assert_eq!(
         parse("completions tcsh").unwrap_err().exit_code(),
         2,
@@ -474,4 +477,87 @@ fn vless_and_shadowsocks_flags_do_not_mix_and_vless_needs_sni_and_dest() {
         assert_eq!(kind, ErrorKind::ValueValidation, "--short-ids {k}");
         assert!(text.contains("--short-ids"), "{text}");
     }
+}
+
+fn usage(user: Option<&str>, since: Option<i64>, by: UsageBy) -> AdminRequest {
+    AdminRequest::UsersUsage(UsageQuery {
+        user: user.map(Into::into),
+        since,
+        by,
+    })
+}
+
+#[test]
+fn users_usage_asks_for_every_user_by_user_and_all_time_by_default() {
+    assert_eq!(request("users usage"), usage(None, None, UsageBy::User));
+    assert_eq!(
+        request("users usage alice -o plain"),
+        usage(Some("alice"), None, UsageBy::User)
+    );
+    for (flag, by) in [
+        ("user", UsageBy::User),
+        ("server", UsageBy::Server),
+        ("service", UsageBy::Service),
+        ("day", UsageBy::Day),
+    ] {
+        assert_eq!(
+            request(&format!("users usage --by {flag}")),
+            usage(None, None, by)
+        );
+    }
+}
+
+#[test]
+fn users_usage_since_is_a_duration_back_from_now_or_a_utc_moment() {
+    assert_eq!(
+        request("users usage alice --since 24h --by server"),
+        usage(Some("alice"), Some(NOW - 86400), UsageBy::Server)
+    );
+    assert_eq!(
+        request("users usage --since 1h30m"),
+        usage(None, Some(NOW - 5400), UsageBy::User)
+    );
+    assert_eq!(
+        request("users usage --since 2025-01-01 --by day"),
+        usage(None, Some(1_735_689_600), UsageBy::Day),
+        "a date is midnight UTC"
+    );
+    assert_eq!(
+        request("users usage --since 2025-01-31T10:00:00Z"),
+        usage(None, Some(NOW - 2 * 3600), UsageBy::User)
+    );
+}
+
+#[test]
+fn bad_usage_flags_are_usage_errors_naming_the_flag() {
+    let (kind, msg) = usage_error("users usage --since yesterday");
+    assert_eq!(kind, ErrorKind::ValueValidation);
+    assert!(
+        msg.starts_with(
+            "error: invalid value 'yesterday' for '--since <WHEN>': `yesterday` is neither a \
+             duration"
+        ),
+        "{msg}"
+    );
+    let (_, msg) = usage_error("users usage --since 2026-02-30");
+    assert!(
+        msg.contains("for '--since <WHEN>': `2026-02-30` is not a UTC date or time"),
+        "{msg}"
+    );
+    let (_, msg) = usage_error("users usage --since 2026-12-01T10:00:00+01:00");
+    assert!(msg.contains("only UTC: end it with Z"), "{msg}");
+    let (_, msg) = usage_error("users usage --since 0s");
+    assert!(
+        msg.contains("for '--since <WHEN>': must be longer than zero"),
+        "{msg}"
+    );
+    let (kind, msg) = usage_error("users usage --by host");
+    assert_eq!(kind, ErrorKind::InvalidValue);
+    assert!(msg.contains("for '--by <BY>'"), "{msg}");
+    assert!(
+        msg.contains("[possible values: user, server, service, day]"),
+        "{msg}"
+    );
+    let (kind, _) = usage_error("users usage alice bob");
+    assert_eq!(kind, ErrorKind::UnknownArgument);
 }

@@ -1,8 +1,9 @@
-//! Asking the controller: the health requests and what happens with a controller older than
-//! them, against a fake controller on the real transport.
+//! Asking the controller: the health requests and `users usage`, and what happens with a
+//! controller older than them, against a fake controller on the real transport.
 
 use vpn_shared::proto::admin::{
     AdminRequest, AdminResponse, CheckLevel, DoctorCheck, DoctorReport, ErrorKind, StatusInfo,
+    UsageBy, UsageQuery,
 };
 
 use super::{ask, legacy, not_served, outcome};
@@ -104,7 +105,7 @@ async fn a_current_controller_is_asked_once_and_its_refusals_stand() {
     .await;
     let req = AdminRequest::ServicesShowDetail { name: "ss".into() };
     let resp = ask(&client, &req).await.unwrap();
-    assert!(!not_served(&resp), "{resp:?}");
+    assert!(!not_served(&req, &resp), "{resp:?}");
     let doctor = ask(&client, &AdminRequest::Doctor).await.unwrap();
     assert_eq!(
         doctor,
@@ -139,7 +140,7 @@ fn only_health_requests_have_an_older_form_and_only_bad_data_means_not_served() 
         kind: ErrorKind::Internal,
         message: "malformed request: database is locked".into(),
     };
-    assert!(!not_served(&internal));
+    assert!(!not_served(&AdminRequest::Doctor, &internal));
 }
 
 fn check(level: CheckLevel) -> DoctorCheck {
@@ -173,4 +174,83 @@ fn doctor_exits_0_only_when_every_check_is_ok() {
         "doctor found problems: 1 failed and 1 warned of 3 checks"
     );
     assert!(outcome(&AdminResponse::Servers(vec![])).is_ok());
+}
+
+fn usage_query() -> AdminRequest {
+    AdminRequest::UsersUsage(UsageQuery {
+        user: Some("alice".into()),
+        since: None,
+        by: UsageBy::Server,
+    })
+}
+
+#[tokio::test]
+async fn usage_from_a_controller_that_does_not_record_traffic_says_so_and_exits_76() {
+    // One predates the request and cannot decode it; one knows it but has no ledger yet.
+    let not_yet = |_: &AdminRequest| {
+        Some(AdminResponse::Error {
+            kind: ErrorKind::BadData,
+            message: "this controller does not record traffic yet".into(),
+        })
+    };
+    for answer in [old_controller as fn(&AdminRequest) -> _, not_yet] {
+        let (client, server, dir) = fake_client(answer).await;
+        let err = ask(&client, &usage_query()).await.unwrap_err();
+        assert!(matches!(err, CliError::Unsupported(_)), "{err:?}");
+        assert_eq!(err.exit_code(), 76, "as for doctor");
+        let text = err.to_string();
+        assert!(
+            text.starts_with("this controller does not record traffic; upgrade it (it answered: "),
+            "{text}"
+        );
+        client.close().await;
+        assert_eq!(server.await.unwrap(), vec![usage_query()], "asked once");
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
+
+#[tokio::test]
+async fn usage_refusals_of_a_current_controller_stand() {
+    let (client, server, dir) = fake_client(|_| {
+        Some(AdminResponse::Error {
+            kind: ErrorKind::BadData,
+            message: "user alice not found".into(),
+        })
+    })
+    .await;
+    let resp = ask(&client, &usage_query()).await.unwrap();
+    assert_eq!(
+        resp,
+        AdminResponse::Error {
+            kind: ErrorKind::BadData,
+            message: "user alice not found".into()
+        },
+        "rendered later as exit 65"
+    );
+    client.close().await;
+    assert_eq!(server.await.unwrap(), vec![usage_query()]);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn only_newer_requests_can_be_not_served() {
+    let malformed = AdminResponse::Error {
+        kind: ErrorKind::BadData,
+        message: "malformed request: unexpected end of input".into(),
+    };
+    assert!(not_served(&usage_query(), &malformed));
+    assert!(not_served(&AdminRequest::Doctor, &malformed));
+    assert!(
+        !not_served(&AdminRequest::UsersList, &malformed),
+        "every controller knows users list: its refusal stands"
+    );
+    let health = AdminResponse::Error {
+        kind: ErrorKind::BadData,
+        message: "this controller does not serve host health yet".into(),
+    };
+    assert!(
+        !not_served(&usage_query(), &health),
+        "each feature has its own words"
+    );
+    assert_eq!(legacy(&usage_query()), None);
 }

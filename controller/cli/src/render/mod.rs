@@ -151,25 +151,9 @@ pub fn until(now: i64, then: i64) -> String {
     }
 }
 
-/// Bytes in the largest binary unit that fits, up to two decimals (`12 GiB`, `1.5 MiB`).
+/// Bytes as every view shows them: [`vpn_shared::size::show`] (`512 B`, `12.5 GiB`, `5.0 GiB`).
 pub fn bytes(n: u64) -> String {
-    const UNITS: [(u64, &str); 5] = [
-        (1 << 50, "PiB"),
-        (1 << 40, "TiB"),
-        (1 << 30, "GiB"),
-        (1 << 20, "MiB"),
-        (1 << 10, "KiB"),
-    ];
-    let Some(&(unit, name)) = UNITS.iter().find(|(unit, _)| n >= *unit) else {
-        return format!("{n} B");
-    };
-    let hundredths = (u128::from(n) * 100 + u128::from(unit) / 2) / u128::from(unit);
-    let (whole, cents) = (hundredths / 100, hundredths % 100);
-    match cents {
-        0 => format!("{whole} {name}"),
-        c if c % 10 == 0 => format!("{whole}.{} {name}", c / 10),
-        c => format!("{whole}.{c:02} {name}"),
-    }
+    vpn_shared::size::show(n)
 }
 
 /// Agent clock minus controller clock: `0 ms`, `+120 ms (agent ahead)`, `-2.5 s (agent behind)`.

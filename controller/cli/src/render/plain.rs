@@ -14,6 +14,7 @@ use super::{dash_join, refused, server_list};
 use crate::error::CliError;
 
 mod health;
+mod usage;
 
 pub fn render(resp: &AdminResponse) -> Result<String, CliError> {
     let lines: Vec<Vec<String>> = match resp {
@@ -34,9 +35,7 @@ pub fn render(resp: &AdminResponse) -> Result<String, CliError> {
         AdminResponse::StatusDetail(s) => health::status(s),
         AdminResponse::ServiceDetail(d) => health::service_show(d),
         AdminResponse::Doctor(r) => r.checks.iter().map(health::check).collect(),
-        AdminResponse::Usage(_) => {
-            return Err(CliError::Render("usage is not rendered yet".into()));
-        }
+        AdminResponse::Usage(u) => u.rows.iter().map(usage::row).collect(),
     };
     Ok(lines
         .iter()

@@ -1,7 +1,7 @@
 //! The `table` format: borderless aligned columns (like `kubectl get`) for lists, `Key:  value`
 //! views for single records, per-host lines for applied changes, QR codes for links.
 
-use comfy_table::{Table, presets};
+use comfy_table::{CellAlignment, Table, presets};
 use qrcode::QrCode;
 use qrcode::render::unicode::Dense1x2;
 use vpn_shared::proto::admin::{
@@ -14,6 +14,7 @@ use crate::error::CliError;
 use vpn_shared::rate;
 
 mod health;
+mod usage;
 
 pub fn render(resp: &AdminResponse, opts: &Opts) -> Result<String, CliError> {
     let now = opts.now;
@@ -42,14 +43,18 @@ pub fn render(resp: &AdminResponse, opts: &Opts) -> Result<String, CliError> {
         AdminResponse::StatusDetail(s) => health::status(s),
         AdminResponse::ServiceDetail(d) => health::service(d),
         AdminResponse::Doctor(r) => health::doctor(r),
-        AdminResponse::Usage(_) => {
-            return Err(CliError::Render("usage is not rendered yet".into()));
-        }
+        AdminResponse::Usage(u) => usage::usage(u, opts),
     })
 }
 
 /// Columns separated by two spaces, no borders, no trailing blanks.
 fn grid(header: Option<&[&str]>, rows: Vec<Vec<String>>) -> String {
+    grid_aligned(header, rows, &[])
+}
+
+/// [`grid`] with the columns at the indexes in `right` (header included) right-aligned, for
+/// numbers.
+fn grid_aligned(header: Option<&[&str]>, rows: Vec<Vec<String>>, right: &[usize]) -> String {
     let mut t = Table::new();
     t.load_preset(presets::NOTHING).force_no_tty();
     if let Some(h) = header {
@@ -60,6 +65,9 @@ fn grid(header: Option<&[&str]>, rows: Vec<Vec<String>>) -> String {
     }
     for col in t.column_iter_mut() {
         col.set_padding((0, 2));
+        if right.contains(&col.index) {
+            col.set_cell_alignment(CellAlignment::Right);
+        }
     }
     t.lines().map(|l| format!("{}\n", l.trim_end())).collect()
 }

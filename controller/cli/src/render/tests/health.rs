@@ -381,7 +381,7 @@ fn sizes_times_and_skews_read_as_people_write_them() {
     assert_eq!(bytes(0), "0 B");
     assert_eq!(bytes(1023), "1023 B");
     assert_eq!(bytes(1536), "1.5 KiB");
-    assert_eq!(bytes(5 << 30), "5 GiB");
+    assert_eq!(bytes(5 << 30), "5.0 GiB", "one decimal, as in users usage");
     assert_eq!(skew(0), "0 ms");
     assert_eq!(skew(999), "+999 ms (agent ahead)");
     assert_eq!(skew(-2500), "-2.5 s (agent behind)");

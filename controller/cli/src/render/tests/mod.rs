@@ -5,6 +5,7 @@
 mod formats;
 mod health;
 mod table;
+mod usage;
 
 use vpn_shared::model::{Bandwidth, Protocol};
 use vpn_shared::proto::admin::{
