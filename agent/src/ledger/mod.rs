@@ -1,0 +1,3 @@
+//! The traffic ledger (SPEC §2.6).
+
+pub mod delta;
