@@ -13,7 +13,7 @@
 //! entries go out in [`AgentMsg::Usage`] batches, one in flight at a time, from the oldest
 //! unacked again after every reconnect, and leave the ledger when a `UsageAck` names them.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
@@ -33,7 +33,7 @@ use crate::apply::{Applier, ApplyReport};
 use crate::backoff;
 use crate::config::{Config, Paths};
 use crate::hostnet::HostNet;
-use crate::ledger::delta::{Count, Now, Reading, Reset};
+use crate::ledger::delta::Now;
 use crate::ledger::{self, LEDGER_RESOURCE, Ledger};
 use crate::metrics::Metrics;
 use crate::renew::{self, Renewal};
@@ -159,20 +159,7 @@ impl Agent {
 
     /// Tells the ledger which counters an apply or reconcile restarted from zero.
     fn note_resets(&mut self, report: &ApplyReport) {
-        let state = self.current.state();
-        let mut resets: BTreeSet<Reset> = report
-            .restarted_services
-            .iter()
-            .map(|s| Reset::Service(s.clone()))
-            .collect();
-        for (service, name) in &report.restarted_counters {
-            if let Some(u) = state.users.get(name) {
-                resets.insert(Reset::User {
-                    service: service.clone(),
-                    user: u.id.clone(),
-                });
-            }
-        }
+        let resets = ledger::resets(self.current.state(), report);
         let now = self.now();
         if let Some(l) = self.ledger.as_mut() {
             l.reset(resets, now);
@@ -187,28 +174,15 @@ impl Agent {
             return;
         }
         let state = self.current.state();
-        let counters = self.applier.read_counters(state).await;
         let mut readings = Vec::new();
-        for (service, read) in counters {
+        for (service, read) in self.applier.read_counters(state).await {
             match read {
-                Ok(c) => readings.push(Reading {
-                    service,
-                    uptime: c.uptime,
-                    users: c
-                        .users
-                        .into_iter()
-                        .filter_map(|u| {
-                            let id = state.users.get(&u.user)?.id.clone();
-                            Some((id, Count::from(u.bytes)))
-                        })
-                        .collect(),
-                }),
+                Ok(c) => readings.push(ledger::reading(state, &service, c)),
                 // The service's own result says why; its baselines wait for the next reading.
                 Err(e) => debug!(%service, error = %e, "counters not read"),
             }
         }
-        let services: BTreeSet<String> = state.services.keys().cloned().collect();
-        let users: BTreeSet<String> = state.users.values().map(|u| u.id.clone()).collect();
+        let (services, users) = ledger::state_keys(state);
         let now = self.now();
         let Some(l) = self.ledger.as_mut() else {
             return;

@@ -22,7 +22,11 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use tracing::{debug, error, info, warn};
+use vpn_shared::model::DesiredState;
 use vpn_shared::proto::{ResourceResult, UsageEntry, UsageReport};
+
+use crate::apply::ApplyReport;
+use crate::drivers::Counters;
 
 use self::backlog::Backlog;
 use self::delta::{Baselines, Change, Count, Now, Reading, Reset};
@@ -475,6 +479,49 @@ impl Ledger {
             None => {}
         }
     }
+}
+
+/// A driver's reading keyed by user id (drivers name users; ids outlive a rename). Users the
+/// state does not hold are left out.
+pub fn reading(state: &DesiredState, service: &str, counters: Counters) -> Reading {
+    Reading {
+        service: service.to_owned(),
+        uptime: counters.uptime,
+        users: counters
+            .users
+            .into_iter()
+            .filter_map(|u| {
+                let id = state.users.get(&u.user)?.id.clone();
+                Some((id, Count::from(u.bytes)))
+            })
+            .collect(),
+    }
+}
+
+/// The counters an apply or reconcile restarted from zero, keyed by user id.
+pub fn resets(state: &DesiredState, report: &ApplyReport) -> BTreeSet<Reset> {
+    let services = report
+        .restarted_services
+        .iter()
+        .map(|s| Reset::Service(s.clone()));
+    let users = report
+        .restarted_counters
+        .iter()
+        .filter_map(|(service, name)| {
+            Some(Reset::User {
+                service: service.clone(),
+                user: state.users.get(name)?.id.clone(),
+            })
+        });
+    services.chain(users).collect()
+}
+
+/// The services and user ids of `state`: baselines of anything else go.
+pub fn state_keys(state: &DesiredState) -> (BTreeSet<String>, BTreeSet<String>) {
+    (
+        state.services.keys().cloned().collect(),
+        state.users.values().map(|u| u.id.clone()).collect(),
+    )
 }
 
 fn random_epoch() -> Result<u64, LedgerError> {
