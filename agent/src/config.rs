@@ -32,6 +32,8 @@ pub struct FileConfig {
     pub shaping: Option<bool>,
     /// `IP:PORT` to serve Prometheus `/metrics` on (default: off); meant for loopback.
     pub metrics_listen: Option<String>,
+    /// How often per-user traffic counters are read into the ledger, humantime (default `10s`).
+    pub usage_interval: Option<String>,
 }
 
 /// Where the agent keeps its files.
@@ -78,6 +80,7 @@ pub struct Overrides {
     pub no_firewall: bool,
     pub no_shaping: bool,
     pub metrics_listen: Option<String>,
+    pub usage_interval: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -91,6 +94,8 @@ pub struct Config {
     pub net: NetConfig,
     /// Where `/metrics` is served; `None`: not at all.
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// How often counters are read into the traffic ledger (connected or not).
+    pub usage_interval: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -197,6 +202,23 @@ impl Config {
                 })
             })
             .transpose()?;
+        let usage = over
+            .usage_interval
+            .or(file.usage_interval)
+            .unwrap_or_else(|| "10s".into());
+        let usage_interval = humantime::parse_duration(&usage)
+            .map_err(|e| e.to_string())
+            .and_then(|d| {
+                if d.is_zero() {
+                    Err("must be more than zero".into())
+                } else {
+                    Ok(d)
+                }
+            })
+            .map_err(|reason| ConfigError::Invalid {
+                field: "usage_interval",
+                reason: format!("{usage:?}: {reason}"),
+            })?;
         let net = NetConfig {
             shaping_iface: over.shaping_iface.or(file.shaping_iface),
             link_ceiling_bps,
@@ -212,6 +234,7 @@ impl Config {
             public_address: over.public_address.or(file.public_address),
             reconnect_max,
             metrics_listen,
+            usage_interval,
         })
     }
 }
@@ -235,6 +258,19 @@ mod tests {
         assert_eq!(c.network_mode, "host");
         assert_eq!(c.reconnect_max, Duration::from_secs(30));
         assert_eq!(c.metrics_listen, None, "metrics are opt-in");
+        assert_eq!(c.usage_interval, Duration::from_secs(10));
+        let c = Config::resolve(
+            FileConfig {
+                usage_interval: Some("30s".into()),
+                ..file()
+            },
+            Overrides {
+                usage_interval: Some("2s".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(c.usage_interval, Duration::from_secs(2), "the flag wins");
         let with_file = Config::resolve(
             FileConfig {
                 metrics_listen: Some("127.0.0.1:9101".into()),
@@ -286,6 +322,20 @@ mod tests {
                     ..Default::default()
                 },
                 "metrics_listen",
+            ),
+            (
+                Overrides {
+                    usage_interval: Some("0s".into()),
+                    ..Default::default()
+                },
+                "usage_interval",
+            ),
+            (
+                Overrides {
+                    usage_interval: Some("often".into()),
+                    ..Default::default()
+                },
+                "usage_interval",
             ),
         ] {
             let err = Config::resolve(file(), over).unwrap_err().to_string();

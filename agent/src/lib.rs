@@ -10,6 +10,7 @@
 //! - [`metrics`]: Prometheus counters and the opt-in loopback `/metrics` listener.
 //! - [`hostnet`]: shaping and the firewall around the containers; feature probe and health.
 //! - [`state`]: the last applied state on disk (atomic, 0600).
+//! - [`ledger`]: the traffic ledger: counter deltas (pure), the append-only file, the backlog.
 //! - [`backoff`]: reconnect delays.
 //! - [`apply`]: the applier and its thin Docker layer (labelled containers, spec-hash recreate).
 //! - [`drivers`]: per-protocol container specs and hot user changes (ssmanager for Shadowsocks).
@@ -23,6 +24,7 @@ pub mod drivers;
 pub mod enroll;
 pub mod firewall;
 pub mod hostnet;
+pub mod ledger;
 pub mod metrics;
 pub mod renew;
 pub mod report;

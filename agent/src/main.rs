@@ -57,6 +57,9 @@ enum Command {
         /// Serve Prometheus `/metrics` on this `IP:PORT` (off by default; keep it on loopback).
         #[arg(long, env = "VPN_AGENT_METRICS_LISTEN")]
         metrics_listen: Option<String>,
+        /// How often per-user traffic counters are read into the ledger (default `10s`).
+        #[arg(long, env = "VPN_AGENT_USAGE_INTERVAL")]
+        usage_interval: Option<String>,
     },
 }
 
@@ -117,6 +120,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             no_firewall,
             no_shaping,
             metrics_listen,
+            usage_interval,
         } => {
             // Absolute from here on: the data directory's spelling is in every bind mount and
             // so in every container's spec hash.
@@ -133,6 +137,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     no_firewall,
                     no_shaping,
                     metrics_listen,
+                    usage_interval,
                 },
             )?;
             let metrics = Metrics::new();

@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use prometheus::{
-    Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
+    Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
 };
 use tracing::{info, warn};
 use vpn_shared::proto::{Outcome, Repair, ResourceResult};
@@ -29,6 +29,9 @@ pub struct Metrics {
     reconciles: IntCounter,
     repairs: IntCounterVec,
     reports: IntCounter,
+    ledger_entries: IntCounter,
+    ledger_bytes: IntCounter,
+    ledger_backlog: IntGauge,
 }
 
 /// Why the metrics listener could not start.
@@ -89,13 +92,31 @@ impl Metrics {
             "Health reports sent to the controller.",
         )
         .unwrap_or_else(|_| unreachable_metric());
+        let ledger_entries = IntCounter::new(
+            "vpn_agent_ledger_entries_total",
+            "Traffic entries appended to the ledger (one per user and service with bytes in a reading).",
+        )
+        .unwrap_or_else(|_| unreachable_metric());
+        let ledger_bytes = IntCounter::new(
+            "vpn_agent_ledger_bytes_total",
+            "Bytes counted into the ledger, all directions.",
+        )
+        .unwrap_or_else(|_| unreachable_metric());
+        let ledger_backlog = IntGauge::new(
+            "vpn_agent_ledger_backlog_entries",
+            "Ledger entries written but not yet acked by the controller.",
+        )
+        .unwrap_or_else(|_| unreachable_metric());
         for kind in KINDS {
             // Present from the start at 0, so a rate over the first failure is right.
             apply_failures.with_label_values(&[kind]);
             failing.with_label_values(&[kind]);
             repairs.with_label_values(&[kind]);
         }
-        let collectors: [Box<dyn prometheus::core::Collector>; 7] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 10] = [
+            Box::new(ledger_entries.clone()),
+            Box::new(ledger_bytes.clone()),
+            Box::new(ledger_backlog.clone()),
             Box::new(apply_seconds.clone()),
             Box::new(applies.clone()),
             Box::new(apply_failures.clone()),
@@ -117,6 +138,9 @@ impl Metrics {
             reconciles,
             repairs,
             reports,
+            ledger_entries,
+            ledger_bytes,
+            ledger_backlog,
         }
     }
 
@@ -148,6 +172,18 @@ impl Metrics {
 
     pub fn report_sent(&self) {
         self.reports.inc();
+    }
+
+    /// One reading went into the ledger.
+    pub fn ledger_appended(&self, entries: usize, bytes: u64) {
+        self.ledger_entries
+            .inc_by(u64::try_from(entries).unwrap_or(u64::MAX));
+        self.ledger_bytes.inc_by(bytes);
+    }
+
+    pub fn ledger_backlog(&self, entries: usize) {
+        self.ledger_backlog
+            .set(i64::try_from(entries).unwrap_or(i64::MAX));
     }
 
     fn set_failing(&self, results: &[ResourceResult]) {

@@ -144,10 +144,12 @@ pub fn should_send(last: Option<&LastSent>, next: &AgentReport, now: Instant) ->
     if !next.repairs.is_empty() || now.duration_since(last.at) >= HEARTBEAT {
         return true;
     }
-    // Repairs are news once: a report without any after one with some says nothing new.
+    // Repairs are news once: a report without any after one with some says nothing new. The
+    // ledger's backlog moves with every reading and ack; the heartbeat carries it.
     let content = |r: &AgentReport| AgentReport {
         sent_at_ms: 0,
         repairs: Vec::new(),
+        ledger_backlog: r.ledger_backlog.map(|_| 0),
         ..r.clone()
     };
     content(&last.report) != content(next)
@@ -320,6 +322,20 @@ mod tests {
             &same,
             t0 + Duration::from_secs(10)
         ));
+
+        let mut backlog = report();
+        backlog.ledger_backlog = Some(1_234);
+        let with_backlog = LastSent {
+            report: AgentReport {
+                ledger_backlog: Some(7),
+                ..report()
+            },
+            at: t0,
+        };
+        assert!(
+            !should_send(Some(&with_backlog), &backlog, t0 + Duration::from_secs(10)),
+            "a moving backlog waits for the heartbeat"
+        );
 
         let mut restarted = report();
         restarted.containers.push(ContainerStatus {

@@ -7,6 +7,11 @@
 //! 10 s so a removed or restarted container comes back with its users; what that repaired and
 //! what still fails goes to the controller in [`AgentMsg::Report`]s (protocol 3 and later), on
 //! change or at least every minute, with the repairs made while disconnected kept for later.
+//!
+//! Every `usage_interval` (connected or not: fail-static) the services' counters are read into
+//! the traffic [`Ledger`]; connected to a controller of protocol 4 or later, the unacked
+//! entries go out in [`AgentMsg::Usage`] batches, one in flight at a time, from the oldest
+//! unacked again after every reconnect, and leave the ledger when a `UsageAck` names them.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -24,10 +29,12 @@ use vpn_shared::proto::{
 };
 use vpn_shared::transport::{self, SERVER_NAME};
 
-use crate::apply::Applier;
+use crate::apply::{Applier, ApplyReport};
 use crate::backoff;
 use crate::config::{Config, Paths};
 use crate::hostnet::HostNet;
+use crate::ledger::delta::Now;
+use crate::ledger::{self, LEDGER_RESOURCE, Ledger};
 use crate::metrics::Metrics;
 use crate::renew::{self, Renewal};
 use crate::report::{self, LastSent, PendingRepairs};
@@ -41,6 +48,10 @@ const RECONCILE_EVERY: Duration = Duration::from_secs(10);
 const RENEW_CHECK: Duration = Duration::from_secs(5);
 /// The first protocol version whose controllers take [`AgentMsg::Report`].
 const REPORT_VERSION: u16 = 3;
+/// The first protocol version whose controllers take [`AgentMsg::Usage`].
+const USAGE_VERSION: u16 = 4;
+/// A batch not acked in this long is sent again (from the oldest unacked).
+const USAGE_RESEND: Duration = Duration::from_secs(30);
 
 /// The agent: its configuration, applier and the state it last applied.
 pub struct Agent {
@@ -61,6 +72,14 @@ pub struct Agent {
     failing: BTreeMap<String, String>,
     renewal: Renewal,
     metrics: Metrics,
+    /// The traffic ledger; `None` while it cannot be opened (retried every usage interval,
+    /// the reason in `ledger_error`, reported as `host/ledger`).
+    ledger: Option<Ledger>,
+    ledger_error: Option<String>,
+    /// When counters are read next; one cadence across sessions and the pauses between them.
+    next_usage: tokio::time::Instant,
+    /// Origin of the monotonic clock the ledger's restart test uses.
+    clock: std::time::Instant,
 }
 
 enum SessionEnd {
@@ -89,11 +108,126 @@ impl Agent {
             failing: BTreeMap::new(),
             renewal: Renewal::new(backoff::random_unit()),
             metrics,
+            ledger: None,
+            ledger_error: None,
+            next_usage: tokio::time::Instant::now(),
+            clock: std::time::Instant::now(),
         }
+    }
+
+    fn now(&self) -> Now {
+        Now {
+            unix_ms: unix_now_ms(),
+            mono: self.clock.elapsed(),
+        }
+    }
+
+    /// Opens the ledger if it is not open; a failure is logged when it changes.
+    fn open_ledger(&mut self) {
+        if self.ledger.is_some() {
+            return;
+        }
+        match Ledger::open(&self.paths.data_dir, ledger::Limits::default()) {
+            Ok(l) => {
+                info!(
+                    epoch = l.epoch(),
+                    backlog = l.backlog(),
+                    "traffic ledger open"
+                );
+                self.metrics.ledger_backlog(l.backlog());
+                self.ledger = Some(l);
+                self.ledger_error = None;
+            }
+            Err(e) => {
+                let msg = e.to_string();
+                if self.ledger_error.as_deref() != Some(msg.as_str()) {
+                    error!(error = %msg, "cannot open the traffic ledger; counters are not read until it opens");
+                }
+                self.ledger_error = Some(msg);
+            }
+        }
+    }
+
+    /// `host/ledger` as it stands.
+    fn ledger_result(&self) -> ResourceResult {
+        match (&self.ledger, &self.ledger_error) {
+            (Some(l), _) => l.result(),
+            (None, Some(e)) => ResourceResult::error(LEDGER_RESOURCE, e.as_str()),
+            (None, None) => ResourceResult::ok(LEDGER_RESOURCE),
+        }
+    }
+
+    /// Tells the ledger which counters an apply or reconcile restarted from zero.
+    fn note_resets(&mut self, report: &ApplyReport) {
+        let resets = ledger::resets(self.current.state(), report);
+        let now = self.now();
+        if let Some(l) = self.ledger.as_mut() {
+            l.reset(resets, now);
+        }
+    }
+
+    /// Reads every service's counters into the ledger (the usage tick).
+    async fn read_usage(&mut self) {
+        self.next_usage = tokio::time::Instant::now() + self.config.usage_interval;
+        self.open_ledger();
+        if self.ledger.is_none() {
+            return;
+        }
+        let state = self.current.state();
+        let mut readings = Vec::new();
+        for (service, read) in self.applier.read_counters(state).await {
+            match read {
+                Ok(c) => readings.push(ledger::reading(state, &service, c)),
+                // The service's own result says why; its baselines wait for the next reading.
+                Err(e) => debug!(%service, error = %e, "counters not read"),
+            }
+        }
+        let (services, users) = ledger::state_keys(state);
+        let now = self.now();
+        let Some(l) = self.ledger.as_mut() else {
+            return;
+        };
+        match l.record(&readings, &services, &users, now) {
+            Ok(added) => {
+                if added.entries > 0 {
+                    debug!(
+                        entries = added.entries,
+                        bytes = added.bytes,
+                        backlog = l.backlog(),
+                        "usage recorded"
+                    );
+                }
+                self.metrics.ledger_appended(added.entries, added.bytes);
+            }
+            // Logged by the ledger when it changes; reported as host/ledger.
+            Err(e) => debug!(error = %e, "usage not recorded"),
+        }
+        self.metrics.ledger_backlog(l.backlog());
+    }
+
+    /// Sends the next batch of unacked entries, if any; returns its last seq.
+    async fn send_usage(&mut self, send: &mut SendStream) -> Result<Option<u64>, String> {
+        let Some(batch) = self
+            .ledger
+            .as_mut()
+            .and_then(|l| l.next_batch(ledger::MAX_BATCH))
+        else {
+            return Ok(None);
+        };
+        let last = batch.entries.last().map(|e| e.seq);
+        let (first, n) = (batch.entries.first().map(|e| e.seq), batch.entries.len());
+        write_frame(send, &AgentMsg::Usage(batch))
+            .await
+            .map_err(|e| e.to_string())?;
+        debug!(first, last, entries = n, "usage sent");
+        Ok(last)
     }
 
     /// Runs until SIGINT/SIGTERM.
     pub async fn run(mut self) -> anyhow::Result<()> {
+        // Before the first apply: the resets it makes go into the ledger.
+        self.open_ledger();
+        self.next_usage = tokio::time::Instant::now() + self.config.usage_interval;
         match state::load(&self.paths.state) {
             Ok(Some(saved)) => {
                 info!(
@@ -140,17 +274,25 @@ impl Agent {
                 "reconnecting after a pause"
             );
             let deadline = tokio::time::Instant::now() + wait;
+            let mut tick = tokio::time::Instant::now() + RECONCILE_EVERY;
             loop {
-                let tick = tokio::time::Instant::now() + RECONCILE_EVERY;
                 tokio::select! {
-                    _ = tokio::time::sleep_until(deadline.min(tick)) => {}
+                    _ = tokio::time::sleep_until(deadline.min(tick).min(self.next_usage)) => {}
                     _ = tokio::signal::ctrl_c() => return Ok(()),
                     _ = term.recv() => return Ok(()),
                 }
-                if tokio::time::Instant::now() >= deadline {
+                let now = tokio::time::Instant::now();
+                if now >= deadline {
                     break;
                 }
-                self.reconcile().await;
+                // Fail-static: counters are read while the controller is away too.
+                if now >= self.next_usage {
+                    self.read_usage().await;
+                }
+                if now >= tick {
+                    self.reconcile().await;
+                    tick = now + RECONCILE_EVERY;
+                }
             }
         }
     }
@@ -159,7 +301,8 @@ impl Agent {
     async fn apply(&mut self, next: TrackedState) {
         let started = std::time::Instant::now();
         let state = next.state();
-        let mut results = self.applier.apply(state).await;
+        let applied = self.applier.apply_report(state).await;
+        let mut results = applied.results.clone();
         results.extend(self.net.apply(state).await);
         let failed = results
             .iter()
@@ -173,6 +316,7 @@ impl Agent {
         info!(generation = state.generation, failed, "applied");
         self.metrics.applied(started.elapsed(), &results);
         self.current = next;
+        self.note_resets(&applied);
         self.failing = report::failures(&results);
         self.report_results = results.clone();
         self.last_results = results;
@@ -194,6 +338,7 @@ impl Agent {
                 .filter(|r| r.resource == state::STATE_RESOURCE)
                 .cloned(),
         );
+        self.note_resets(&applied);
         let repairs = report::repairs(&applied, net, unix_now());
         for r in &repairs {
             info!(resource = %r.resource, action = %r.action, "reconcile repaired drift");
@@ -237,14 +382,15 @@ impl Agent {
             results: self
                 .report_results
                 .iter()
-                .filter(|r| r.outcome != vpn_shared::proto::Outcome::Ok)
                 .cloned()
+                .chain([self.ledger_result()])
+                .filter(|r| r.outcome != vpn_shared::proto::Outcome::Ok)
                 .collect(),
             repairs: self.pending_repairs.peek(),
             containers,
             cert_not_after: renew::not_after(&self.paths.cert),
             disk_free_bytes: disk_free(&self.paths.data_dir),
-            ledger_backlog: None,
+            ledger_backlog: self.ledger.as_ref().map(|l| l.backlog() as u64),
         }
     }
 
@@ -360,6 +506,10 @@ impl Agent {
         // Reports go only to controllers that negotiated them (the Welcome's version).
         let mut reports = false;
         let mut last_report: Option<LastSent> = None;
+        // Usage goes only to controllers of protocol 4 on; one batch in flight: its last seq
+        // and when it went.
+        let mut usage = false;
+        let mut in_flight: Option<(u64, tokio::time::Instant)> = None;
         let end = loop {
             let msg = tokio::select! {
                 m = msgs.recv() => m,
@@ -373,6 +523,20 @@ impl Agent {
                     self.reconcile().await;
                     if reports && let Err(e) = self.maybe_report(&mut send, &mut last_report).await {
                         break lost(e);
+                    }
+                    continue;
+                }
+                _ = tokio::time::sleep_until(self.next_usage) => {
+                    self.read_usage().await;
+                    let stale = in_flight.is_some_and(|(_, at)| at.elapsed() >= USAGE_RESEND);
+                    if usage && (in_flight.is_none() || stale) {
+                        if stale {
+                            debug!("usage batch not acked in time; sending again from the oldest unacked");
+                        }
+                        match self.send_usage(&mut send).await {
+                            Ok(last) => in_flight = last.map(|s| (s, tokio::time::Instant::now())),
+                            Err(e) => break lost(e),
+                        }
                     }
                     continue;
                 }
@@ -401,11 +565,34 @@ impl Agent {
                 Some(Ok(ControllerMsg::Welcome { version, host_name })) => {
                     info!(version, host = %host_name, "connected to the controller");
                     reports = version >= REPORT_VERSION;
+                    usage = version >= USAGE_VERSION;
+                    // From the oldest unacked: what the last session sent may not have landed.
+                    if usage {
+                        match self.send_usage(&mut send).await {
+                            Ok(last) => in_flight = last.map(|s| (s, tokio::time::Instant::now())),
+                            Err(e) => break lost(e),
+                        }
+                    }
                     None
                 }
                 Some(Ok(ControllerMsg::KeepAlive)) => None,
-                // The agent sends no usage before the ledger exists (accounting, in progress).
-                Some(Ok(ControllerMsg::UsageAck { .. })) => None,
+                Some(Ok(ControllerMsg::UsageAck { epoch, up_to })) => {
+                    if let Some(l) = self.ledger.as_mut() {
+                        let dropped = l.ack(epoch, up_to);
+                        debug!(epoch, up_to, dropped, backlog = l.backlog(), "usage acked");
+                        self.metrics.ledger_backlog(l.backlog());
+                        let ours = l.epoch() == epoch;
+                        if ours && in_flight.is_some_and(|(last, _)| last <= up_to) {
+                            match self.send_usage(&mut send).await {
+                                Ok(last) => {
+                                    in_flight = last.map(|s| (s, tokio::time::Instant::now()))
+                                }
+                                Err(e) => break lost(e),
+                            }
+                        }
+                    }
+                    None
+                }
                 Some(Ok(ControllerMsg::Renewed { cert_pem })) => {
                     if let Err(e) =
                         self.renewal

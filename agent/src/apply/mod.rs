@@ -7,7 +7,7 @@
 
 pub mod docker;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -53,6 +53,11 @@ pub struct ApplyReport {
     pub removes: usize,
     /// Stale containers of this host that were removed.
     pub removed: Vec<String>,
+    /// Services whose own container was created, recreated or started: every counter of
+    /// their engine starts from zero (for the ledger).
+    pub restarted_services: BTreeSet<String>,
+    /// `(service, user name)` whose counter the driver started again from zero.
+    pub restarted_counters: BTreeSet<(String, String)>,
 }
 
 /// What [`Applier::ensure_service`] did to a service's containers.
@@ -136,12 +141,20 @@ impl Applier {
             };
             keep.extend(ensured.names);
             for (key, name, outcome) in ensured.outcomes {
+                if key == service.name && outcome != EnsureOutcome::Unchanged {
+                    report.restarted_services.insert(key.clone());
+                }
                 report.container_names.insert(key.clone(), name);
                 report.containers.insert(key, outcome);
             }
             let sr = self.run_driver(state, service, READY_TIMEOUT).await;
             report.adds += sr.adds;
             report.removes += sr.removes;
+            report.restarted_counters.extend(
+                sr.counters_restarted
+                    .iter()
+                    .map(|u| (service.name.clone(), u.clone())),
+            );
             if sr.adds + sr.removes > 0 {
                 report
                     .user_changes
@@ -205,6 +218,29 @@ impl Applier {
             results.extend(sr.results);
         }
         results
+    }
+
+    /// Every service's per-user counters through its driver, read without reset; under the
+    /// apply lock, so a reading never interleaves with the changes an apply makes.
+    pub async fn read_counters(
+        &self,
+        state: &DesiredState,
+    ) -> Vec<(String, Result<drivers::Counters, drivers::DriverError>)> {
+        let _guard = self.lock.lock().await;
+        let mut out = Vec::new();
+        for service in state.services.values() {
+            let run_dir = self.run_dir(&service.name);
+            let container = self.container_name(&service.name);
+            let ctx = ServiceCtx {
+                container: &container,
+                run_dir: &run_dir,
+                network_mode: &self.network_mode,
+            };
+            let driver = drivers::driver(service.protocol);
+            let counters = driver.read_counters(state, service, &ctx).await;
+            out.push((service.name.clone(), counters));
+        }
+        out
     }
 
     /// Renders the service through its driver, writes the files its engines read, then makes

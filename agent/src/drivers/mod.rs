@@ -79,6 +79,10 @@ pub struct UsersReport {
     /// Sessions the applier must end because their user lost access (the engine itself leaves
     /// them open).
     pub end: EndSessions,
+    /// Users (names) whose engine counter this call started again from zero (ssmanager counts
+    /// a port anew when it is added): the ledger must count their next reading whole. Engines
+    /// that keep a user's counter across a hot re-add (Xray) list none.
+    pub counters_restarted: Vec<String>,
 }
 
 /// Open sessions to end after users were removed, identified the way the kernel can find them

@@ -75,6 +75,7 @@ impl Driver for Shadowsocks {
                     ports: report.closed,
                     marks: Vec::new(),
                 },
+                counters_restarted: report.opened,
             }
         })
     }
@@ -336,6 +337,8 @@ pub struct ServiceReport {
     /// Ports closed through the manager. ssmanager only stops their listeners: connections
     /// already accepted carry on, so the caller ends them (see `Applier`).
     pub closed: Vec<u16>,
+    /// Users whose port the manager accepted an `add` for: ssmanager counts it from zero.
+    pub opened: Vec<String>,
 }
 
 /// Brings the manager of `service` to the state's users and reports each resource.
@@ -401,6 +404,7 @@ pub async fn apply_service(
             Ok(()) => {
                 // A reopened port (changed password) is fine even if closing it failed.
                 failed.remove(&add.port);
+                report.opened.push(add.user.clone());
                 info!(service = name, user = %add.user, port = add.port, "shadowsocks port opened");
             }
             Err(e) => {
