@@ -7,6 +7,7 @@ mod hosts;
 mod invariant;
 mod limits;
 mod scale;
+mod usage;
 mod vless;
 
 use tempfile::TempDir;
