@@ -4,6 +4,7 @@
 mod credentials;
 mod health;
 mod hosts;
+mod ingest_scale;
 mod invariant;
 mod limits;
 mod scale;
