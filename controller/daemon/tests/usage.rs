@@ -321,3 +321,41 @@ async fn usage_on_a_session_older_than_protocol_4_is_a_protocol_error() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_the_store_could_not_take_is_applied_before_the_next_one() {
+    bounded(async {
+        let (tc, admin, edge, alice) = fleet().await;
+        let (mut agent, _, _) = AgentSession::start(&tc, &edge).await.unwrap();
+        // The store breaks under the session (the watermark table goes away for a moment).
+        let url = format!("sqlite://{}", tc.ctl.config.database_path.display());
+        let side = sqlx::SqlitePool::connect(&url).await.unwrap();
+        sqlx::query("ALTER TABLE usage_watermarks RENAME TO usage_watermarks_away")
+            .execute(&side)
+            .await
+            .unwrap();
+        agent
+            .send(&usage(vec![entry(1, &alice, 10, 10)]))
+            .await
+            .unwrap();
+        assert!(
+            agent.next(Duration::from_millis(500)).await.is_none(),
+            "nothing is acked while the store fails"
+        );
+        sqlx::query("ALTER TABLE usage_watermarks_away RENAME TO usage_watermarks")
+            .execute(&side)
+            .await
+            .unwrap();
+        side.close().await;
+        // The next batch brings the kept one through first, in order.
+        agent
+            .send(&usage(vec![entry(2, &alice, 1, 1)]))
+            .await
+            .unwrap();
+        assert_eq!(usage_ack(&mut agent).await, (EPOCH, 1));
+        assert_eq!(usage_ack(&mut agent).await, (EPOCH, 2));
+        let rows = users_usage(&admin, None, UsageBy::User).await;
+        assert_eq!(shown(&rows), [("alice", None, 11, 11, 22)]);
+    })
+    .await;
+}
