@@ -359,3 +359,96 @@ async fn a_batch_the_store_could_not_take_is_applied_before_the_next_one() {
     })
     .await;
 }
+
+/// The ingest bar through the real protocol: `USAGE_BENCH_HOSTS` (default 1,000) agent sessions
+/// in this process, each sending a 1,000-entry batch per simulated 10 s period as fast as acks
+/// come back; prints entries/s and ack latency (send to `UsageAck`), checks exact totals.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "prints ingest figures through QUIC; run in release with --ignored --nocapture"]
+#[allow(clippy::print_stdout)] // a benchmark prints its figures (SPEC §3); it asserts only exactness
+async fn ingest_through_the_protocol_from_many_agents() {
+    let hosts: usize = std::env::var("USAGE_BENCH_HOSTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000);
+    const USERS: u64 = 1_000;
+    const PERIODS: u64 = 3;
+    let tc = TestController::start().await;
+    let admin = tc.admin().await;
+    let mut sessions = Vec::new();
+    let started = std::time::Instant::now();
+    for h in 0..hosts {
+        let id = tc.enroll_agent(&admin, &format!("edge-{h:04}")).await;
+        let (s, _, _) = AgentSession::start(&tc, &id).await.unwrap();
+        sessions.push(s);
+    }
+    println!(
+        "{hosts} agents enrolled and connected in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    let users: Vec<String> = (0..USERS).map(|u| format!("bench-user-{u:04}")).collect();
+    let mut latencies = Vec::new();
+    for period in 0..PERIODS {
+        let to = common::now_ms() / 1_000;
+        let begun = std::time::Instant::now();
+        let mut tasks = Vec::new();
+        for (h, mut s) in sessions.drain(..).enumerate() {
+            let entries: Vec<UsageEntry> = users
+                .iter()
+                .enumerate()
+                .map(|(u, user)| UsageEntry {
+                    seq: period * USERS + u as u64 + 1,
+                    user: user.clone(),
+                    service: "ss".into(),
+                    up: 1,
+                    down: 10,
+                    undirected: 0,
+                    from: to - 10,
+                    to,
+                })
+                .collect();
+            let msg = AgentMsg::Usage(UsageReport {
+                epoch: h as u64 + 1,
+                entries,
+            });
+            tasks.push(tokio::spawn(async move {
+                let sent = std::time::Instant::now();
+                s.send(&msg).await.unwrap();
+                let (_, up_to) = usage_ack(&mut s).await;
+                assert_eq!(up_to, (period + 1) * USERS);
+                (s, sent.elapsed())
+            }));
+        }
+        for t in tasks {
+            let (s, latency) = t.await.unwrap();
+            sessions.push(s);
+            latencies.push(latency);
+        }
+        let wall = begun.elapsed();
+        println!(
+            "period {period}: {} entries from {hosts} agents acked in {:.2} s = {:.0} entries/s \
+             ({:.0} % of 10 s)",
+            hosts as u64 * USERS,
+            wall.as_secs_f64(),
+            (hosts as u64 * USERS) as f64 / wall.as_secs_f64(),
+            wall.as_secs_f64() * 10.0,
+        );
+    }
+    latencies.sort();
+    let at = |p: f64| latencies[((latencies.len() - 1) as f64 * p).round() as usize];
+    println!(
+        "send-to-ack latency over {} batches: p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
+        latencies.len(),
+        at(0.5).as_secs_f64() * 1e3,
+        at(0.99).as_secs_f64() * 1e3,
+        at(1.0).as_secs_f64() * 1e3,
+    );
+    let rows = users_usage(&admin, None, UsageBy::User).await;
+    assert_eq!(rows.len(), USERS as usize);
+    for r in &rows {
+        assert_eq!(
+            (r.up, r.down),
+            (hosts as u64 * PERIODS, 10 * hosts as u64 * PERIODS)
+        );
+    }
+}
