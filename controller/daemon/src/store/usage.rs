@@ -210,7 +210,7 @@ impl Store {
              SELECT value ->> 0, ?1, value ->> 1, value ->> 2, value ->> 3, value ->> 4, \
                     value ->> 5 \
              FROM json_each(?2) WHERE true \
-             ON CONFLICT (user_id, host_id, service, hour) DO UPDATE SET \
+             ON CONFLICT (host_id, hour, user_id, service) DO UPDATE SET \
                up = up + excluded.up, down = down + excluded.down, \
                undirected = undirected + excluded.undirected",
         )
