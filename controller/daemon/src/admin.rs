@@ -54,6 +54,11 @@ impl AdminError {
         Self::bad(message)
     }
 
+    /// What the operator is told.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
     fn bad(message: impl Into<String>) -> Self {
         AdminError {
             kind: ErrorKind::BadData,
@@ -185,9 +190,7 @@ async fn handle(ctl: &Controller, req: AdminRequest) -> Reply {
             views::service_detail(ctl, &name).await?,
         )),
         AdminRequest::Doctor => Ok(AdminResponse::Doctor(views::doctor(ctl).await?)),
-        AdminRequest::UsersUsage(_) => Err(AdminError::bad(
-            "this controller does not record traffic yet",
-        )),
+        AdminRequest::UsersUsage(q) => views::usage(ctl, q).await.map(AdminResponse::Usage),
         AdminRequest::ServicesList => Ok(AdminResponse::Services(views::services(ctl).await?)),
         AdminRequest::ServicesShow { name } => {
             let all = views::services(ctl).await?;

@@ -16,6 +16,16 @@
 //! registration. The session follows the host's state — online, degraded (failing 0 → N),
 //! recovered (N → 0), offline — and turns each move into an event and a webhook. A session
 //! replaced by a newer one of the same host moves nothing: the host never went offline.
+//!
+//! Usage (SPEC §2.6, protocol 4): each `Usage` batch is applied by the store in one transaction
+//! with the host's watermark, and `UsageAck` goes out only after the commit. Batches are
+//! applied in the order they came, never one past another that failed: the watermark is a
+//! single seq, so applying a later batch first would make the earlier one look like a replay.
+//! A batch the store could not write (its lock held too long, say) is therefore kept and tried
+//! again, before the newer ones, when the next batch arrives; a batch the store refused as
+//! malformed stops this session's ingest until the agent reconnects (it resends from its oldest
+//! unacked entry), without ending the session: the control channel must not suffer from a
+//! broken ledger, and nothing of the ledger is lost while it waits.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,12 +41,12 @@ use vpn_shared::transport::peer_identity;
 
 use serde_json::json;
 use vpn_shared::proto::admin::HostVitals;
-use vpn_shared::proto::{AgentReport, ResourceResult};
+use vpn_shared::proto::{AgentReport, ResourceResult, UsageReport};
 
 use crate::backlog::Next;
 use crate::fleet::{AckState, Registration, Transition, transition};
 use crate::server::{Controller, now};
-use crate::store::{EventKind, HostPush};
+use crate::store::{EventKind, HostPush, StoreError};
 use crate::webhooks::{self, Notice, WebhookEvent};
 
 /// Failing resources named in a `host_degraded` webhook (the count is always complete).
@@ -54,6 +64,9 @@ const BLOCKED_PER_CHUNK: usize = 50_000;
 const COALESCE: Duration = Duration::from_millis(20);
 /// How often a connected host's `last_seen` is written to the store.
 const SEEN_EVERY: Duration = Duration::from_secs(30);
+/// Usage entries a session keeps while the store cannot take them; past it the session ends,
+/// so its agent reconnects and resends from its ledger, and the memory is freed.
+const MAX_PENDING_USAGE: usize = 200_000;
 
 pub async fn run(ctl: Arc<Controller>, conn: quinn::Connection) {
     let remote = conn.remote_address();
@@ -118,6 +131,7 @@ pub async fn run(ctl: Arc<Controller>, conn: quinn::Connection) {
         acks: crate::metrics::AckClock::default(),
         conn: conn.clone(),
         failing: 0,
+        usage: Usage::default(),
     };
     let online = Online {
         ctl: ctl.clone(),
@@ -149,6 +163,10 @@ pub async fn run(ctl: Arc<Controller>, conn: quinn::Connection) {
             info!(host = %host_name, "session closed: replaced by a newer session");
         }
         End::Closed => info!(host = %host_name, "agent disconnected"),
+        End::StoreUnavailable(e) => {
+            warn!(host = %host_name, error = %e, "closing the session: the store cannot take its usage");
+            conn.close(close::SHUTDOWN.into(), b"controller store unavailable");
+        }
     }
 }
 
@@ -306,6 +324,18 @@ enum End {
     /// A newer session of the same host took over.
     Replaced,
     Protocol(String),
+    /// The store failed to take this session's usage for too long.
+    StoreUnavailable(String),
+}
+
+/// This session's usage batches not yet applied, in arrival order.
+#[derive(Default)]
+struct Usage {
+    pending: std::collections::VecDeque<UsageReport>,
+    /// Entries in `pending`.
+    entries: usize,
+    /// Why a batch of this session was refused: later ones are not applied either.
+    refused: Option<String>,
 }
 
 struct Session {
@@ -325,6 +355,7 @@ struct Session {
     /// Resources failing as last recorded: its moves across zero are the degraded and
     /// recovered transitions.
     failing: u32,
+    usage: Usage,
 }
 
 impl Session {
@@ -514,6 +545,70 @@ impl Session {
         self.send_full()
             .await
             .map_err(|e| End::Protocol(e.to_string()))
+    }
+
+    /// Applies a usage batch after those still pending, acking each after its commit.
+    async fn usage(&mut self, report: UsageReport) -> Result<(), End> {
+        if self.version < 4 {
+            return Err(End::Protocol(format!(
+                "usage report on a protocol {} session (needs 4)",
+                self.version
+            )));
+        }
+        if let Some(why) = &self.usage.refused {
+            debug!(host = %self.host_name, epoch = report.epoch, entries = report.entries.len(), refused = %why, "usage batch not applied: an earlier batch of this session was refused");
+            return Ok(());
+        }
+        self.usage.entries += report.entries.len();
+        self.usage.pending.push_back(report);
+        while let Some(batch) = self.usage.pending.front() {
+            let started = std::time::Instant::now();
+            let result = self
+                .ctl
+                .store
+                .ingest_usage(&self.host_id, batch, now())
+                .await;
+            let (epoch, entries) = (batch.epoch, batch.entries.len());
+            match result {
+                Ok(done) => {
+                    self.ctl.metrics.usage_ingested(&done, started.elapsed());
+                    if done.skipped > 0 {
+                        info!(host = %self.host_name, epoch, up_to = done.up_to, applied = done.applied, duplicates = done.skipped, "usage batch replayed: duplicates skipped");
+                    } else {
+                        debug!(host = %self.host_name, epoch, up_to = done.up_to, applied = done.applied, bytes = done.bytes, "usage batch applied");
+                    }
+                    if done.unknown_users > 0 {
+                        info!(host = %self.host_name, epoch, users = done.unknown_users, "usage of users not in the store (removed while their bytes were in flight?) kept under their ids");
+                    }
+                    self.usage.entries -= entries;
+                    self.usage.pending.pop_front();
+                    let ack = ControllerMsg::UsageAck {
+                        epoch,
+                        up_to: done.up_to,
+                    };
+                    write_frame(&mut self.send, &ack)
+                        .await
+                        .map_err(|e| End::Protocol(e.to_string()))?;
+                }
+                Err(StoreError::Batch(e)) => {
+                    self.ctl.metrics.refused("usage_batch");
+                    warn!(host = %self.host_name, epoch, entries, error = %e, "usage batch refused, nothing of it applied or acked; this session applies no more usage");
+                    self.usage.refused = Some(e.to_string());
+                    self.usage.pending.clear();
+                    self.usage.entries = 0;
+                    return Ok(());
+                }
+                Err(e) => {
+                    let pending = self.usage.pending.len();
+                    if self.usage.entries > MAX_PENDING_USAGE {
+                        return Err(End::StoreUnavailable(e.to_string()));
+                    }
+                    warn!(host = %self.host_name, epoch, pending, error = %e, "cannot store usage: not acked, kept and tried again with the next batch");
+                    return Ok(());
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Signs a fresh CSR for the session's own identity; the host cannot pick another.
@@ -729,8 +824,7 @@ impl Session {
                 }
                 Ok(())
             }
-            // Stored by the usage ledger once it exists (accounting, in progress).
-            AgentMsg::Usage(_) => Ok(()),
+            AgentMsg::Usage(report) => self.usage(report).await,
             AgentMsg::Report(report) => {
                 self.report(reg, report, received_ms).await;
                 Ok(())

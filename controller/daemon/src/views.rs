@@ -13,7 +13,7 @@ use vpn_shared::model::{Protocol, ServiceOptions};
 use vpn_shared::proto::admin::{
     CheckLevel, DoctorCheck, DoctorReport, FailingResource, FirewallRuleInfo, HostState,
     HostVitals, LinkInfo, ServerDetail, ServerInfo, Servers, ServiceDetail, ServiceHost,
-    ServiceHostState, ServiceInfo, StatusDetail, StatusInfo, UserInfo,
+    ServiceHostState, ServiceInfo, StatusDetail, StatusInfo, UsageInfo, UsageQuery, UserInfo,
 };
 
 use crate::admin::{AdminError, AdminErrorExt};
@@ -682,9 +682,68 @@ pub async fn doctor(ctl: &Controller) -> Result<DoctorReport, AdminError> {
     Ok(DoctorReport { checks })
 }
 
+/// How far in the future `users usage --since` may be: the CLI and controller clocks differ.
+pub const SINCE_SLACK: i64 = 60;
+
+/// Refuses a `--since` more than [`SINCE_SLACK`] after `now` (a typo of a year, say), which
+/// would answer "no traffic" instead of an error.
+pub fn check_since(since: Option<i64>, now: i64) -> Result<(), AdminError> {
+    match since {
+        Some(s) if s > now.saturating_add(SINCE_SLACK) => {
+            let shown = u64::try_from(s)
+                .ok()
+                .and_then(|s| std::time::UNIX_EPOCH.checked_add(Duration::from_secs(s)))
+                .map_or_else(
+                    || s.to_string(),
+                    |t| humantime::format_rfc3339(t).to_string(),
+                );
+            Err(AdminError::bad_data(format!(
+                "invalid --since: {shown} is in the future"
+            )))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// `vpn users usage [NAME] [--since] [--by]`: totals from the store, one user (by name) or all.
+pub async fn usage(ctl: &Controller, q: UsageQuery) -> Result<UsageInfo, AdminError> {
+    check_since(q.since, now())?;
+    let user_id = match &q.user {
+        Some(name) => match ctl.store.user(name).await.bad()? {
+            Some(d) => Some(d.user.id),
+            None => return Err(StoreError::not_found("user", name).into()),
+        },
+        None => None,
+    };
+    let rows = ctl
+        .store
+        .usage_totals(user_id.as_deref(), q.since, q.by)
+        .await
+        .bad()?;
+    Ok(UsageInfo {
+        since: q.since,
+        by: q.by,
+        rows,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn since_may_be_a_minute_ahead_not_more() {
+        assert!(check_since(None, 1_000).is_ok());
+        assert!(check_since(Some(0), 1_000).is_ok());
+        assert!(check_since(Some(1_000 + SINCE_SLACK), 1_000).is_ok());
+        let e = check_since(Some(1_796_119_200), 1_000)
+            .err()
+            .map(|e| e.message().to_string());
+        assert_eq!(
+            e.as_deref(),
+            Some("invalid --since: 2026-12-01T10:00:00Z is in the future")
+        );
+    }
 
     #[test]
     fn host_part_strips_ports_and_brackets() {

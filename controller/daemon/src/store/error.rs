@@ -24,6 +24,9 @@ pub enum StoreError {
     /// A stored value that this version cannot read (edited by hand or by a newer version).
     #[error("stored {what} is unreadable: {reason}")]
     Corrupt { what: &'static str, reason: String },
+    /// A usage batch an agent sent that cannot be applied as it is (nothing of it was).
+    #[error("usage batch refused: {0}")]
+    Batch(#[from] super::usage::BatchError),
     /// The operating system's random generator failed.
     #[error("the system random generator failed")]
     Random,

@@ -1,5 +1,5 @@
 //! The controller's store: hosts, enrollment tokens, services, users and their credentials, and
-//! the firewall's block lists, and each host's health in one SQLite file (WAL, foreign keys on), with the schema embedded as migrations.
+//! the firewall's block lists, each host's health and the fleet's traffic in one SQLite file (WAL, foreign keys on), with the schema embedded as migrations.
 //!
 //! Besides keeping rows, the store decides what each host must run: [`Store::desired_state`]
 //! renders a host's full state, and every mutation returns a [`Mutation`] whose [`HostPush`]es say
@@ -14,7 +14,8 @@
 //! - `render`: pure rows → `UserSpec` / `DesiredState` / pushes.
 //! - `hosts`, `services`, `users`: the SQL of each noun; `state`: loaders shared by them and the
 //!   desired state; `ports`: per-user port allocation and secrets; `firewall`: block lists and
-//!   each host's firewall policy; `health`: failing resources and recent events per host.
+//!   each host's firewall policy; `health`: failing resources and recent events per host;
+//!   `usage`: agents' traffic ledger entries applied exactly once, and the usage totals.
 //!
 //! Time is always the caller's `now` (unix seconds): the store never reads a clock.
 
@@ -27,6 +28,7 @@ mod render;
 mod rows;
 mod services;
 mod state;
+pub mod usage;
 mod users;
 pub(crate) mod validate;
 
@@ -49,6 +51,7 @@ pub use rows::{
     CredentialRow, DEFAULT_PORT_SPAN, EditUserFields, FirewallRuleRow, HostRow, NewService,
     NewUser, Servers, ServiceRow, UserDetail, UserRow, UserStatus,
 };
+pub use usage::{BatchError, Ingested};
 
 /// How long a connection waits for SQLite's write lock held by another process (a backup, say).
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);

@@ -301,6 +301,45 @@ impl TestController {
         }
     }
 
+    /// Stops this controller and starts another on the same data directory, as a restarted
+    /// process would: what the store committed is there, everything held in memory (sessions,
+    /// metrics, queued pushes) is gone. It listens on a new port ([`TestController::addr`]).
+    pub async fn restart(mut self) -> TestController {
+        let config = self.ctl.config.clone();
+        self.client.close(0u32.into(), b"controller restarting");
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(serving) = self.serving.take() {
+            let _ = tokio::time::timeout(STEP, serving).await;
+        }
+        // The directory moves to the new controller; `self` is left an empty one to delete.
+        let dir = std::mem::replace(
+            &mut self._dir,
+            tempfile::tempdir().expect("temporary directory"),
+        );
+        let (ctl, endpoint) = server::bind(config)
+            .await
+            .expect("controller bind after restart");
+        let addr = endpoint.local_addr().expect("bound address");
+        let (shutdown, stop) = oneshot::channel::<()>();
+        let serving = tokio::spawn(server::serve(ctl.clone(), endpoint, async move {
+            let _ = stop.await;
+        }));
+        TestController {
+            ca_pem: std::mem::take(&mut self.ca_pem),
+            admin_cert: std::mem::take(&mut self.admin_cert),
+            admin_key: std::mem::take(&mut self.admin_key),
+            client: transport::client_endpoint(addr).expect("client endpoint"),
+            ctl,
+            addr,
+            data_dir: self.data_dir.clone(),
+            shutdown: Some(shutdown),
+            serving: Some(serving),
+            _dir: dir,
+        }
+    }
+
     /// Stops serving and waits for the controller to close its store.
     pub async fn stop(mut self) {
         self.client.close(0u32.into(), b"test over");

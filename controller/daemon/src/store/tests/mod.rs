@@ -4,9 +4,11 @@
 mod credentials;
 mod health;
 mod hosts;
+mod ingest_scale;
 mod invariant;
 mod limits;
 mod scale;
+mod usage;
 mod vless;
 
 use tempfile::TempDir;

@@ -1,0 +1,416 @@
+//! Traffic accounting (SPEC §2.6): agents' ledger entries applied exactly once, and the totals
+//! `users usage` reads.
+//!
+//! Exactly once rests on one rule: per host and ledger epoch the store keeps a watermark, the
+//! highest seq applied, and [`Store::ingest_usage`] adds a batch's entries above it to the hourly
+//! totals and moves it **in the same transaction**. A batch whose ack was lost comes again and
+//! finds its seqs at or below the watermark: it changes nothing and is acked again. Because the
+//! watermark is a single number, entries must be applied in seq order — which is why a batch
+//! that is not strictly ascending is refused ([`check_batch`]) rather than partly applied, and
+//! why the session applies nothing after a batch of its epoch failed (see `session.rs`).
+//!
+//! What a batch may hold is bounded ([`check_batch`], pure): a peer cannot make the controller
+//! store an overflowing or negative count, or hold the writer lock for a giant transaction.
+
+use std::collections::BTreeMap;
+
+use serde_json::json;
+use vpn_shared::proto::UsageReport;
+use vpn_shared::proto::admin::{UsageBy, UsageRow};
+
+use super::Store;
+use super::error::{Result, StoreError};
+
+/// Entries one batch may carry. The agent's batches are far smaller (one entry per user and
+/// service with traffic per 10 s interval); this bounds one write transaction (about 1 s here).
+pub const MAX_ENTRIES: usize = 100_000;
+/// Bytes one entry may count in each direction (8 PiB): more is not traffic but a broken
+/// counter, and it keeps every sum far from SQLite's signed 64-bit limit.
+pub const MAX_ENTRY_BYTES: u64 = 1 << 53;
+/// Longest user id and service name in an entry (ids are UUIDs, service names at most 32).
+pub const MAX_ID: usize = 64;
+/// Seconds per stored bucket.
+pub const HOUR: i64 = 3_600;
+
+/// Why a batch was refused as a whole. Nothing of a refused batch is applied: it is a broken
+/// agent, not a broken store, and resending it will not help.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BatchError {
+    /// More entries than [`MAX_ENTRIES`].
+    #[error("usage batch of {0} entries is over the limit of {MAX_ENTRIES}")]
+    TooLarge(usize),
+    /// A seq not above the one before it.
+    #[error("usage entry seq {seq} follows seq {after}: entries must be strictly ascending")]
+    NotAscending { after: u64, seq: u64 },
+    /// A seq SQLite cannot store (past 2^63 - 1) or 0 (seqs start at 1).
+    #[error("usage entry seq {0} is out of range")]
+    Seq(u64),
+    /// An interval that ends before it starts, or starts before 1970.
+    #[error("usage entry seq {seq}: interval {from}..{to} is not a time span")]
+    Interval { seq: u64, from: i64, to: i64 },
+    /// A byte count over [`MAX_ENTRY_BYTES`], or a batch whose sum overflows.
+    #[error("usage entry seq {seq}: {what} of {bytes} bytes is absurd (limit {MAX_ENTRY_BYTES})")]
+    Bytes {
+        seq: u64,
+        what: &'static str,
+        bytes: u64,
+    },
+    /// An empty or over-long user id or service name.
+    #[error("usage entry seq {seq}: {what} {value:?} is empty or longer than {MAX_ID} bytes")]
+    Name {
+        seq: u64,
+        what: &'static str,
+        value: String,
+    },
+}
+
+/// What ingesting one batch did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Ingested {
+    /// What to ack: every entry of this epoch with `seq <= up_to` is applied.
+    pub up_to: u64,
+    /// Entries added to the totals now.
+    pub applied: usize,
+    /// Entries at or below the watermark (applied before: a replay).
+    pub skipped: usize,
+    /// Bytes the applied entries added (up + down + undirected).
+    pub bytes: u64,
+    /// Distinct user ids among the applied entries that name no current user (removed while
+    /// their bytes were in flight, most likely): their bytes are kept under that id.
+    pub unknown_users: usize,
+}
+
+/// Checks a batch before anything is read or written; see [`BatchError`].
+pub fn check_batch(report: &UsageReport) -> Result<(), BatchError> {
+    if report.entries.len() > MAX_ENTRIES {
+        return Err(BatchError::TooLarge(report.entries.len()));
+    }
+    let mut previous: Option<u64> = None;
+    for e in &report.entries {
+        if e.seq == 0 || i64::try_from(e.seq).is_err() {
+            return Err(BatchError::Seq(e.seq));
+        }
+        if let Some(after) = previous.filter(|p| e.seq <= *p) {
+            return Err(BatchError::NotAscending { after, seq: e.seq });
+        }
+        previous = Some(e.seq);
+        if e.from < 0 || e.to < e.from {
+            return Err(BatchError::Interval {
+                seq: e.seq,
+                from: e.from,
+                to: e.to,
+            });
+        }
+        for (what, bytes) in [("up", e.up), ("down", e.down), ("undirected", e.undirected)] {
+            if bytes > MAX_ENTRY_BYTES {
+                return Err(BatchError::Bytes {
+                    seq: e.seq,
+                    what,
+                    bytes,
+                });
+            }
+        }
+        for (what, value) in [("user", &e.user), ("service", &e.service)] {
+            if value.is_empty() || value.len() > MAX_ID {
+                return Err(BatchError::Name {
+                    seq: e.seq,
+                    what,
+                    value: super::health::cut(value, MAX_ID),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The hour an entry counts in: the end of its interval (when the bytes had been counted) on
+/// the agent's clock, but never later than the controller's `now`, so a host whose clock runs
+/// ahead cannot book traffic into the future.
+pub fn hour_of(to: i64, now: i64) -> i64 {
+    to.min(now).div_euclid(HOUR) * HOUR
+}
+
+/// Per (user, service, hour): the sums of one batch's applied entries, so a replayed backlog
+/// of many intervals costs one row write per hour, not one per entry.
+type Buckets<'a> = BTreeMap<(&'a str, &'a str, i64), [u64; 3]>;
+
+fn buckets<'a>(
+    entries: &'a [vpn_shared::proto::UsageEntry],
+    now: i64,
+) -> Result<Buckets<'a>, BatchError> {
+    let mut out: Buckets<'a> = BTreeMap::new();
+    for e in entries {
+        let sums = out
+            .entry((e.user.as_str(), e.service.as_str(), hour_of(e.to, now)))
+            .or_default();
+        for (i, (what, bytes)) in [("up", e.up), ("down", e.down), ("undirected", e.undirected)]
+            .into_iter()
+            .enumerate()
+        {
+            sums[i] = sums[i]
+                .checked_add(bytes)
+                .filter(|s| i64::try_from(*s).is_ok())
+                .ok_or(BatchError::Bytes {
+                    seq: e.seq,
+                    what,
+                    bytes,
+                })?;
+        }
+    }
+    Ok(out)
+}
+
+impl Store {
+    /// Applies one batch of `host_id`'s ledger entries exactly once, at the controller's
+    /// `now`: entries at or below the (host, epoch) watermark are skipped, the others added to
+    /// their hour rows, and the watermark moved to the batch's highest seq, in one
+    /// transaction. Returns what to ack. A batch [`check_batch`] refuses is
+    /// [`StoreError::Batch`] and changes nothing.
+    pub async fn ingest_usage(
+        &self,
+        host_id: &str,
+        report: &UsageReport,
+        now: i64,
+    ) -> Result<Ingested> {
+        check_batch(report)?;
+        // Stored bit for bit: a random u64 epoch past 2^63 reads back negative.
+        let epoch = report.epoch as i64;
+        let mut w = self.write().await?;
+        let last: Option<i64> = sqlx::query_scalar(
+            "SELECT last_seq FROM usage_watermarks WHERE host_id = ?1 AND epoch = ?2",
+        )
+        .bind(host_id)
+        .bind(epoch)
+        .fetch_optional(&mut *w.tx)
+        .await?;
+        let watermark = match last {
+            None => 0,
+            Some(s) => u64::try_from(s).map_err(|_| StoreError::corrupt("usage watermark", s))?,
+        };
+        // Ascending (checked): the replayed entries are a prefix.
+        let start = report.entries.partition_point(|e| e.seq <= watermark);
+        let fresh = &report.entries[start..];
+        let Some(highest) = fresh.last().map(|e| e.seq) else {
+            // Nothing new: leave the transaction unwritten (dropping it rolls back).
+            return Ok(Ingested {
+                up_to: watermark,
+                skipped: report.entries.len(),
+                ..Ingested::default()
+            });
+        };
+        let sums = buckets(fresh, now)?;
+        let rows: Vec<_> = sums
+            .iter()
+            .map(|((user, service, hour), [up, down, undirected])| {
+                json!([user, service, hour, up, down, undirected])
+            })
+            .collect();
+        sqlx::query(
+            "INSERT INTO usage_hours (user_id, host_id, service, hour, up, down, undirected) \
+             SELECT value ->> 0, ?1, value ->> 1, value ->> 2, value ->> 3, value ->> 4, \
+                    value ->> 5 \
+             FROM json_each(?2) WHERE true \
+             ON CONFLICT (host_id, hour, user_id, service) DO UPDATE SET \
+               up = up + excluded.up, down = down + excluded.down, \
+               undirected = undirected + excluded.undirected",
+        )
+        .bind(host_id)
+        .bind(serde_json::Value::Array(rows).to_string())
+        .execute(&mut *w.tx)
+        .await?;
+        let users: std::collections::BTreeSet<&str> = sums.keys().map(|(u, _, _)| *u).collect();
+        let unknown: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM json_each(?1) WHERE value NOT IN (SELECT id FROM users)",
+        )
+        .bind(json!(users).to_string())
+        .fetch_one(&mut *w.tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO usage_watermarks (host_id, epoch, last_seq, updated_at) \
+             VALUES (?1, ?2, ?3, ?4) ON CONFLICT (host_id, epoch) \
+             DO UPDATE SET last_seq = excluded.last_seq, updated_at = excluded.updated_at",
+        )
+        .bind(host_id)
+        .bind(epoch)
+        .bind(i64::try_from(highest).map_err(|_| BatchError::Seq(highest))?)
+        .bind(now)
+        .execute(&mut *w.tx)
+        .await?;
+        w.commit().await?;
+        let bytes = sums
+            .values()
+            .flat_map(|s| s.iter())
+            .fold(0u64, |a, b| a.saturating_add(*b));
+        Ok(Ingested {
+            up_to: highest,
+            applied: fresh.len(),
+            skipped: start,
+            bytes,
+            unknown_users: usize::try_from(unknown).unwrap_or(0),
+        })
+    }
+
+    /// The highest seq applied for `host_id`'s ledger `epoch`, if any.
+    pub async fn usage_watermark(&self, host_id: &str, epoch: u64) -> Result<Option<u64>> {
+        let last: Option<i64> = sqlx::query_scalar(
+            "SELECT last_seq FROM usage_watermarks WHERE host_id = ?1 AND epoch = ?2",
+        )
+        .bind(host_id)
+        .bind(epoch as i64)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(last.and_then(|s| u64::try_from(s).ok()))
+    }
+
+    /// Totals per user (and server, service or UTC day, per `by`) from the hour holding
+    /// `since` on, of one user id or all, summed in SQL. Rows are sorted by user name, then
+    /// key. A removed user reads `NAME (removed)` (an id never known reads as the id), a
+    /// removed server likewise.
+    pub async fn usage_totals(
+        &self,
+        user_id: Option<&str>,
+        since: Option<i64>,
+        by: UsageBy,
+    ) -> Result<Vec<UsageRow>> {
+        let (group, shown, joins) = match by {
+            UsageBy::User => ("NULL", "NULL", ""),
+            UsageBy::Server => (
+                "host_id",
+                "COALESCE(h.name, rh.name || ' (removed)', t.k)",
+                "LEFT JOIN hosts h ON h.id = t.k LEFT JOIN revoked_hosts rh ON rh.id = t.k",
+            ),
+            UsageBy::Service => ("service", "t.k", ""),
+            UsageBy::Day => (
+                "hour / 86400",
+                "strftime('%Y-%m-%d', t.k * 86400, 'unixepoch')",
+                "",
+            ),
+        };
+        let only = if user_id.is_some() {
+            "user_id = ?1 AND"
+        } else {
+            "?1 IS NULL AND"
+        };
+        let sql = format!(
+            "WITH t AS (SELECT user_id, {group} AS k, SUM(up) AS up, SUM(down) AS down, \
+                 SUM(undirected) AS und FROM usage_hours WHERE {only} hour >= ?2 \
+                 GROUP BY user_id, k) \
+             SELECT COALESCE(u.name, r.name || ' (removed)', t.user_id) AS name, {shown} AS key, \
+                 t.up, t.down, t.und \
+             FROM t LEFT JOIN users u ON u.id = t.user_id \
+                 LEFT JOIN removed_users r ON r.id = t.user_id {joins} \
+             ORDER BY name, key, t.user_id"
+        );
+        let since_hour = since.map_or(i64::MIN, |s| s.div_euclid(HOUR) * HOUR);
+        let mut tx = self.read().await?;
+        let rows: Vec<(String, Option<String>, i64, i64, i64)> = sqlx::query_as(&sql)
+            .bind(user_id)
+            .bind(since_hour)
+            .fetch_all(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        let count = |n: i64| u64::try_from(n).map_err(|_| StoreError::corrupt("usage total", n));
+        rows.into_iter()
+            .map(|(user, key, up, down, und)| {
+                let (up, down, undirected) = (count(up)?, count(down)?, count(und)?);
+                Ok(UsageRow {
+                    user,
+                    key,
+                    up,
+                    down,
+                    undirected,
+                    total: up.saturating_add(down).saturating_add(undirected),
+                })
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vpn_shared::proto::UsageEntry;
+
+    fn entry(seq: u64) -> UsageEntry {
+        UsageEntry {
+            seq,
+            user: "u".into(),
+            service: "ss".into(),
+            up: 1,
+            down: 2,
+            undirected: 0,
+            from: 100,
+            to: 110,
+        }
+    }
+
+    fn batch(entries: Vec<UsageEntry>) -> UsageReport {
+        UsageReport { epoch: 7, entries }
+    }
+
+    #[test]
+    fn a_well_formed_batch_passes() {
+        assert_eq!(
+            check_batch(&batch(vec![entry(1), entry(2), entry(9)])),
+            Ok(())
+        );
+        assert_eq!(check_batch(&batch(Vec::new())), Ok(()));
+    }
+
+    #[test]
+    fn each_malformed_entry_is_named() {
+        let refused = |e: Vec<UsageEntry>| check_batch(&batch(e)).unwrap_err().to_string();
+        assert_eq!(
+            refused(vec![entry(2), entry(2)]),
+            "usage entry seq 2 follows seq 2: entries must be strictly ascending"
+        );
+        assert!(refused(vec![entry(3), entry(1)]).contains("seq 1 follows seq 3"));
+        assert!(refused(vec![entry(0)]).contains("seq 0 is out of range"));
+        assert!(refused(vec![entry(u64::MAX)]).contains("out of range"));
+        let mut backwards = entry(1);
+        backwards.to = 99;
+        assert_eq!(
+            refused(vec![backwards]),
+            "usage entry seq 1: interval 100..99 is not a time span"
+        );
+        let mut huge = entry(1);
+        huge.undirected = MAX_ENTRY_BYTES + 1;
+        assert!(refused(vec![huge]).contains("undirected of 9007199254740993 bytes is absurd"));
+        let mut nameless = entry(1);
+        nameless.user.clear();
+        assert!(refused(vec![nameless]).contains("user \"\" is empty"));
+        let mut long = entry(1);
+        long.service = "s".repeat(MAX_ID + 1);
+        assert!(refused(vec![long]).contains("service"));
+        let many = batch((1..=MAX_ENTRIES as u64 + 1).map(entry).collect());
+        assert_eq!(
+            check_batch(&many),
+            Err(BatchError::TooLarge(MAX_ENTRIES + 1))
+        );
+    }
+
+    #[test]
+    fn an_entry_counts_in_the_hour_its_interval_ends_never_in_the_future() {
+        assert_eq!(hour_of(7_199, 10_000), 3_600);
+        assert_eq!(hour_of(7_200, 10_000), 7_200);
+        // An agent clock a day ahead books into the controller's current hour.
+        assert_eq!(hour_of(10_000 + 86_400, 10_000), 7_200);
+    }
+
+    #[test]
+    fn a_batch_whose_sums_overflow_is_refused() {
+        let mut a = entry(1);
+        let mut b = entry(2);
+        a.up = MAX_ENTRY_BYTES;
+        b.up = MAX_ENTRY_BYTES;
+        // Two fit; 1,024 of them in one hour would pass 2^63.
+        assert!(buckets(&[a.clone(), b], 200).is_ok());
+        let many: Vec<_> = (1..=1_025)
+            .map(|seq| UsageEntry { seq, ..a.clone() })
+            .collect();
+        assert!(matches!(
+            buckets(&many, 200),
+            Err(BatchError::Bytes { what: "up", .. })
+        ));
+    }
+}
