@@ -116,7 +116,6 @@ fn assert_exact(fleet: &Fleet, i: usize, port: u16, what: &str) -> u64 {
         engine_bytes(fleet, i, port),
         "{what}: figures moved apart after settling"
     );
-    println!("usage: {what}: {engine} bytes on {server}, controller and engine agree");
     engine
 }
 
@@ -136,6 +135,7 @@ fn usage_equals_the_hosts_own_counters_and_the_payload_within_overhead() {
     let before = assert_exact(&fleet, 0, port, "after the first page");
     download(&c, TRANSFER);
     let after = assert_exact(&fleet, 0, port, "after an 8 MiB download");
+    println!("usage: {before} bytes after the first page, {after} after the download, to the byte");
     let moved = after - before;
     let overhead = moved as f64 / TRANSFER as f64 - 1.0;
     println!(
@@ -174,7 +174,8 @@ fn a_partitioned_host_reports_every_byte_after_healing() {
     });
     cut.heal().unwrap_or_else(|e| panic!("{e:#}"));
     fleet.wait_converged(CONVERGE);
-    assert_exact(&fleet, 0, port, "after a partition");
+    let n = assert_exact(&fleet, 0, port, "after a partition");
+    println!("usage: after a partition: {n} bytes, controller and engine agree");
 }
 
 /// (b) The agent is SIGKILLed again and again while bytes flow and reports are in flight, then
@@ -196,7 +197,8 @@ fn an_agent_killed_mid_report_neither_loses_nor_doubles() {
         fleet.start_agent(0);
         fleet.wait_converged(CONVERGE);
     }
-    assert_exact(&fleet, 0, port, "after three agent kills");
+    let n = assert_exact(&fleet, 0, port, "after three agent kills");
+    println!("usage: after three agent kills: {n} bytes, controller and engine agree");
 }
 
 /// (c) The controller is SIGKILLed while agents report, then started again: the totals stay
@@ -224,7 +226,10 @@ fn a_controller_killed_during_ingest_neither_loses_nor_doubles() {
         fleet.wait_converged(CONVERGE);
     }
     for (i, (_, port)) in clients.iter().enumerate() {
-        assert_exact(&fleet, i, *port, "after three controller kills");
+        let n = assert_exact(&fleet, i, *port, "after three controller kills");
+        println!(
+            "usage: after three controller kills: host-{i} {n} bytes, controller and engine agree"
+        );
     }
     println!("usage: controller-kill story took {:?}", start.elapsed());
 }
