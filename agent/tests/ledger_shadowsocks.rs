@@ -30,35 +30,7 @@ use support::*;
 const SERVICE: &str = "ss-ledger";
 
 fn state(base: u16, users: &[(&str, u16, &str)]) -> DesiredState {
-    let mut s = DesiredState::default();
-    s.services.insert(
-        SERVICE.into(),
-        ServiceSpec {
-            name: SERVICE.into(),
-            protocol: Protocol::Shadowsocks,
-            port: base,
-            image: None,
-            options: ServiceOptions::Shadowsocks {
-                method: METHOD.into(),
-            },
-            bandwidth: Default::default(),
-            new_conn_rate: None,
-        },
-    );
-    for (name, port, password) in users {
-        let user = UserSpec {
-            name: (*name).into(),
-            id: format!("id-{name}"),
-            credentials: vec![Credential::Shadowsocks {
-                service: SERVICE.into(),
-                port: *port,
-                password: (*password).into(),
-            }],
-            bandwidth: Default::default(),
-        };
-        s.users.insert((*name).into(), user);
-    }
-    s
+    support::state(SERVICE, base, users)
 }
 
 /// What the agent does on its usage tick: read through the driver, record.

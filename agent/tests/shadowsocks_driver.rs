@@ -28,34 +28,7 @@ use support::*;
 const SERVICE: &str = "ss-it";
 
 fn state(base: u16, users: &[(&str, u16, &str)]) -> DesiredState {
-    let mut s = DesiredState::default();
-    let service = ServiceSpec {
-        name: SERVICE.into(),
-        protocol: Protocol::Shadowsocks,
-        port: base,
-        image: None,
-        options: ServiceOptions::Shadowsocks {
-            method: METHOD.into(),
-        },
-        bandwidth: Default::default(),
-        new_conn_rate: None,
-    };
-    s.services.insert(SERVICE.into(), service);
-    for (name, port, password) in users {
-        let credentials = vec![Credential::Shadowsocks {
-            service: SERVICE.into(),
-            port: *port,
-            password: (*password).into(),
-        }];
-        let user = UserSpec {
-            name: (*name).into(),
-            id: format!("id-{name}"),
-            credentials,
-            bandwidth: Default::default(),
-        };
-        s.users.insert((*name).into(), user);
-    }
-    s
+    support::state(SERVICE, base, users)
 }
 
 fn assert_all_ok(report: &ApplyReport, expected: usize) {

@@ -17,6 +17,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::time::timeout;
 use vpn_agent::apply::docker::{Docker, LABEL_HOST};
 use vpn_agent::drivers::shadowsocks::DEFAULT_IMAGE;
+use vpn_shared::model::{
+    Credential, DesiredState, Protocol, ServiceOptions, ServiceSpec, UserSpec,
+};
 
 /// The cipher of every test service.
 pub const METHOD: &str = "chacha20-ietf-poly1305";
@@ -215,4 +218,36 @@ pub async fn roundtrip(s: &mut TcpStream, payload: &[u8]) -> std::io::Result<Vec
         .await
         .map_err(|_| std::io::Error::other("timed out"))??;
     Ok(back)
+}
+
+/// A desired state of one Shadowsocks service `service` on `base` and one user per
+/// `(name, port, password)`, each with the id `id-<name>`.
+pub fn state(service: &str, base: u16, users: &[(&str, u16, &str)]) -> DesiredState {
+    let mut s = DesiredState::default();
+    let spec = ServiceSpec {
+        name: service.into(),
+        protocol: Protocol::Shadowsocks,
+        port: base,
+        image: None,
+        options: ServiceOptions::Shadowsocks {
+            method: METHOD.into(),
+        },
+        bandwidth: Default::default(),
+        new_conn_rate: None,
+    };
+    s.services.insert(service.into(), spec);
+    for (name, port, password) in users {
+        let user = UserSpec {
+            name: (*name).into(),
+            id: format!("id-{name}"),
+            credentials: vec![Credential::Shadowsocks {
+                service: service.into(),
+                port: *port,
+                password: (*password).into(),
+            }],
+            bandwidth: Default::default(),
+        };
+        s.users.insert((*name).into(), user);
+    }
+    s
 }

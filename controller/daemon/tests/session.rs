@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use common::{
     AgentIdentity, AgentSession, Inbound, TestController, add_user, admin_request, applied,
-    assert_closed_with, bounded, deploy_shadowsocks, hello,
+    apply_delta_parts as apply, assert_closed_with, bounded, deploy_shadowsocks, hello,
 };
 use vpn_controller::config::FileConfig;
 use vpn_shared::model::{Change, DesiredState, Digest};
@@ -111,24 +111,6 @@ async fn malformed_truncated_and_oversized_frames_close_the_session_with_a_proto
         tc.stop().await;
     })
     .await;
-}
-
-/// Applies a delta to the agent's copy, checking it follows on and lands on the claimed digest.
-fn apply(state: &mut DesiredState, msg: ControllerMsg) -> (u64, Digest, Vec<Change>) {
-    let ControllerMsg::Delta {
-        base_generation,
-        generation,
-        digest,
-        changes,
-    } = msg
-    else {
-        panic!("expected a Delta, got {msg:?}");
-    };
-    state
-        .apply_delta(base_generation, generation, &changes)
-        .unwrap_or_else(|e| panic!("delta does not follow on: {e}"));
-    assert_eq!(state.digest(), digest, "digest after delta to {generation}");
-    (base_generation, digest, changes)
 }
 
 fn upserts(changes: &[Change]) -> Vec<&str> {

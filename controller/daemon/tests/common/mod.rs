@@ -814,6 +814,14 @@ pub fn now_ms() -> i64 {
 
 /// Applies a `Delta` to `state`, checking it follows on and matches its digest.
 pub fn apply_delta(state: &mut DesiredState, msg: ControllerMsg) -> Digest {
+    apply_delta_parts(state, msg).1
+}
+
+/// Like [`apply_delta`], also giving the delta's base generation and its changes.
+pub fn apply_delta_parts(
+    state: &mut DesiredState,
+    msg: ControllerMsg,
+) -> (u64, Digest, Vec<vpn_shared::model::Change>) {
     let ControllerMsg::Delta {
         base_generation,
         generation,
@@ -827,7 +835,7 @@ pub fn apply_delta(state: &mut DesiredState, msg: ControllerMsg) -> Digest {
         .apply_delta(base_generation, generation, &changes)
         .unwrap_or_else(|e| panic!("delta does not follow on: {e}"));
     assert_eq!(state.digest(), digest, "digest after delta to {generation}");
-    digest
+    (base_generation, digest, changes)
 }
 
 /// How often the controller counted the event `name`.
