@@ -93,7 +93,7 @@ all_online() {
 import json, sys
 rows = json.load(sys.stdin)
 want = set(sys.argv[1:])
-rows = [r.get("server", r) for r in rows]  # a host's fields sit under "server", next to its health
+rows = [r.get("server", r) for r in rows]  # the fields of a host sit under "server", next to its health
 sys.exit(0 if want <= {r["name"] for r in rows if r.get("online")} else 1)' "${HOSTS[@]}"
 }
 wait_for 30 all_online || die "agents not online within 30 s; see $DEMO/logs/agent-*.log"
