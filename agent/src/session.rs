@@ -576,6 +576,8 @@ impl Agent {
                     None
                 }
                 Some(Ok(ControllerMsg::KeepAlive)) => None,
+                // Offline enforcement is not wired yet.
+                Some(Ok(ControllerMsg::Allowances(_))) => None,
                 Some(Ok(ControllerMsg::UsageAck { epoch, up_to })) => {
                     if let Some(l) = self.ledger.as_mut() {
                         let dropped = l.ack(epoch, up_to);

@@ -191,6 +191,14 @@ async fn handle(ctl: &Controller, req: AdminRequest) -> Reply {
         )),
         AdminRequest::Doctor => Ok(AdminResponse::Doctor(views::doctor(ctl).await?)),
         AdminRequest::UsersUsage(q) => views::usage(ctl, q).await.map(AdminResponse::Usage),
+        // Quotas are not wired yet.
+        AdminRequest::UsersAddWith { .. }
+        | AdminRequest::UsersEditWith { .. }
+        | AdminRequest::UsersListDetail
+        | AdminRequest::UsersShowDetail { .. } => Ok(AdminResponse::Error {
+            kind: ErrorKind::BadData,
+            message: "quotas are not supported by this controller yet".into(),
+        }),
         AdminRequest::ServicesList => Ok(AdminResponse::Services(views::services(ctl).await?)),
         AdminRequest::ServicesShow { name } => {
             let all = views::services(ctl).await?;

@@ -825,6 +825,8 @@ impl Session {
                 Ok(())
             }
             AgentMsg::Usage(report) => self.usage(report).await,
+            // Offline enforcement is not wired yet.
+            AgentMsg::Enforced(_) => Ok(()),
             AgentMsg::Report(report) => {
                 self.report(reg, report, received_ms).await;
                 Ok(())

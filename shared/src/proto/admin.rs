@@ -104,6 +104,128 @@ pub enum AdminRequest {
     },
     /// `users usage`: [`AdminResponse::Usage`].
     UsersUsage(UsageQuery),
+    /// `users add` with a data limit, reset period, expiry or hold: [`AdminResponse::Applied`].
+    UsersAddWith {
+        add: AddUser,
+        quota: Quota,
+    },
+    /// `users edit` with quota flags: [`AdminResponse::Applied`].
+    UsersEditWith {
+        edit: EditUser,
+        quota: QuotaEdit,
+    },
+    /// `users list` with quotas: [`AdminResponse::UsersDetail`].
+    UsersListDetail,
+    /// `users show` with its quota: [`AdminResponse::UserDetail`].
+    UsersShowDetail {
+        name: String,
+    },
+}
+
+/// A moment, absolute or counted from when the controller receives the request (so a
+/// relative `30d` means the controller's clock, not the operator's laptop's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum When {
+    /// Unix seconds.
+    At(i64),
+    /// Seconds from the controller's now.
+    In(i64),
+}
+
+/// How often a data limit starts again (calendar periods in the controller's time zone).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+pub enum Reset {
+    /// The limit is for the user's whole life.
+    #[default]
+    Never,
+    Day,
+    Week,
+    Month,
+    Year,
+}
+
+impl Reset {
+    /// The flag's spelling: `none`, `day`, `week`, `month`, `year`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reset::Never => "none",
+            Reset::Day => "day",
+            Reset::Week => "week",
+            Reset::Month => "month",
+            Reset::Year => "year",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Reset> {
+        Some(match s {
+            "none" => Reset::Never,
+            "day" => Reset::Day,
+            "week" => Reset::Week,
+            "month" => Reset::Month,
+            "year" => Reset::Year,
+            _ => return None,
+        })
+    }
+}
+
+/// `--on-hold 30d [--on-hold-timeout 7d]`: the expiry clock starts at first use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OnHoldSpec {
+    /// Seconds of use once the clock starts.
+    pub duration: i64,
+    /// When the clock starts even without use.
+    pub timeout: Option<When>,
+}
+
+/// The quota of a new user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Quota {
+    /// Bytes per period; `None`: unlimited.
+    pub data_limit: Option<u64>,
+    pub reset: Reset,
+    pub expires: Option<When>,
+    /// Excludes `expires`.
+    pub on_hold: Option<OnHoldSpec>,
+}
+
+/// Changes to a user's quota; `None` leaves a field as it is, `Some(None)` removes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct QuotaEdit {
+    pub data_limit: Option<Option<u64>>,
+    pub reset: Option<Reset>,
+    pub expires: Option<Option<When>>,
+    /// `Some(Some(_))` puts the user on hold again (the clock starts at the next use).
+    pub on_hold: Option<Option<OnHoldSpec>>,
+}
+
+/// A user with its quota as the controller evaluates it now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserDetail {
+    pub user: UserInfo,
+    pub quota: UserQuota,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserQuota {
+    pub data_limit: Option<u64>,
+    pub reset: Reset,
+    /// Bytes counted in the current period (all time with `Never`), over every host.
+    pub used: u64,
+    /// Unix seconds the current period started; `None` with `Never`.
+    pub period_start: Option<i64>,
+    pub next_reset: Option<i64>,
+    pub expires_at: Option<i64>,
+    pub on_hold: Option<OnHoldInfo>,
+    /// First traffic seen on any host, Unix seconds.
+    pub first_use: Option<i64>,
+    /// Why the user is in its status (`limited: 1.0 MiB of 1 MiB used`); `None` when active.
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OnHoldInfo {
+    pub duration: i64,
+    pub timeout_at: Option<i64>,
 }
 
 /// Which traffic `users usage` sums, and how it splits it.
@@ -246,6 +368,8 @@ pub enum AdminResponse {
     ServiceDetail(ServiceDetail),
     Doctor(DoctorReport),
     Usage(UsageInfo),
+    UsersDetail(Vec<UserDetail>),
+    UserDetail(UserDetail),
 }
 
 /// Whether a host can be trusted to serve (SPEC §2.8): online is not healthy.

@@ -26,6 +26,27 @@ pub enum AgentMsg {
     /// Protocol version 4 on: traffic from the agent's ledger, oldest first, seqs ascending.
     /// Sent again (from the oldest unacked) after every reconnect until acked.
     Usage(UsageReport),
+    /// Protocol version 5 on: users this agent cut off by itself (an allowance ran out), sent
+    /// once each after the next `Hello` when it happened while the controller was away.
+    Enforced(Vec<CutOff>),
+}
+
+/// A user the agent removed from its host on its own (SPEC §2.6, offline enforcement).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CutOff {
+    /// The user's id (`UserSpec::id`).
+    pub user: String,
+    pub cause: CutOffCause,
+    /// Agent clock, Unix seconds.
+    pub at: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CutOffCause {
+    /// The bytes the controller last allowed were used up on this host.
+    DataUsedUp,
+    /// The expiry the controller last sent has passed.
+    Expired,
 }
 
 /// A batch of ledger entries (SPEC §2.6).
@@ -205,6 +226,33 @@ pub enum ControllerMsg {
         epoch: u64,
         up_to: u64,
     },
+    /// Protocol version 5 on: what users of this host may still use, for the agent to enforce
+    /// by itself (SPEC §2.6). Not part of the desired state: no generation, no digest.
+    Allowances(Allowances),
+}
+
+/// Data and time allowances of a host's users, as the controller counted them.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Allowances {
+    /// The controller's figures include this host's ledger entries of `epoch` up to `up_to`
+    /// and nothing later: the agent subtracts its own entries after that itself.
+    pub epoch: u64,
+    pub up_to: u64,
+    /// `true`: these are all of the host's allowances (a user not listed has none); `false`:
+    /// only the listed users changed.
+    pub complete: bool,
+    pub users: Vec<Allowance>,
+}
+
+/// One user's allowance; a user with neither is not limited.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Allowance {
+    /// The user's id (`UserSpec::id`).
+    pub user: String,
+    /// Bytes left in the current period over all hosts; `None`: no data limit.
+    pub remaining: Option<u64>,
+    /// Unix seconds; `None`: no expiry.
+    pub expires_at: Option<i64>,
 }
 
 /// A chunk of a full state. A state larger than one frame is sent as several chunks.

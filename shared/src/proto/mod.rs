@@ -31,7 +31,9 @@ pub const ALPN_ENROLL: &[u8] = b"vpn-enroll/1";
 ///   reconcile); an agent sends it only when the session negotiated 3 or more.
 /// - 4: the agent may send [`AgentMsg::Usage`] (ledger entries) and the controller answers
 ///   [`ControllerMsg::UsageAck`]; each side sends them only when the session negotiated 4.
-pub const PROTOCOL_VERSION: u16 = 4;
+/// - 5: the controller may send [`ControllerMsg::Allowances`] and the agent
+///   [`AgentMsg::Enforced`] (offline enforcement of quotas); only when the session negotiated 5.
+pub const PROTOCOL_VERSION: u16 = 5;
 /// The oldest protocol version this build still speaks.
 pub const MIN_PROTOCOL_VERSION: u16 = 1;
 

@@ -343,7 +343,117 @@ fn samples() -> Vec<(&'static str, Vec<u8>)> {
                 }),
             )),
         ),
+        (
+            "agent_enforced",
+            enc(&AgentMsg::Enforced(vec![
+                CutOff {
+                    user: "0b4e".into(),
+                    cause: CutOffCause::DataUsedUp,
+                    at: 1_700_000_020,
+                },
+                CutOff {
+                    user: "0b4f".into(),
+                    cause: CutOffCause::Expired,
+                    at: 1_700_000_030,
+                },
+            ])),
+        ),
+        (
+            "ctl_allowances",
+            enc(&ControllerMsg::Allowances(Allowances {
+                epoch: 0x1234_5678_9abc_def0,
+                up_to: 41,
+                complete: true,
+                users: vec![
+                    Allowance {
+                        user: "0b4e".into(),
+                        remaining: Some(1_048_576),
+                        expires_at: None,
+                    },
+                    Allowance {
+                        user: "0b4f".into(),
+                        remaining: None,
+                        expires_at: Some(1_800_000_000),
+                    },
+                ],
+            })),
+        ),
+        ("admin_quota", enc(&admin_quota())),
     ]
+}
+
+/// The quota requests and their answers, in one sample.
+fn admin_quota() -> (Vec<AdminRequest>, Vec<AdminResponse>) {
+    let add = AddUser {
+        name: "a".into(),
+        email: None,
+        note: None,
+        protocols: None,
+        servers: Servers::All,
+        bandwidth: Bandwidth::default(),
+        wait: true,
+    };
+    let edit = EditUser {
+        name: "a".into(),
+        email: None,
+        note: None,
+        bandwidth: None,
+        wait: false,
+    };
+    let requests = vec![
+        AdminRequest::UsersAddWith {
+            add,
+            quota: Quota {
+                data_limit: Some(1 << 20),
+                reset: Reset::Day,
+                expires: None,
+                on_hold: Some(OnHoldSpec {
+                    duration: 2_592_000,
+                    timeout: Some(When::In(604_800)),
+                }),
+            },
+        },
+        AdminRequest::UsersEditWith {
+            edit,
+            quota: QuotaEdit {
+                data_limit: Some(None),
+                reset: Some(Reset::Year),
+                expires: Some(Some(When::At(1_800_000_000))),
+                on_hold: Some(None),
+            },
+        },
+        AdminRequest::UsersListDetail,
+        AdminRequest::UsersShowDetail { name: "a".into() },
+    ];
+    let user = admin_responses()
+        .into_iter()
+        .find_map(|r| match r {
+            AdminResponse::User(u) => Some(u),
+            _ => None,
+        })
+        .expect("a user sample");
+    let detail = UserDetail {
+        user,
+        quota: UserQuota {
+            data_limit: Some(1 << 20),
+            reset: Reset::Month,
+            used: 1 << 20,
+            period_start: Some(1_700_000_000),
+            next_reset: Some(1_702_592_000),
+            expires_at: Some(1_800_000_000),
+            on_hold: Some(OnHoldInfo {
+                duration: 86_400,
+                timeout_at: None,
+            }),
+            first_use: Some(1_700_000_100),
+            reason: Some("limited: 1.0 MiB of 1 MiB used".into()),
+        },
+    };
+    let responses = vec![
+        AdminResponse::UsersDetail(vec![detail.clone()]),
+        AdminResponse::UserDetail(detail),
+    ];
+    (requests, responses)
 }
 
 fn admin_health_responses() -> Vec<AdminResponse> {
@@ -696,6 +806,9 @@ fn every_golden_sample_decodes_back() {
             | "admin_health_requests"
             | "admin_edit_with" => postcard::from_bytes::<Vec<AdminRequest>>(&bytes).is_ok(),
             "admin_usage" => postcard::from_bytes::<(AdminRequest, AdminResponse)>(&bytes).is_ok(),
+            "admin_quota" => {
+                postcard::from_bytes::<(Vec<AdminRequest>, Vec<AdminResponse>)>(&bytes).is_ok()
+            }
             "admin_responses" | "admin_health_responses" => {
                 postcard::from_bytes::<Vec<AdminResponse>>(&bytes).is_ok()
             }

@@ -58,6 +58,8 @@ fn structured(resp: &AdminResponse, format: Format) -> Result<String, CliError> 
         AdminResponse::Service(p) => encode(p, format),
         AdminResponse::Users(p) => encode(p, format),
         AdminResponse::User(p) => encode(p, format),
+        AdminResponse::UsersDetail(p) => encode(p, format),
+        AdminResponse::UserDetail(p) => encode(p, format),
         AdminResponse::Links(p) => encode(p, format),
         AdminResponse::Status(p) => encode(p, format),
         AdminResponse::Applied(p) => encode(p, format),

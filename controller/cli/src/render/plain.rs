@@ -26,6 +26,8 @@ pub fn render(resp: &AdminResponse) -> Result<String, CliError> {
         AdminResponse::Service(s) => vec![service(s)],
         AdminResponse::Users(v) => v.iter().map(user).collect(),
         AdminResponse::User(u) => vec![user(u)],
+        AdminResponse::UsersDetail(v) => v.iter().map(|d| user(&d.user)).collect(),
+        AdminResponse::UserDetail(d) => vec![user(&d.user)],
         AdminResponse::Links(v) => v.iter().map(|l| vec![l.url.clone()]).collect(),
         AdminResponse::Status(s) => status(s),
         AdminResponse::Applied(a) => applied(a),

@@ -30,6 +30,10 @@ pub fn render(resp: &AdminResponse, opts: &Opts) -> Result<String, CliError> {
         AdminResponse::Users(v) if v.is_empty() => "no users\n".into(),
         AdminResponse::Users(v) => users(v),
         AdminResponse::User(u) => user(u),
+        AdminResponse::UsersDetail(v) => {
+            users(&v.iter().map(|d| d.user.clone()).collect::<Vec<_>>())
+        }
+        AdminResponse::UserDetail(d) => user(&d.user),
         AdminResponse::Links(v) if v.is_empty() => "no links\n".into(),
         AdminResponse::Links(v) if opts.qr => links_qr(v),
         AdminResponse::Links(v) => links(v),
