@@ -20,8 +20,10 @@ use crate::enroll::{new_token, token_hash};
 use crate::fleet::not_waited;
 use crate::server::{Controller, now};
 use crate::store::validate::MAX_SHORT_IDS;
+use crate::quota::OnHold;
 use crate::store::{
-    EditUserFields, FirewallRuleRow, HostRow, Mutation, NewService, NewUser, StoreError, UserStatus,
+    EditUserFields, FirewallRuleRow, HostRow, Mutation, NewService, NewUser, QuotaEditFields,
+    QuotaSettings, StoreError, UserRow, UserStatus,
 };
 use crate::views;
 
@@ -191,14 +193,17 @@ async fn handle(ctl: &Controller, req: AdminRequest) -> Reply {
         )),
         AdminRequest::Doctor => Ok(AdminResponse::Doctor(views::doctor(ctl).await?)),
         AdminRequest::UsersUsage(q) => views::usage(ctl, q).await.map(AdminResponse::Usage),
-        // Quotas are not wired yet.
-        AdminRequest::UsersAddWith { .. }
-        | AdminRequest::UsersEditWith { .. }
-        | AdminRequest::UsersListDetail
-        | AdminRequest::UsersShowDetail { .. } => Ok(AdminResponse::Error {
-            kind: ErrorKind::BadData,
-            message: "quotas are not supported by this controller yet".into(),
-        }),
+        AdminRequest::UsersAddWith { add, quota } => users_add(ctl, add, quota).await,
+        AdminRequest::UsersEditWith { edit, quota } => users_edit(ctl, edit, quota).await,
+        AdminRequest::UsersListDetail => Ok(AdminResponse::UsersDetail(
+            views::user_details(ctl, None).await?,
+        )),
+        AdminRequest::UsersShowDetail { name } => views::user_details(ctl, Some(&name))
+            .await?
+            .into_iter()
+            .next()
+            .map(AdminResponse::UserDetail)
+            .ok_or_else(|| AdminError::bad(format!("user {name} not found"))),
         AdminRequest::ServicesList => Ok(AdminResponse::Services(views::services(ctl).await?)),
         AdminRequest::ServicesShow { name } => {
             let all = views::services(ctl).await?;
@@ -225,30 +230,8 @@ async fn handle(ctl: &Controller, req: AdminRequest) -> Reply {
                 .edit_service_with(&e.name, e.bandwidth, e.new_conn_rate, image);
             mutate(ctl, e.wait, |_| summary, m).await
         }
-        AdminRequest::UsersAdd(u) => {
-            let summary = format!("user {} added", u.name);
-            let new = NewUser {
-                name: u.name,
-                email: u.email,
-                note: u.note,
-                servers: u.servers,
-                protocols: u.protocols,
-                bandwidth: u.bandwidth,
-            };
-            mutate(ctl, u.wait, |_| summary, ctl.store.add_user(new, now())).await
-        }
-        AdminRequest::UsersEdit(e) => {
-            let summary = format!("user {} updated", e.name);
-            // The wire cannot say "clear" apart from "keep": an empty text clears the field.
-            let clearable = |v: Option<String>| v.map(|v| Some(v).filter(|v| !v.is_empty()));
-            let fields = EditUserFields {
-                email: clearable(e.email),
-                note: clearable(e.note),
-                bandwidth: e.bandwidth,
-            };
-            let m = ctl.store.edit_user(&e.name, fields, now());
-            mutate(ctl, e.wait, |_| summary, m).await
-        }
+        AdminRequest::UsersAdd(u) => users_add(ctl, u, Quota::default()).await,
+        AdminRequest::UsersEdit(e) => users_edit(ctl, e, QuotaEdit::default()).await,
         AdminRequest::UsersList => {
             let users = ctl.store.users().await?;
             Ok(AdminResponse::Users(
@@ -303,6 +286,82 @@ async fn handle(ctl: &Controller, req: AdminRequest) -> Reply {
             ))
         }
     }
+}
+
+/// The controller's moment of a `When`.
+fn resolve(when: When, now: i64) -> i64 {
+    match when {
+        When::At(t) => t,
+        When::In(secs) => now.saturating_add(secs),
+    }
+}
+
+fn on_hold(spec: OnHoldSpec, now: i64) -> OnHold {
+    OnHold {
+        duration: spec.duration,
+        timeout_at: spec.timeout.map(|t| resolve(t, now)),
+    }
+}
+
+/// `user alice added`, with the status when it is not `active` (`(on_hold)`, `(expired)`).
+fn user_summary(verb: &str, user: &UserRow) -> String {
+    match user.status {
+        UserStatus::Active => format!("user {} {verb}", user.name),
+        s => format!("user {} {verb} ({s})", user.name),
+    }
+}
+
+async fn users_add(ctl: &Controller, u: AddUser, quota: Quota) -> Reply {
+    let now = now();
+    let new = NewUser {
+        name: u.name,
+        email: u.email,
+        note: u.note,
+        servers: u.servers,
+        protocols: u.protocols,
+        bandwidth: u.bandwidth,
+        quota: QuotaSettings {
+            data_limit: quota.data_limit,
+            reset: quota.reset,
+            expires_at: quota.expires.map(|w| resolve(w, now)),
+            on_hold: quota.on_hold.map(|h| on_hold(h, now)),
+        },
+    };
+    let limited = new.quota != QuotaSettings::default();
+    let reply = mutate(
+        ctl,
+        u.wait,
+        |user| user_summary("added", user),
+        ctl.store.add_user(new, now),
+    )
+    .await;
+    if limited {
+        ctl.allowances_changed();
+    }
+    reply
+}
+
+async fn users_edit(ctl: &Controller, e: EditUser, quota: QuotaEdit) -> Reply {
+    let now = now();
+    // The wire cannot say "clear" apart from "keep": an empty text clears the field.
+    let clearable = |v: Option<String>| v.map(|v| Some(v).filter(|v| !v.is_empty()));
+    let fields = EditUserFields {
+        email: clearable(e.email),
+        note: clearable(e.note),
+        bandwidth: e.bandwidth,
+    };
+    let quota = QuotaEditFields {
+        data_limit: quota.data_limit,
+        reset: quota.reset,
+        expires_at: quota.expires.map(|e| e.map(|w| resolve(w, now))),
+        on_hold: quota.on_hold.map(|h| h.map(|h| on_hold(h, now))),
+    };
+    let m = ctl.store.edit_user_with(&e.name, fields, quota, now);
+    let reply = mutate(ctl, e.wait, |user| user_summary("updated", user), m).await;
+    if !quota.is_empty() {
+        ctl.allowances_changed();
+    }
+    reply
 }
 
 /// `203.0.113.7/32 blocked on fra-1, ams-1` (or `on all servers`).

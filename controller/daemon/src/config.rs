@@ -37,6 +37,10 @@ pub struct FileConfig {
     /// TCP address of the Prometheus `/metrics` listener, for example `127.0.0.1:9464`.
     /// Default: none (off; see docs/OPERATIONS.md, "Metrics").
     pub metrics_listen: Option<String>,
+    /// The time zone of quota reset periods (a day starts at its midnight), as a fixed UTC
+    /// offset: `UTC` (default), `+03:00`, `-05:30`. Zones with daylight saving time are not
+    /// supported: give the offset the periods should follow.
+    pub time_zone: Option<String>,
     /// Thresholds past which a host's vitals become warnings (`[health]`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health: Option<FileHealth>,
@@ -185,6 +189,8 @@ pub struct Config {
     pub max_queued_changes: usize,
     /// `None`: no `/metrics` listener.
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// Reset periods of data limits are counted in this offset.
+    pub time_zone: time::UtcOffset,
     pub health: HealthThresholds,
     pub webhooks: Vec<WebhookConfig>,
 }
@@ -301,6 +307,7 @@ impl Config {
                 "metrics_listen",
                 over.metrics_listen.or(file.metrics_listen),
             )?,
+            time_zone: time_zone(file.time_zone.as_deref())?,
             health: health(file.health.unwrap_or_default())?,
             webhooks: file
                 .webhooks
@@ -324,6 +331,35 @@ fn socket_addr(
             })
         })
         .transpose()
+}
+
+/// `UTC`, `Z` or `±HH:MM`.
+fn time_zone(value: Option<&str>) -> Result<time::UtcOffset, ConfigError> {
+    let Some(v) = value else {
+        return Ok(time::UtcOffset::UTC);
+    };
+    let bad = || ConfigError::Invalid {
+        field: "time_zone",
+        reason: format!("{v:?} is not UTC or an offset like +03:00 or -05:30"),
+    };
+    if v.eq_ignore_ascii_case("utc") || v == "Z" {
+        return Ok(time::UtcOffset::UTC);
+    }
+    let (sign, rest) = match v.as_bytes().first() {
+        Some(b'+') => (1i8, &v[1..]),
+        Some(b'-') => (-1i8, &v[1..]),
+        _ => return Err(bad()),
+    };
+    let (h, m) = rest.split_once(':').ok_or_else(bad)?;
+    if h.len() != 2 || m.len() != 2 {
+        return Err(bad());
+    }
+    let h: i8 = h.parse().map_err(|_| bad())?;
+    let m: i8 = m.parse().map_err(|_| bad())?;
+    if !(0..=14).contains(&h) || !(0..60).contains(&m) {
+        return Err(bad());
+    }
+    time::UtcOffset::from_hms(sign * h, sign * m, 0).map_err(|_| bad())
 }
 
 fn health(file: FileHealth) -> Result<HealthThresholds, ConfigError> {
@@ -619,6 +655,21 @@ mod tests {
     }
 
     #[test]
+    fn time_zones_are_fixed_offsets() {
+        let tz = |t: &str| resolve(t, Overrides::default()).unwrap().time_zone;
+        assert_eq!(tz(""), time::UtcOffset::UTC);
+        assert_eq!(tz("time_zone = \"UTC\""), time::UtcOffset::UTC);
+        assert_eq!(
+            tz("time_zone = \"+03:00\""),
+            time::UtcOffset::from_hms(3, 0, 0).unwrap()
+        );
+        assert_eq!(
+            tz("time_zone = \"-05:30\""),
+            time::UtcOffset::from_hms(-5, -30, 0).unwrap()
+        );
+    }
+
+    #[test]
     fn invalid_files_name_the_field() {
         let cases = [
             ("listen = \"nope\"", "listen"),
@@ -630,6 +681,9 @@ mod tests {
             ("enroll_max_per_address = 0", "enroll_max_per_address"),
             ("max_queued_changes = 0", "max_queued_changes"),
             ("metrics_listen = \"localhost\"", "metrics_listen"),
+            ("time_zone = \"Europe/Berlin\"", "time_zone"),
+            ("time_zone = \"+3\"", "time_zone"),
+            ("time_zone = \"+15:00\"", "time_zone"),
             ("colour = 1", "unknown field `colour`"),
             ("[health]\ncert_warn = \"soon\"", "health.cert_warn"),
             (

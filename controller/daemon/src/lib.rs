@@ -23,6 +23,7 @@ pub mod fleet;
 pub mod init;
 pub mod metrics;
 pub mod quota;
+pub mod quota_timer;
 pub mod server;
 pub mod session;
 pub mod store;

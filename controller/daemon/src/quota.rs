@@ -9,39 +9,8 @@
 
 use time::{Date, Duration, Month, OffsetDateTime, Time, UtcOffset};
 
-/// How often a data limit starts again.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Reset {
-    /// The limit is for the user's whole life.
-    Never,
-    Day,
-    Week,
-    Month,
-    Year,
-}
-
-impl Reset {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Reset::Never => "none",
-            Reset::Day => "day",
-            Reset::Week => "week",
-            Reset::Month => "month",
-            Reset::Year => "year",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Reset> {
-        Some(match s {
-            "none" => Reset::Never,
-            "day" => Reset::Day,
-            "week" => Reset::Week,
-            "month" => Reset::Month,
-            "year" => Reset::Year,
-            _ => return None,
-        })
-    }
-}
+/// How often a data limit starts again (the wire's type: the CLI sends it as is).
+pub use vpn_shared::proto::admin::Reset;
 
 /// A user's limits, as the operator set them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -116,8 +85,9 @@ pub struct Verdict {
     pub reason: Reason,
     /// The expiry an on-hold user gets when its clock starts (to be stored), else `None`.
     pub starts_expiry: Option<i64>,
-    /// The next moment the verdict can change by time alone (a reset, an expiry, an on-hold
-    /// timeout), for the controller's timer.
+    /// The next moment the status can change by time alone (a limited user's reset, an
+    /// expiry, an on-hold timeout), for the controller's timer. A reset of a user under its
+    /// limit is not one: the status stays, only the count starts again.
     pub next_change: Option<i64>,
 }
 
@@ -178,12 +148,12 @@ pub fn evaluate(facts: &Facts, now: i64, offset: UtcOffset) -> Verdict {
         }
         next.push(at);
     }
-    let reset = limits.reset.unwrap_or(Reset::Never);
-    next.extend(next_reset(reset, now, offset));
-    let next_change = next.into_iter().min();
     if let Some(limit) = limits.data_limit
         && facts.used >= limit
     {
+        // Only a reset (or an edit) lifts a limit; an expiry still ends the user.
+        let reset = limits.reset.unwrap_or(Reset::Never);
+        next.extend(next_reset(reset, now, offset));
         return Verdict {
             status: Status::Limited,
             reason: Reason::Limited {
@@ -191,15 +161,15 @@ pub fn evaluate(facts: &Facts, now: i64, offset: UtcOffset) -> Verdict {
                 limit,
             },
             starts_expiry,
-            // Only a reset (or an edit) lifts a limit; an expiry still ends the user.
-            next_change,
+            next_change: next.into_iter().min(),
         };
     }
+    // A reset changes nothing for a user under its limit: only the expiry can.
     Verdict {
         status: Status::Active,
         reason: Reason::None,
         starts_expiry,
-        next_change,
+        next_change: next.into_iter().min(),
     }
 }
 

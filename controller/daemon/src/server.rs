@@ -37,6 +37,9 @@ pub struct Controller {
     /// The bound `/metrics` listener, from [`bind`] (so a port in use fails the start) until
     /// [`serve`] takes it.
     metrics_listener: Mutex<Option<tokio::net::TcpListener>>,
+    /// Bumped when users' allowances changed other than by an agent's own usage (an edit, a
+    /// reset, a status change): every session sends its host the fresh set.
+    allowances: tokio::sync::watch::Sender<u64>,
 }
 
 impl Controller {
@@ -51,7 +54,8 @@ impl Controller {
             Ca::load(&read(&paths.ca_cert)?, &read(&paths.ca_key)?).context("loading the CA")?;
         let store = Store::open(&config.database_path)
             .await
-            .with_context(|| format!("opening {}", config.database_path.display()))?;
+            .with_context(|| format!("opening {}", config.database_path.display()))?
+            .with_time_zone(config.time_zone);
         let metrics = Metrics::new();
         metrics.register(Box::new(store.latency().clone()));
         Ok(Controller {
@@ -66,7 +70,18 @@ impl Controller {
             metrics,
             metrics_addr: None,
             metrics_listener: Mutex::new(None),
+            allowances: tokio::sync::watch::channel(0).0,
         })
+    }
+
+    /// Tells every session to send its host fresh allowances.
+    pub fn allowances_changed(&self) {
+        self.allowances.send_modify(|v| *v = v.wrapping_add(1));
+    }
+
+    /// Wakes when [`Controller::allowances_changed`] was called.
+    pub fn allowance_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.allowances.subscribe()
     }
 }
 
@@ -107,6 +122,7 @@ pub async fn bind(config: Config) -> anyhow::Result<(Arc<Controller>, quinn::End
     // Started now, not on first use: the periodic certificate check must run even before any
     // agent or operator connects.
     crate::webhooks::hub(&ctl);
+    crate::quota_timer::start(&ctl);
     let endpoint = quinn::Endpoint::server(server_config, listen)
         .with_context(|| format!("binding UDP {listen}"))?;
     info!(

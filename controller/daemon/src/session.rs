@@ -41,7 +41,9 @@ use vpn_shared::transport::peer_identity;
 
 use serde_json::json;
 use vpn_shared::proto::admin::HostVitals;
-use vpn_shared::proto::{AgentReport, ResourceResult, UsageReport};
+use vpn_shared::proto::{
+    AgentReport, Allowances, CutOff, CutOffCause, ResourceResult, UsageReport,
+};
 
 use crate::backlog::Next;
 use crate::fleet::{AckState, Registration, Transition, transition};
@@ -67,6 +69,11 @@ const SEEN_EVERY: Duration = Duration::from_secs(30);
 /// Usage entries a session keeps while the store cannot take them; past it the session ends,
 /// so its agent reconnects and resends from its ledger, and the memory is freed.
 const MAX_PENDING_USAGE: usize = 200_000;
+/// The first protocol version that carries allowances and cut-offs.
+const ALLOWANCE_VERSION: u16 = 5;
+/// How often a session sends its host every allowance again, whatever changed: usage on other
+/// hosts lowers what a user has left, and this host hears of it at least this often.
+const ALLOWANCES_EVERY: Duration = Duration::from_secs(30);
 
 pub async fn run(ctl: Arc<Controller>, conn: quinn::Connection) {
     let remote = conn.remote_address();
@@ -132,6 +139,7 @@ pub async fn run(ctl: Arc<Controller>, conn: quinn::Connection) {
         conn: conn.clone(),
         failing: 0,
         usage: Usage::default(),
+        allowances: ctl.allowance_changes(),
     };
     let online = Online {
         ctl: ctl.clone(),
@@ -356,6 +364,8 @@ struct Session {
     /// recovered transitions.
     failing: u32,
     usage: Usage,
+    /// Changed when allowances changed elsewhere (an edit, a reset): send them all again.
+    allowances: tokio::sync::watch::Receiver<u64>,
 }
 
 impl Session {
@@ -399,6 +409,11 @@ impl Session {
         }
         if let Err(e) = self.send_full().await {
             debug!(host = %self.host_name, error = %e, "first full state not delivered");
+            return Err(());
+        }
+        // Right behind the state: until they arrive the agent enforces the ones it kept.
+        if let Err(e) = self.send_allowances().await {
+            debug!(host = %self.host_name, error = %e, "first allowances not delivered");
             return Err(());
         }
         Ok((reg, online))
@@ -544,6 +559,9 @@ impl Session {
         self.tracked = TrackedState::new(state);
         self.send_full()
             .await
+            .map_err(|e| End::Protocol(e.to_string()))?;
+        self.send_allowances()
+            .await
             .map_err(|e| End::Protocol(e.to_string()))
     }
 
@@ -563,11 +581,24 @@ impl Session {
         self.usage.pending.push_back(report);
         while let Some(batch) = self.usage.pending.front() {
             let started = std::time::Instant::now();
-            let result = self
-                .ctl
-                .store
-                .ingest_usage(&self.host_id, batch, now())
-                .await;
+            // Under the change lock: an ingest may change statuses, whose pushes must reach
+            // the fleet in generation order with every other change.
+            let result = {
+                let _guard = self.ctl.fleet.change_lock.lock().await;
+                let result = self
+                    .ctl
+                    .store
+                    .ingest_usage(&self.host_id, batch, now())
+                    .await;
+                if let Ok(done) = &result
+                    && !done.changes.is_empty()
+                {
+                    // A started hold gives the user an expiry every host must know.
+                    self.ctl.allowances_changed();
+                    self.ctl.fleet.dispatch(&done.pushes);
+                }
+                result
+            };
             let (epoch, entries) = (batch.epoch, batch.entries.len());
             match result {
                 Ok(done) => {
@@ -582,6 +613,9 @@ impl Session {
                     }
                     self.usage.entries -= entries;
                     self.usage.pending.pop_front();
+                    for c in &done.changes {
+                        info!(host = %self.host_name, user = %c.user, from = %c.from, to = %c.to, "quota: status changed by usage");
+                    }
                     let ack = ControllerMsg::UsageAck {
                         epoch,
                         up_to: done.up_to,
@@ -589,6 +623,17 @@ impl Session {
                     write_frame(&mut self.send, &ack)
                         .await
                         .map_err(|e| End::Protocol(e.to_string()))?;
+                    if self.version >= ALLOWANCE_VERSION && !done.allowances.is_empty() {
+                        let fresh = ControllerMsg::Allowances(Allowances {
+                            epoch,
+                            up_to: done.up_to,
+                            complete: false,
+                            users: done.allowances,
+                        });
+                        write_frame(&mut self.send, &fresh)
+                            .await
+                            .map_err(|e| End::Protocol(e.to_string()))?;
+                    }
                 }
                 Err(StoreError::Batch(e)) => {
                     self.ctl.metrics.refused("usage_batch");
@@ -641,6 +686,57 @@ impl Session {
         }
     }
 
+    /// Sends every allowance of the host's users (protocol 5 on), as the store has them now.
+    /// A store failure is logged and sends nothing: the agent keeps enforcing what it has.
+    async fn send_allowances(&mut self) -> Result<(), FrameError> {
+        if self.version < ALLOWANCE_VERSION {
+            return Ok(());
+        }
+        self.allowances.mark_unchanged();
+        let (epoch, up_to, users) = match self.ctl.store.host_allowances(&self.host_id, now()).await {
+            Ok(a) => a,
+            Err(e) => {
+                warn!(host = %self.host_name, error = %e, "cannot read allowances; the host keeps the ones it has");
+                return Ok(());
+            }
+        };
+        debug!(host = %self.host_name, users = users.len(), epoch, up_to, "allowances sent");
+        let msg = ControllerMsg::Allowances(Allowances {
+            epoch,
+            up_to,
+            complete: true,
+            users,
+        });
+        write_frame(&mut self.send, &msg).await
+    }
+
+    /// Records the users the agent cut off by itself as host events.
+    async fn enforced(&mut self, cut: Vec<CutOff>) {
+        if self.version < ALLOWANCE_VERSION {
+            return;
+        }
+        for c in cut.iter().take(1_000) {
+            let why = match c.cause {
+                CutOffCause::DataUsedUp => "its data allowance was used up",
+                CutOffCause::Expired => "its expiry passed",
+            };
+            let user = match self.ctl.store.user_name(&c.user).await {
+                Ok(Some(n)) => n,
+                _ => c.user.clone(),
+            };
+            let message = format!("agent cut off user {user} by itself: {why}");
+            info!(host = %self.host_name, %user, cause = ?c.cause, at = c.at, "{message}");
+            if let Err(e) = self
+                .ctl
+                .store
+                .record_host_event(&self.host_id, EventKind::Enforced, &message, c.at.min(now()))
+                .await
+            {
+                debug!(host = %self.host_name, error = %e, "cannot record the cut-off");
+            }
+        }
+    }
+
     async fn send_full(&mut self) -> Result<(), FrameError> {
         let state = self.tracked.state();
         let users: Vec<_> = state.users.values().cloned().collect();
@@ -685,8 +781,17 @@ impl Session {
         address: &str,
     ) -> End {
         let mut seen = tokio::time::Instant::now();
+        let mut refresh = tokio::time::interval(ALLOWANCES_EVERY);
+        refresh.reset();
         loop {
             tokio::select! {
+                changed = self.allowances.changed() => {
+                    if changed.is_err() { return End::Closed; }
+                    if let Err(e) = self.send_allowances().await { return End::Protocol(e.to_string()); }
+                }
+                _ = refresh.tick() => {
+                    if let Err(e) = self.send_allowances().await { return End::Protocol(e.to_string()); }
+                }
                 next = reg.backlog.next() => match next {
                     Next::Pushes(pushes) => {
                         if let Err(end) = self.push(reg, pushes).await { return end; }
@@ -722,6 +827,12 @@ impl Session {
             // The backlog overflowed meanwhile: the full state covers this batch too.
             Some(Next::Resync) => return self.resync(reg).await,
             Some(end @ (Next::Revoke | Next::Replaced)) => return Err(end_of(end)),
+        }
+        // A change that brings a user back comes with fresh allowances: send them first.
+        if self.allowances.has_changed().unwrap_or(false) {
+            self.send_allowances()
+                .await
+                .map_err(|e| End::Protocol(e.to_string()))?;
         }
         let base = self.tracked.generation();
         let mut changes = Vec::new();
@@ -825,8 +936,10 @@ impl Session {
                 Ok(())
             }
             AgentMsg::Usage(report) => self.usage(report).await,
-            // Offline enforcement is not wired yet.
-            AgentMsg::Enforced(_) => Ok(()),
+            AgentMsg::Enforced(cut) => {
+                self.enforced(cut).await;
+                Ok(())
+            }
             AgentMsg::Report(report) => {
                 self.report(reg, report, received_ms).await;
                 Ok(())

@@ -13,13 +13,16 @@ use vpn_shared::model::{Protocol, ServiceOptions};
 use vpn_shared::proto::admin::{
     CheckLevel, DoctorCheck, DoctorReport, FailingResource, FirewallRuleInfo, HostState,
     HostVitals, LinkInfo, ServerDetail, ServerInfo, Servers, ServiceDetail, ServiceHost,
-    ServiceHostState, ServiceInfo, StatusDetail, StatusInfo, UsageInfo, UsageQuery, UserInfo,
+    OnHoldInfo, ServiceHostState, ServiceInfo, StatusDetail, StatusInfo, UsageInfo, UsageQuery,
+    UserDetail, UserInfo, UserQuota,
 };
+use vpn_shared::size;
 
 use crate::admin::{AdminError, AdminErrorExt};
 use crate::config::HealthThresholds;
 use crate::server::{Controller, now};
-use crate::store::{FirewallRuleRow, ServiceRow, StoreError, UserRow, UserStatus};
+use crate::quota;
+use crate::store::{FirewallRuleRow, QuotaState, ServiceRow, StoreError, UserRow, UserStatus};
 
 /// Failing resources shown per host in `servers list` (the state's count is always complete).
 pub const LIST_FAILING: u32 = 20;
@@ -130,6 +133,109 @@ pub fn user(u: &UserRow) -> UserInfo {
         created_at: u.created_at,
         updated_at: u.updated_at,
     }
+}
+
+/// `users list|show` with quotas: one user or every user.
+pub async fn user_details(ctl: &Controller, name: Option<&str>) -> Result<Vec<UserDetail>, AdminError> {
+    let now = now();
+    let offset = ctl.store.time_zone();
+    let users = match name {
+        Some(n) => match ctl.store.user(n).await? {
+            Some(d) => vec![d.user],
+            None => return Err(AdminError::bad_data(format!("user {n} not found"))),
+        },
+        None => ctl.store.users().await?,
+    };
+    let quotas = match (name, users.first()) {
+        (Some(_), Some(u)) => [(u.id.clone(), ctl.store.quota(&u.id).await?)].into(),
+        _ => ctl.store.quotas().await?,
+    };
+    users
+        .iter()
+        .map(|u| {
+            let q = quotas.get(&u.id).ok_or_else(|| {
+                AdminError::from(StoreError::corrupt("user quota", format!("no row for {}", u.name)))
+            })?;
+            Ok(UserDetail {
+                user: user(u),
+                quota: user_quota(u.status, q, now, offset),
+            })
+        })
+        .collect()
+}
+
+/// A user's quota as the operator reads it at `now`.
+pub fn user_quota(status: UserStatus, q: &QuotaState, now: i64, offset: time::UtcOffset) -> UserQuota {
+    let s = &q.settings;
+    let used = q.used_at(now, offset);
+    let reason = match status {
+        UserStatus::Active => None,
+        UserStatus::Suspended => Some("suspended by an operator".to_owned()),
+        UserStatus::Limited => Some(match s.data_limit {
+            Some(limit) => format!("limited: {} of {} used", size::show(used), exact_size(limit)),
+            None => "limited".to_owned(),
+        }),
+        UserStatus::Expired => Some(match s.expires_at {
+            Some(at) => format!("expired: {}", utc_minute(at)),
+            None => "expired".to_owned(),
+        }),
+        UserStatus::OnHold => Some(match s.on_hold {
+            Some(h) => {
+                let timeout = h
+                    .timeout_at
+                    .map_or(String::new(), |t| format!(", or from {}", utc_minute(t)));
+                format!(
+                    "on_hold: {} of use from the first traffic{timeout}",
+                    humantime::format_duration(Duration::from_secs(h.duration.max(0) as u64))
+                )
+            }
+            None => "on_hold".to_owned(),
+        }),
+    };
+    UserQuota {
+        data_limit: s.data_limit,
+        reset: s.reset,
+        used,
+        period_start: quota::period_start(s.reset, now, offset),
+        next_reset: quota::next_reset(s.reset, now, offset),
+        expires_at: s.expires_at,
+        on_hold: s.on_hold.map(|h| OnHoldInfo {
+            duration: h.duration,
+            timeout_at: h.timeout_at,
+        }),
+        first_use: q.first_use,
+        reason,
+    }
+}
+
+/// A limit as the operator would have typed it: `50 GiB` when it is a whole number of a unit,
+/// else the one-decimal form.
+fn exact_size(bytes: u64) -> String {
+    const UNITS: [(u64, &str); 6] = [
+        (1 << 60, "EiB"),
+        (1 << 50, "PiB"),
+        (1 << 40, "TiB"),
+        (1 << 30, "GiB"),
+        (1 << 20, "MiB"),
+        (1 << 10, "KiB"),
+    ];
+    UNITS
+        .iter()
+        .find(|(unit, _)| bytes >= *unit && bytes % unit == 0)
+        .map_or_else(|| size::show(bytes), |(unit, name)| format!("{} {name}", bytes / unit))
+}
+
+/// `2026-12-01 00:00 UTC`.
+fn utc_minute(t: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(t)
+        .ok()
+        .and_then(|d| {
+            d.format(time::macros::format_description!(
+                "[year]-[month]-[day] [hour]:[minute] UTC"
+            ))
+            .ok()
+        })
+        .unwrap_or_else(|| format!("@{t}"))
 }
 
 pub fn firewall_rule(r: &FirewallRuleRow) -> FirewallRuleInfo {

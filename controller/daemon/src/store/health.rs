@@ -35,6 +35,8 @@ pub enum EventKind {
     Repaired,
     Online,
     Offline,
+    /// The agent cut a user off by itself (an allowance ran out, SPEC §2.6).
+    Enforced,
 }
 
 impl EventKind {
@@ -45,6 +47,7 @@ impl EventKind {
             EventKind::Repaired => "repaired",
             EventKind::Online => "online",
             EventKind::Offline => "offline",
+            EventKind::Enforced => "enforced",
         }
     }
 }

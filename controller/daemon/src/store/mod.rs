@@ -15,7 +15,8 @@
 //! - `hosts`, `services`, `users`: the SQL of each noun; `state`: loaders shared by them and the
 //!   desired state; `ports`: per-user port allocation and secrets; `firewall`: block lists and
 //!   each host's firewall policy; `health`: failing resources and recent events per host;
-//!   `usage`: agents' traffic ledger entries applied exactly once, and the usage totals.
+//!   `usage`: agents' traffic ledger entries applied exactly once, and the usage totals;
+//!   `quota`: each user's limits and counter, and the status changes they cause.
 //!
 //! Time is always the caller's `now` (unix seconds): the store never reads a clock.
 
@@ -24,6 +25,7 @@ mod firewall;
 pub mod health;
 mod hosts;
 mod ports;
+pub mod quota;
 mod render;
 mod rows;
 mod services;
@@ -49,8 +51,9 @@ pub use health::{EventKind, HealthUpdate};
 pub use hosts::{EnrolledCert, JoinToken, Spent};
 pub use rows::{
     CredentialRow, DEFAULT_PORT_SPAN, EditUserFields, FirewallRuleRow, HostRow, NewService,
-    NewUser, Servers, ServiceRow, UserDetail, UserRow, UserStatus,
+    NewUser, QuotaEditFields, QuotaSettings, Servers, ServiceRow, UserDetail, UserRow, UserStatus,
 };
+pub use quota::{QuotaState, StatusChange};
 pub use usage::{BatchError, Ingested};
 
 /// How long a connection waits for SQLite's write lock held by another process (a backup, say).
@@ -70,6 +73,8 @@ pub struct Store {
     /// `vpn_controller_store_duration_seconds{op}`: every transaction, timed where it starts and
     /// ends (here); the controller registers it with its other metrics.
     latency: prometheus::HistogramVec,
+    /// The time zone of reset periods (`[quotas] time_zone`, default UTC).
+    offset: time::UtcOffset,
 }
 
 /// The result of a mutation and what it changed on each host.
@@ -139,7 +144,14 @@ impl Store {
             writer: Mutex::new(()),
             rng: SystemRandom::new(),
             latency: latency_histogram(),
+            offset: time::UtcOffset::UTC,
         })
+    }
+
+    /// Counts reset periods in `offset` instead of UTC.
+    pub fn with_time_zone(mut self, offset: time::UtcOffset) -> Store {
+        self.offset = offset;
+        self
     }
 
     /// The store's latency histogram, for the controller's metrics registry.

@@ -23,7 +23,16 @@ pub enum UserStatus {
     OnHold,
 }
 
+/// The statuses whose users are in their hosts' desired states, as SQL: an on-hold user must
+/// be able to connect, since its first traffic is what starts its clock.
+pub(crate) const SERVING: &str = "('active', 'on_hold')";
+
 impl UserStatus {
+    /// Whether the user is in its hosts' desired states (see [`SERVING`]).
+    pub fn serves(self) -> bool {
+        matches!(self, UserStatus::Active | UserStatus::OnHold)
+    }
+
     /// The stored and displayed name.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -163,7 +172,8 @@ impl UserRow {
     }
 }
 
-/// What `add_user` needs. New users start `Active`.
+/// What `add_user` needs. New users start in the status their quota gives them (`active`
+/// unless on hold, already expired or given a limit of 0).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewUser {
     pub name: String,
@@ -173,6 +183,58 @@ pub struct NewUser {
     /// `None` means every protocol.
     pub protocols: Option<Vec<Protocol>>,
     pub bandwidth: Bandwidth,
+    pub quota: QuotaSettings,
+}
+
+/// A user's quota as the operator set it, times resolved to Unix seconds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QuotaSettings {
+    /// Bytes per period; `None`: unlimited.
+    pub data_limit: Option<u64>,
+    pub reset: crate::quota::Reset,
+    /// `None`: never (or, on hold, not started yet).
+    pub expires_at: Option<i64>,
+    pub on_hold: Option<crate::quota::OnHold>,
+}
+
+/// Changes to a quota; `None` leaves a field, `Some(None)` removes it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QuotaEditFields {
+    pub data_limit: Option<Option<u64>>,
+    pub reset: Option<crate::quota::Reset>,
+    pub expires_at: Option<Option<i64>>,
+    pub on_hold: Option<Option<crate::quota::OnHold>>,
+}
+
+impl QuotaEditFields {
+    pub fn is_empty(&self) -> bool {
+        *self == QuotaEditFields::default()
+    }
+
+    /// `old` with these changes. Setting an expiry ends a hold and putting a user on hold
+    /// clears its expiry: the two exclude each other.
+    pub fn apply(&self, old: &QuotaSettings) -> QuotaSettings {
+        let mut new = *old;
+        if let Some(l) = self.data_limit {
+            new.data_limit = l;
+        }
+        if let Some(r) = self.reset {
+            new.reset = r;
+        }
+        if let Some(e) = self.expires_at {
+            new.expires_at = e;
+            if e.is_some() {
+                new.on_hold = None;
+            }
+        }
+        if let Some(h) = self.on_hold {
+            new.on_hold = h;
+            if h.is_some() {
+                new.expires_at = None;
+            }
+        }
+        new
+    }
 }
 
 /// What `edit_user` changes; `None` leaves a field as it is, `Some(None)` clears it.

@@ -327,18 +327,20 @@ async fn deploy_pushes(
     all: bool,
 ) -> Result<Vec<super::HostPush>> {
     let bumped = state::bump(conn, all, Owner::Service(&service.name)).await?;
-    const HOLDERS: &str = "u.status = 'active' AND u.id IN \
-        (SELECT user_id FROM credentials WHERE service = ?1)";
+    let holding = format!(
+        "u.status IN {} AND u.id IN (SELECT user_id FROM credentials WHERE service = ?1)",
+        super::rows::SERVING
+    );
     let users: Vec<HolderRaw> = sqlx::query_as(&format!(
         "SELECT u.id, u.name, u.all_servers, u.bandwidth_down, u.bandwidth_up FROM users u \
-         WHERE {HOLDERS} ORDER BY u.name"
+         WHERE {holding} ORDER BY u.name"
     ))
     .bind(&service.name)
     .fetch_all(&mut *conn)
     .await?;
     let links: Vec<(String, String)> = sqlx::query_as(&format!(
         "SELECT us.user_id, us.host_id FROM user_servers us JOIN users u ON u.id = us.user_id \
-         WHERE {HOLDERS}"
+         WHERE {holding}"
     ))
     .bind(&service.name)
     .fetch_all(&mut *conn)
@@ -349,7 +351,7 @@ async fn deploy_pushes(
     }
     let sql = format!(
         "SELECT c.user_id, c.service, s.protocol, COALESCE(c.port, s.port), c.secret FROM credentials c \
-         JOIN services s ON s.name = c.service JOIN users u ON u.id = c.user_id WHERE {HOLDERS}"
+         JOIN services s ON s.name = c.service JOIN users u ON u.id = c.user_id WHERE {holding}"
     );
     let mut held = state::held_where(conn, &sql, &service.name).await?;
     let placements = state::service_placements(conn).await?;

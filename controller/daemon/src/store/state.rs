@@ -8,7 +8,9 @@ use vpn_shared::model::{Change, DesiredState, ServiceSpec};
 
 use super::error::{Result, StoreError};
 use super::render::{self, ActiveUser, HeldCredential, Placement, UserKey};
-use super::rows::{Servers, bandwidth_from_db, conn_rate_from_db, parse_options, parse_protocol};
+use super::rows::{
+    SERVING, Servers, bandwidth_from_db, conn_rate_from_db, parse_options, parse_protocol,
+};
 use super::{HostPush, Store, firewall};
 
 /// Whose host membership decides which hosts a bump touches.
@@ -208,10 +210,12 @@ impl Store {
             })
             .collect::<Result<Vec<_>>>()?;
 
-        const ON_HOST: &str = "u.status = 'active' AND (u.all_servers \
-            OR u.id IN (SELECT user_id FROM user_servers WHERE host_id = ?1))";
+        let on_host = format!(
+            "u.status IN {SERVING} AND (u.all_servers \
+             OR u.id IN (SELECT user_id FROM user_servers WHERE host_id = ?1))"
+        );
         let users: Vec<(String, String, Option<i64>, Option<i64>)> = sqlx::query_as(&format!(
-            "SELECT u.id, u.name, u.bandwidth_down, u.bandwidth_up FROM users u WHERE {ON_HOST}"
+            "SELECT u.id, u.name, u.bandwidth_down, u.bandwidth_up FROM users u WHERE {on_host}"
         ))
         .bind(host_id)
         .fetch_all(&mut *tx)
@@ -219,7 +223,7 @@ impl Store {
         let sql = format!(
             "SELECT c.user_id, c.service, s.protocol, COALESCE(c.port, s.port), c.secret FROM credentials c \
              JOIN services s ON s.name = c.service JOIN users u ON u.id = c.user_id \
-             WHERE {ON_HOST} AND (s.all_servers \
+             WHERE {on_host} AND (s.all_servers \
              OR s.name IN (SELECT service FROM service_servers WHERE host_id = ?1))"
         );
         let mut held = held_where(&mut tx, &sql, host_id).await?;

@@ -78,6 +78,52 @@ pub struct Ingested {
     /// Distinct user ids among the applied entries that name no current user (removed while
     /// their bytes were in flight, most likely): their bytes are kept under that id.
     pub unknown_users: usize,
+    /// The fresh allowances of the batch's users that have a limit or an expiry, for the
+    /// ingesting host (they include this batch: `up_to`).
+    pub allowances: Vec<vpn_shared::proto::Allowance>,
+    /// Users whose status the batch changed (over the limit, a hold started).
+    pub changes: Vec<super::StatusChange>,
+    /// What those changes do to hosts' desired states.
+    pub pushes: Vec<super::HostPush>,
+}
+
+/// Per user: the bytes of a batch counted from each possible period start, and its first use.
+/// Entries count in the period that holds the end of their interval (never later than now),
+/// so bytes of yesterday that arrive today (a partitioned host) do not count against today's
+/// limit.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct UserBytes {
+    /// Indexed by [`PERIODS`]: none (all), day, week, month, year.
+    since: [u64; 5],
+    first: Option<i64>,
+}
+
+const PERIODS: [crate::quota::Reset; 5] = [
+    crate::quota::Reset::Never,
+    crate::quota::Reset::Day,
+    crate::quota::Reset::Week,
+    crate::quota::Reset::Month,
+    crate::quota::Reset::Year,
+];
+
+fn user_bytes<'a>(
+    entries: &'a [vpn_shared::proto::UsageEntry],
+    starts: &[Option<i64>; 5],
+    now: i64,
+) -> BTreeMap<&'a str, UserBytes> {
+    let mut out: BTreeMap<&'a str, UserBytes> = BTreeMap::new();
+    for e in entries.iter().filter(|e| e.total() > 0) {
+        let b = out.entry(e.user.as_str()).or_default();
+        let at = e.to.min(now);
+        for (i, start) in starts.iter().enumerate() {
+            if start.is_none_or(|s| at >= s) {
+                b.since[i] = b.since[i].saturating_add(e.total());
+            }
+        }
+        let from = e.from.min(now);
+        b.first = Some(b.first.map_or(from, |f| f.min(from)));
+    }
+    out
 }
 
 /// Checks a batch before anything is read or written; see [`BatchError`].
@@ -225,6 +271,7 @@ impl Store {
         .bind(json!(users).to_string())
         .fetch_one(&mut *w.tx)
         .await?;
+        let (allowances, changes, pushes) = self.count_quotas(&mut w.tx, fresh, now).await?;
         sqlx::query(
             "INSERT INTO usage_watermarks (host_id, epoch, last_seq, updated_at) \
              VALUES (?1, ?2, ?3, ?4) ON CONFLICT (host_id, epoch) \
@@ -247,7 +294,87 @@ impl Store {
             skipped: start,
             bytes,
             unknown_users: usize::try_from(unknown).unwrap_or(0),
+            allowances,
+            changes,
+            pushes,
         })
+    }
+
+    /// Adds a batch to its users' quota counters (rolling a stale period over), then evaluates
+    /// the users it moved past their limit or whose hold it started. Inside the ingest's
+    /// transaction: the counters move exactly when the watermark does.
+    async fn count_quotas(
+        &self,
+        conn: &mut sqlx::SqliteConnection,
+        fresh: &[vpn_shared::proto::UsageEntry],
+        now: i64,
+    ) -> Result<(
+        Vec<vpn_shared::proto::Allowance>,
+        Vec<super::StatusChange>,
+        Vec<super::HostPush>,
+    )> {
+        let offset = self.offset;
+        let starts = PERIODS.map(|r| crate::quota::period_start(r, now, offset));
+        let per_user = user_bytes(fresh, &starts, now);
+        if per_user.is_empty() {
+            return Ok(Default::default());
+        }
+        let rows: Vec<_> = per_user
+            .iter()
+            .map(|(id, b)| json!([id, b.since[0], b.since[1], b.since[2], b.since[3], b.since[4], b.first]))
+            .collect();
+        // One statement for the batch; the period a user's row counts is picked by its reset.
+        let sql = format!(
+            "WITH b(id, n, d, w, m, y, first) AS (SELECT value ->> 0, value ->> 1, value ->> 2, \
+                 value ->> 3, value ->> 4, value ->> 5, value ->> 6 FROM json_each(?1)), \
+             p AS (SELECT q.user_id, b.first, \
+                 CASE q.reset WHEN 'day' THEN ?2 WHEN 'week' THEN ?3 WHEN 'month' THEN ?4 \
+                     WHEN 'year' THEN ?5 END AS start, \
+                 CASE q.reset WHEN 'day' THEN b.d WHEN 'week' THEN b.w WHEN 'month' THEN b.m \
+                     WHEN 'year' THEN b.y ELSE b.n END AS bytes \
+                 FROM user_quota q JOIN b ON b.id = q.user_id) \
+             UPDATE user_quota AS q SET \
+                 used = CASE WHEN q.period_start IS p.start THEN q.used ELSE 0 END + p.bytes, \
+                 period_start = p.start, first_use = coalesce(q.first_use, p.first) \
+             FROM p WHERE q.user_id = p.user_id \
+             RETURNING user_id, {}",
+            super::quota::QUOTA_COLUMNS
+        );
+        let updated: Vec<super::quota::QuotaRow> = sqlx::query_as(&sql)
+            .bind(serde_json::Value::Array(rows).to_string())
+            .bind(starts[1])
+            .bind(starts[2])
+            .bind(starts[3])
+            .bind(starts[4])
+            .fetch_all(&mut *conn)
+            .await?;
+        let mut allowances = Vec::new();
+        let mut changes = Vec::new();
+        let mut pushes = Vec::new();
+        for row in updated {
+            let (id, q) = super::quota::split_row(row)?;
+            let over = q.settings.data_limit.is_some_and(|l| q.used >= l);
+            let hold_starts = q.settings.on_hold.is_some() && q.settings.expires_at.is_none();
+            let mut q = q;
+            if over || hold_starts {
+                if let Some(user) = super::users::load_user_by_id(conn, &id).await? {
+                    let suspended = user.status == super::UserStatus::Suspended;
+                    let (to, p) =
+                        super::quota::evaluate_user(conn, &user, suspended, now, offset).await?;
+                    if to != user.status {
+                        changes.push(super::StatusChange {
+                            user: user.name.clone(),
+                            from: user.status,
+                            to,
+                        });
+                    }
+                    pushes.extend(p);
+                    q = super::quota::load(conn, &id).await?;
+                }
+            }
+            allowances.extend(q.allowance(&id, now, offset));
+        }
+        Ok((allowances, changes, pushes))
     }
 
     /// The highest seq applied for `host_id`'s ledger `epoch`, if any.

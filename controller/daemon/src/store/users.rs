@@ -9,11 +9,11 @@ use sqlx::SqliteConnection;
 
 use super::error::{Result, StoreError};
 use super::rows::{
-    CredentialRow, EditUserFields, HOST_COLUMNS, HostRow, NewUser, UserDetail, UserRow, UserStatus,
-    bandwidth_from_db, format_protocols, parse_options, parse_protocol, parse_protocols,
-    parse_status, rate_to_db, servers,
+    CredentialRow, EditUserFields, HOST_COLUMNS, HostRow, NewUser, QuotaEditFields, UserDetail,
+    UserRow, UserStatus, bandwidth_from_db, format_protocols, parse_options, parse_protocol,
+    parse_protocols, parse_status, rate_to_db, servers,
 };
-use super::{Mutation, Store, ports, state, validate};
+use super::{Mutation, Store, ports, quota, state, validate};
 
 /// A `users` row before its explicit server names are attached.
 type UserRaw = (
@@ -51,9 +51,25 @@ fn user_row(raw: UserRaw, names: Vec<String>) -> Result<UserRow> {
 
 /// Loads one user by name with its explicit server names.
 async fn load_user(conn: &mut SqliteConnection, name: &str) -> Result<Option<UserRow>> {
-    let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE name = ?1");
+    load_user_where(conn, "name", name).await
+}
+
+/// Loads one user by id with its explicit server names.
+pub(super) async fn load_user_by_id(
+    conn: &mut SqliteConnection,
+    id: &str,
+) -> Result<Option<UserRow>> {
+    load_user_where(conn, "id", id).await
+}
+
+async fn load_user_where(
+    conn: &mut SqliteConnection,
+    column: &'static str,
+    key: &str,
+) -> Result<Option<UserRow>> {
+    let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE {column} = ?1");
     let Some(raw) = sqlx::query_as::<_, UserRaw>(&sql)
-        .bind(name)
+        .bind(key)
         .fetch_optional(&mut *conn)
         .await?
     else {
@@ -80,14 +96,22 @@ fn is_all(user: &UserRow) -> bool {
 }
 
 impl Store {
-    /// Adds an active user with a credential for every deployed service its protocols allow,
-    /// and puts it on its hosts.
+    /// Adds a user with a credential for every deployed service its protocols allow, in the
+    /// status its quota gives it now, and puts it on its hosts if that status serves.
     pub async fn add_user(&self, new: NewUser, now: i64) -> Result<Mutation<UserRow>> {
         validate::user_name(&new.name)?;
         validate::email(new.email.as_deref())?;
         validate::note(new.note.as_deref())?;
         validate::bandwidth(&new.bandwidth)?;
+        validate::quota(&new.quota)?;
         let protocols = validate::protocols(new.protocols)?;
+        let facts = crate::quota::Facts {
+            limits: new.quota.limits(),
+            suspended: false,
+            used: 0,
+            first_use: None,
+        };
+        let status = quota::status_of(crate::quota::evaluate(&facts, now, self.offset).status);
 
         let mut w = self.write().await?;
         let conn = &mut *w.tx;
@@ -108,7 +132,7 @@ impl Store {
         .bind(&new.name)
         .bind(&new.email)
         .bind(&new.note)
-        .bind(UserStatus::Active.as_str())
+        .bind(status.as_str())
         .bind(all)
         .bind(format_protocols(protocols.as_deref()))
         .bind(rate_to_db(new.bandwidth.down_bps)?)
@@ -141,13 +165,29 @@ impl Store {
             }
         }
 
-        let pushes = state::push_user(conn, &id, &new.name, all, true).await?;
+        quota::insert(conn, &id, &new.quota).await?;
+        let pushes = if status.serves() {
+            state::push_user(conn, &id, &new.name, all, true).await?
+        } else {
+            Vec::new()
+        };
         let user = require_user(conn, &new.name).await?;
+        // Writes the period and the first check (an expiry, a hold's timeout); the status stays.
+        quota::evaluate_user(conn, &user, false, now, self.offset).await?;
         w.commit().await?;
         Ok(Mutation {
             value: user,
             pushes,
         })
+    }
+
+    /// The name of the user with this id, if it exists.
+    pub async fn user_name(&self, id: &str) -> Result<Option<String>> {
+        let name = sqlx::query_scalar("SELECT name FROM users WHERE id = ?1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(name)
     }
 
     /// Every user, by name, in a fixed number of queries.
@@ -216,36 +256,29 @@ impl Store {
         }))
     }
 
-    /// Changes a user's status. Leaving `Active` takes the user off its hosts; entering it puts
-    /// the user back. Any other change (or none) pushes nothing.
+    /// Suspends a user (`Suspended`: off its hosts until resumed) or resumes one (`Active`:
+    /// the suspension lifted, the user takes the status its quota gives it — a user over its
+    /// limit comes back `limited`). Anything that changes nothing pushes nothing.
     pub async fn set_user_status(
         &self,
         name: &str,
         status: UserStatus,
         now: i64,
     ) -> Result<Mutation<UserRow>> {
+        let suspend = match status {
+            UserStatus::Suspended => true,
+            UserStatus::Active => false,
+            other => {
+                return Err(StoreError::Invalid {
+                    field: "status",
+                    reason: format!("{other} is decided by the user's quota, not set"),
+                });
+            }
+        };
         let mut w = self.write().await?;
         let conn = &mut *w.tx;
         let user = require_user(conn, name).await?;
-        if user.status == status {
-            return Ok(Mutation {
-                value: user,
-                pushes: Vec::new(),
-            });
-        }
-        sqlx::query("UPDATE users SET status = ?1, updated_at = ?2 WHERE id = ?3")
-            .bind(status.as_str())
-            .bind(now)
-            .bind(&user.id)
-            .execute(&mut *conn)
-            .await?;
-        let was = user.status == UserStatus::Active;
-        let is = status == UserStatus::Active;
-        let pushes = if was != is {
-            state::push_user(conn, &user.id, &user.name, is_all(&user), is).await?
-        } else {
-            Vec::new()
-        };
+        let (_, pushes) = quota::evaluate_user(conn, &user, suspend, now, self.offset).await?;
         let user = require_user(conn, name).await?;
         w.commit().await?;
         Ok(Mutation {
@@ -254,12 +287,25 @@ impl Store {
         })
     }
 
-    /// Edits a user's email, note and rate limit. Only a changed limit of an active user reaches
+    /// Edits a user's email, note and rate limit. Only a changed limit of a served user reaches
     /// hosts (its spec on each of them); an edit that changes nothing writes nothing.
     pub async fn edit_user(
         &self,
         name: &str,
         edit: EditUserFields,
+        now: i64,
+    ) -> Result<Mutation<UserRow>> {
+        self.edit_user_with(name, edit, QuotaEditFields::default(), now)
+            .await
+    }
+
+    /// [`Store::edit_user`] and a quota change in one transaction; the user is evaluated
+    /// again, so a raised limit or a later expiry brings a limited or expired user back.
+    pub async fn edit_user_with(
+        &self,
+        name: &str,
+        edit: EditUserFields,
+        quota_edit: QuotaEditFields,
         now: i64,
     ) -> Result<Mutation<UserRow>> {
         if let Some(email) = &edit.email {
@@ -274,6 +320,26 @@ impl Store {
         let mut w = self.write().await?;
         let conn = &mut *w.tx;
         let user = require_user(conn, name).await?;
+        let mut pushes = Vec::new();
+        if !quota_edit.is_empty() {
+            let old = quota::load(conn, &user.id).await?;
+            let settings = quota_edit.apply(&old.settings);
+            validate::quota(&settings)?;
+            if settings != old.settings {
+                quota::replace_settings(conn, &user.id, &old, &settings, now, self.offset).await?;
+                sqlx::query("UPDATE users SET updated_at = ?1 WHERE id = ?2")
+                    .bind(now)
+                    .bind(&user.id)
+                    .execute(&mut *conn)
+                    .await?;
+                let suspended = user.status == UserStatus::Suspended;
+                let (_, p) =
+                    quota::evaluate_user(conn, &user, suspended, now, self.offset).await?;
+                pushes = p;
+            }
+        }
+        // The quota may have changed the status (and so whether hosts hold the user).
+        let user = require_user(conn, name).await?;
         let mut new = user.clone();
         if let Some(email) = edit.email {
             new.email = email;
@@ -285,9 +351,10 @@ impl Store {
             new.bandwidth = b;
         }
         if new == user {
+            w.commit().await?;
             return Ok(Mutation {
                 value: user,
-                pushes: Vec::new(),
+                pushes,
             });
         }
         sqlx::query(
@@ -302,11 +369,9 @@ impl Store {
         .bind(&user.id)
         .execute(&mut *conn)
         .await?;
-        let pushes = if user.status == UserStatus::Active && new.bandwidth != user.bandwidth {
-            state::push_user(conn, &user.id, &user.name, is_all(&user), true).await?
-        } else {
-            Vec::new()
-        };
+        if user.status.serves() && new.bandwidth != user.bandwidth {
+            pushes.extend(state::push_user(conn, &user.id, &user.name, is_all(&user), true).await?);
+        }
         let user = require_user(conn, name).await?;
         w.commit().await?;
         Ok(Mutation {
@@ -315,13 +380,13 @@ impl Store {
         })
     }
 
-    /// Removes a user; its ports return to the services' free lists. An active user is taken
+    /// Removes a user; its ports return to the services' free lists. A served user is taken
     /// off its hosts; any other pushes nothing, since no host holds it.
     pub async fn remove_user(&self, name: &str) -> Result<Mutation<UserRow>> {
         let mut w = self.write().await?;
         let conn = &mut *w.tx;
         let user = require_user(conn, name).await?;
-        let pushes = if user.status == UserStatus::Active {
+        let pushes = if user.status.serves() {
             state::push_user(conn, &user.id, &user.name, is_all(&user), false).await?
         } else {
             Vec::new()

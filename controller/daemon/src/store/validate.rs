@@ -299,6 +299,39 @@ pub(crate) fn bandwidth(b: &Bandwidth) -> Result<()> {
     Ok(())
 }
 
+/// Longest data limit and hold: past these, the numbers are typos (and a limit must fit the
+/// store's signed integers with room to add usage).
+pub(crate) const MAX_DATA_LIMIT: u64 = 1 << 60;
+pub(crate) const MAX_HOLD_SECS: i64 = 100 * 366 * 86_400;
+
+/// A quota's settings: sizes the store can hold, a hold of positive length, not both an expiry
+/// and a hold (the hold's clock sets the expiry).
+pub(crate) fn quota(q: &super::rows::QuotaSettings) -> Result<()> {
+    if let Some(limit) = q.data_limit
+        && limit > MAX_DATA_LIMIT
+    {
+        return Err(StoreError::Invalid {
+            field: "data-limit",
+            reason: format!("{limit} bytes is more than 1 EiB"),
+        });
+    }
+    if let Some(hold) = q.on_hold {
+        if hold.duration <= 0 || hold.duration > MAX_HOLD_SECS {
+            return Err(StoreError::Invalid {
+                field: "on-hold",
+                reason: format!("{} s is not a duration between 1 s and 100 years", hold.duration),
+            });
+        }
+        if q.expires_at.is_some() {
+            return Err(StoreError::Invalid {
+                field: "on-hold",
+                reason: "an on-hold user gets its expiry at first use; give --expires or --on-hold, not both".into(),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// A new-connection rate, when set, admits at least one connection per second.
 pub(crate) fn new_conn_rate(rate: Option<u32>) -> Result<()> {
     if rate == Some(0) {

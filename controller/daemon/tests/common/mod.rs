@@ -475,6 +475,10 @@ pub struct AgentSession {
     reader: JoinHandle<()>,
     /// Held by a session opened paused: sending on it lets the reader start.
     resume: Option<oneshot::Sender<()>>,
+    /// Every `Allowances` message received so far, oldest first. They come on their own
+    /// schedule (after the full state, after usage acks, every 30 s), so [`AgentSession::next`]
+    /// sets them aside here instead of handing them to tests that wait for something else.
+    pub allowances: Vec<vpn_shared::proto::Allowances>,
 }
 
 impl AgentSession {
@@ -499,6 +503,7 @@ impl AgentSession {
             inbox,
             reader,
             resume: None,
+            allowances: Vec::new(),
         })
     }
 
@@ -524,6 +529,7 @@ impl AgentSession {
             inbox,
             reader,
             resume: Some(resume),
+            allowances: Vec::new(),
         })
     }
 
@@ -587,12 +593,20 @@ impl AgentSession {
         }
     }
 
-    /// Whatever the stream yields next within `within`; `None` if nothing did.
+    /// Whatever the stream yields next within `within`, allowances aside (see
+    /// [`AgentSession::allowances`]); `None` if nothing did.
     pub async fn next(&mut self, within: Duration) -> Option<Inbound> {
-        tokio::time::timeout(within, self.inbox.recv())
-            .await
-            .ok()
-            .map(|m| m.unwrap_or(Inbound::End))
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let m = tokio::time::timeout_at(deadline, self.inbox.recv())
+                .await
+                .ok()
+                .map(|m| m.unwrap_or(Inbound::End))?;
+            match m {
+                Inbound::Msg(ControllerMsg::Allowances(a)) => self.allowances.push(a),
+                other => return Some(other),
+            }
+        }
     }
 
     /// Every message until the stream ends or fails (bounded by [`STEP`] per message).

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use vpn_shared::model::{Bandwidth, Change, DesiredState};
 
 use super::{host, named, ss, store, user};
-use crate::store::{EditUserFields, HostPush, Servers, Store, UserStatus};
+use crate::store::{EditUserFields, HostPush, QuotaEditFields, Servers, Store, UserStatus};
 
 fn limit(bps: Option<u64>) -> EditUserFields {
     EditUserFields {
@@ -178,22 +178,33 @@ async fn deltas_rebuild_the_full_state_of_every_host() {
     assert_eq!(f.apply(&m.pushes).await, ["a", "b", "c", "d"]);
     assert_eq!(f.users_on("c"), ["alice", "dave", "erin"]);
 
-    // Moves between inactive statuses and removing an inactive user reach no host.
+    // An expiry in the past takes dave off every host; moves between inactive statuses and
+    // removing an inactive user reach no host.
+    let expire = QuotaEditFields {
+        expires_at: Some(Some(0)),
+        ..QuotaEditFields::default()
+    };
     let m = f
         .store
-        .set_user_status("dave", UserStatus::Limited, 6)
+        .edit_user_with("dave", Default::default(), expire, 6)
         .await
         .unwrap();
+    assert_eq!(m.value.status, UserStatus::Expired);
     assert_eq!(f.apply(&m.pushes).await, ["a", "b", "c", "d"]);
+    let zero = QuotaEditFields {
+        data_limit: Some(Some(0)),
+        ..QuotaEditFields::default()
+    };
     let m = f
         .store
-        .set_user_status("dave", UserStatus::Expired, 6)
+        .edit_user_with("dave", Default::default(), zero, 6)
         .await
         .unwrap();
+    assert_eq!(m.value.status, UserStatus::Expired);
     assert!(f.apply(&m.pushes).await.is_empty());
     let m = f
         .store
-        .set_user_status("dave", UserStatus::Expired, 6)
+        .set_user_status("dave", UserStatus::Suspended, 6)
         .await
         .unwrap();
     assert!(f.apply(&m.pushes).await.is_empty());

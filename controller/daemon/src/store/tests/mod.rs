@@ -57,6 +57,7 @@ pub(super) fn user(name: &str, servers: Servers) -> NewUser {
         servers,
         protocols: None,
         bandwidth: Default::default(),
+        quota: Default::default(),
     }
 }
 

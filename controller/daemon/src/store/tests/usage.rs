@@ -74,7 +74,8 @@ async fn a_replayed_batch_changes_nothing_and_is_acked_again() {
             applied: 2,
             skipped: 0,
             bytes: 1_650,
-            unknown_users: 0
+            unknown_users: 0,
+            ..Ingested::default()
         }
     );
     // The ack was lost: the agent sends the same batch again.
