@@ -3,16 +3,20 @@
 //! Parsing only; turning a parsed command into an admin request lives in `commands`. Value
 //! parsers here reject bad operator input (port 0, unknown protocol, zero duration) before any
 //! network work, so clap reports them as usage errors (exit 2) naming the flag.
+//!
+//! Values with a grammar of their own: rates (`vpn_shared::rate`), sizes (`vpn_shared::size`),
+//! durations (humantime, never zero) and WHENs ([`moment`]: a duration or a UTC date or time).
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
 use vpn_shared::model::{Protocol, VlessEngine};
+use vpn_shared::proto::admin::Reset;
 
-pub use since::Since;
+pub use moment::Moment;
 
-mod since;
+pub mod moment;
 
 /// Operate a VPN fleet through its controller.
 #[derive(Debug, Parser)]
@@ -213,7 +217,7 @@ pub enum UsersCmd {
     List,
     /// Show one user.
     Show { name: String },
-    /// Change a user's email, note or bandwidth limit.
+    /// Change a user's email, note, bandwidth limit, data limit or expiry.
     Edit(EditUserArgs),
     /// Remove a user from every host.
     Remove {
@@ -257,8 +261,8 @@ pub struct UsageArgs {
     /// Count from WHEN: a duration back from now (24h, 7d, 1h30m) or a UTC date or time
     /// (2026-12-01, 2026-12-01T10:00:00Z); the controller counts from the start of that hour
     /// [default: all recorded traffic].
-    #[arg(long, value_name = "WHEN", value_parser = since::parse)]
-    pub since: Option<Since>,
+    #[arg(long, value_name = "WHEN", value_parser = moment::parse)]
+    pub since: Option<Moment>,
     /// One row per user, or per user and server, service or day (UTC).
     #[arg(long, value_enum, value_name = "BY", default_value_t = UsageBy::User)]
     pub by: UsageBy,
@@ -297,9 +301,43 @@ pub struct AddUserArgs {
     #[arg(long, value_name = "RATE", value_parser = parse_rate)]
     pub up: Option<u64>,
     #[command(flatten)]
+    pub quota: QuotaArgs,
+    #[command(flatten)]
     pub target: Target,
     #[command(flatten)]
     pub wait: WaitArgs,
+}
+
+/// The data limit and time flags of `users add` and `users edit` (SPEC §2.6). Without any of
+/// them the requests older controllers know are sent.
+#[derive(Debug, Args)]
+pub struct QuotaArgs {
+    /// Data the user may use per reset period, both directions over every host: 50GiB,
+    /// 1.5TiB, 500GB (0 allows nothing).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub data_limit: Option<u64>,
+    /// When the data limit starts again: calendar periods in the controller's time zone;
+    /// `none` counts the user's whole life.
+    #[arg(long, value_name = "PERIOD", value_parser = reset_parser())]
+    pub reset: Option<Reset>,
+    /// Expire the user at WHEN: a duration from now on the controller's clock (30d, 12h) or a
+    /// UTC date or time (2027-01-31 is its midnight, 2027-01-31T12:00:00Z); a past time
+    /// expires the user at once.
+    #[arg(long, value_name = "WHEN", value_parser = moment::parse, conflicts_with = "on_hold")]
+    pub expires: Option<Moment>,
+    /// Hold the user until their first traffic on any host, then let them use the service for
+    /// DURATION (30d, 12h, 1h30m): they expire DURATION after first use.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub on_hold: Option<Duration>,
+    /// With --on-hold: start the clock at WHEN even without use (a duration from now, or a
+    /// UTC date or time) [default: only at first use].
+    #[arg(
+        long,
+        value_name = "WHEN",
+        value_parser = moment::parse,
+        requires = "on_hold"
+    )]
+    pub on_hold_timeout: Option<Moment>,
 }
 
 #[derive(Debug, Args)]
@@ -307,7 +345,20 @@ pub struct AddUserArgs {
     ArgGroup::new("change")
         .required(true)
         .multiple(true)
-        .args(["email", "note", "bandwidth", "down", "up", "no_bandwidth"])
+        .args([
+            "email",
+            "note",
+            "bandwidth",
+            "down",
+            "up",
+            "no_bandwidth",
+            "data_limit",
+            "no_data_limit",
+            "reset",
+            "expires",
+            "no_expiry",
+            "on_hold",
+        ])
 ))]
 pub struct EditUserArgs {
     pub name: String,
@@ -334,6 +385,16 @@ pub struct EditUserArgs {
     /// Remove the user's bandwidth limit.
     #[arg(long, conflicts_with_all = ["down", "up"])]
     pub no_bandwidth: bool,
+    // --expires, --on-hold and --no-expiry each replace the user's whole time rule (an expiry
+    // or a hold); the data limit and its period change independently.
+    #[command(flatten)]
+    pub quota: QuotaArgs,
+    /// Remove the user's data limit.
+    #[arg(long, conflicts_with = "data_limit")]
+    pub no_data_limit: bool,
+    /// Remove the user's expiry, or the hold --on-hold put them on: they never expire.
+    #[arg(long, conflicts_with_all = ["expires", "on_hold"])]
+    pub no_expiry: bool,
     #[command(flatten)]
     pub wait: WaitArgs,
 }
@@ -411,44 +472,68 @@ impl Cli {
         Ok(cli)
     }
 
-    /// Rules clap's derive cannot state: which deploy flags belong to which protocol.
+    /// Rules clap's derive cannot state: which deploy flags belong to which protocol, and that
+    /// a new user's reset period needs a limit to reset.
     fn check(&self) -> Result<(), clap::Error> {
-        use clap::CommandFactory;
-        use clap::error::ErrorKind;
-        let Command::Services(ServicesCmd::Deploy(d)) = &self.command else {
-            return Ok(());
-        };
-        let vless_flags = [
-            ("--sni", d.sni.is_some()),
-            ("--dest", d.dest.is_some()),
-            ("--short-ids", d.short_ids.is_some()),
-            ("--engine", d.engine.is_some()),
-        ];
-        let fail = |kind, msg: String| Err(Cli::command().error(kind, msg));
-        match d.protocol {
-            Protocol::Shadowsocks => {
-                if let Some((flag, _)) = vless_flags.iter().find(|(_, set)| *set) {
-                    return fail(
-                        ErrorKind::ArgumentConflict,
-                        format!("{flag} applies to vless services only"),
-                    );
-                }
+        match &self.command {
+            Command::Services(ServicesCmd::Deploy(d)) => check_deploy(d),
+            Command::Users(UsersCmd::Add(a)) => check_add(a),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// A usage error (exit 2) of kind `kind`, as clap prints its own.
+fn usage_error(kind: clap::error::ErrorKind, msg: String) -> clap::Error {
+    use clap::CommandFactory;
+    Cli::command().error(kind, msg)
+}
+
+/// `--reset` on an existing user may change the period of the limit they have; a new user
+/// without `--data-limit` has none, so the period would silently mean nothing.
+fn check_add(a: &AddUserArgs) -> Result<(), clap::Error> {
+    if a.quota.reset.is_some() && a.quota.data_limit.is_none() {
+        let msg = "--reset needs --data-limit: a user without a data limit has nothing to reset";
+        return Err(usage_error(
+            clap::error::ErrorKind::MissingRequiredArgument,
+            msg.into(),
+        ));
+    }
+    Ok(())
+}
+
+fn check_deploy(d: &DeployArgs) -> Result<(), clap::Error> {
+    use clap::error::ErrorKind;
+    let vless_flags = [
+        ("--sni", d.sni.is_some()),
+        ("--dest", d.dest.is_some()),
+        ("--short-ids", d.short_ids.is_some()),
+        ("--engine", d.engine.is_some()),
+    ];
+    let fail = |kind, msg: String| Err(usage_error(kind, msg));
+    match d.protocol {
+        Protocol::Shadowsocks => {
+            if let Some((flag, _)) = vless_flags.iter().find(|(_, set)| *set) {
+                return fail(
+                    ErrorKind::ArgumentConflict,
+                    format!("{flag} applies to vless services only"),
+                );
             }
-            Protocol::Vless => {
-                if d.method.is_some() {
-                    let msg = "--method applies to shadowsocks services only".to_owned();
-                    return fail(ErrorKind::ArgumentConflict, msg);
-                }
-                for (flag, set) in &vless_flags[..2] {
-                    if !set {
-                        let msg = format!("a vless service needs {flag}");
-                        return fail(ErrorKind::MissingRequiredArgument, msg);
-                    }
+        }
+        Protocol::Vless => {
+            if d.method.is_some() {
+                let msg = "--method applies to shadowsocks services only".to_owned();
+                return fail(ErrorKind::ArgumentConflict, msg);
+            }
+            for (flag, set) in &vless_flags[..2] {
+                if !set {
+                    let msg = format!("a vless service needs {flag}");
+                    return fail(ErrorKind::MissingRequiredArgument, msg);
                 }
             }
         }
-        Ok(())
     }
+    Ok(())
 }
 
 fn parse_engine(s: &str) -> Result<VlessEngine, String> {
@@ -463,10 +548,31 @@ fn parse_rate(s: &str) -> Result<u64, String> {
     vpn_shared::rate::parse(s)
 }
 
+fn parse_size(s: &str) -> Result<u64, String> {
+    vpn_shared::size::parse(s).map_err(|e| e.to_string())
+}
+
+/// `none|day|week|month|year`, listed in `--help` and completions.
+fn reset_parser() -> impl clap::builder::TypedValueParser<Value = Reset> {
+    use clap::builder::{PossibleValuesParser, TypedValueParser};
+    let all = [
+        Reset::Never,
+        Reset::Day,
+        Reset::Week,
+        Reset::Month,
+        Reset::Year,
+    ];
+    PossibleValuesParser::new(all.map(Reset::as_str))
+        .try_map(|s| Reset::parse(&s).ok_or("unknown reset period"))
+}
+
 fn parse_duration(s: &str) -> Result<Duration, String> {
     let d = humantime::parse_duration(s).map_err(|e| e.to_string())?;
     if d.is_zero() {
         return Err("must be longer than zero".into());
+    }
+    if i64::try_from(d.as_secs()).is_err() {
+        return Err(format!("`{s}` is too long"));
     }
     Ok(d)
 }

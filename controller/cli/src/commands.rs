@@ -1,20 +1,24 @@
 //! Runs a parsed command: build its admin request, send it, print the answer.
 //!
 //! Every command is one request and one response; the mapping is the pure [`to_request`],
-//! tested without a controller. The health views (SPEC §2.8) ask with the `…Detail` requests;
-//! a controller older than them gets the request it knows instead ([`ask`]). `doctor` and
-//! `users usage` have no older form: such a controller is reported as too old (exit 76).
+//! tested without a controller. The health views (SPEC §2.8) and `users list|show` ask with the
+//! `…Detail` requests; a controller older than them gets the request it knows instead
+//! ([`ask`]). `doctor`, `users usage` and the quota flags of `users add|edit` have no older
+//! form: such a controller is reported as too old (exit 76). Without quota flags, `users
+//! add|edit` send the requests every controller knows.
 
 use vpn_shared::context::CliContext;
 use vpn_shared::model::{Bandwidth, Protocol};
 use vpn_shared::proto::admin::{
     AddUser, AdminRequest, AdminResponse, CheckLevel, DeployOptions, DeployService, DeployVless,
-    EditService, EditUser, ErrorKind, HostApplyState, Servers, UsageBy, UsageQuery,
+    EditService, EditUser, ErrorKind, HostApplyState, OnHoldSpec, Quota, QuotaEdit, Servers,
+    UsageBy, UsageQuery,
 };
 
+use crate::cli::moment::secs;
 use crate::cli::{
-    Cli, Command, DeployArgs, EditServiceArgs, EditUserArgs, FirewallCmd, FirewallRuleArgs,
-    ServersCmd, ServicesCmd, Target, UsageArgs, UsersCmd,
+    AddUserArgs, Cli, Command, DeployArgs, EditServiceArgs, EditUserArgs, FirewallCmd,
+    FirewallRuleArgs, Moment, QuotaArgs, ServersCmd, ServicesCmd, Target, UsageArgs, UsersCmd,
 };
 use crate::client::Client;
 use crate::error::CliError;
@@ -74,7 +78,7 @@ pub async fn ask(client: &Client, req: &AdminRequest) -> Result<AdminResponse, C
     tracing::debug!(
         ?req,
         ?old,
-        "the controller does not serve host health; asking as before"
+        "the controller is older than the request; asking as before"
     );
     client.request(&old).await
 }
@@ -83,13 +87,17 @@ pub async fn ask(client: &Client, req: &AdminRequest) -> Result<AdminResponse, C
 fn too_old(req: &AdminRequest, answer: &str) -> String {
     let what = match req {
         AdminRequest::UsersUsage(_) => "does not record traffic",
+        AdminRequest::UsersAddWith { .. } | AdminRequest::UsersEditWith { .. } => {
+            "is too old for quotas (--data-limit, --reset, --expires, --on-hold); nothing was \
+             changed"
+        }
         _ => "cannot run these checks",
     };
     format!("this controller {what}; upgrade it (it answered: {answer})")
 }
 
-/// The request an older controller knows for a health request; `None` for `Doctor` and
-/// `UsersUsage`, which have no older form.
+/// The request an older controller knows for a health or user detail request; `None` for
+/// `Doctor`, `UsersUsage` and the quota changes, which have no older form.
 pub fn legacy(req: &AdminRequest) -> Option<AdminRequest> {
     Some(match req {
         AdminRequest::ServersListDetail => AdminRequest::ServersList,
@@ -100,6 +108,8 @@ pub fn legacy(req: &AdminRequest) -> Option<AdminRequest> {
         AdminRequest::ServicesShowDetail { name } => {
             AdminRequest::ServicesShow { name: name.clone() }
         }
+        AdminRequest::UsersListDetail => AdminRequest::UsersList,
+        AdminRequest::UsersShowDetail { name } => AdminRequest::UsersShow { name: name.clone() },
         _ => return None,
     })
 }
@@ -107,8 +117,8 @@ pub fn legacy(req: &AdminRequest) -> Option<AdminRequest> {
 /// Whether the controller said it cannot serve `req`, a request newer than some controllers:
 /// one that predates the request cannot decode it (`malformed request: …`), one that has the
 /// request but not the feature yet says so (`… does not serve host health yet`, `… does not
-/// record traffic yet`). Always `false` for the requests every controller knows, so their
-/// refusals stand.
+/// record traffic yet`, `quotas are not supported by this controller yet`). Always `false` for
+/// the requests every controller knows, so their refusals stand.
 pub fn not_served(req: &AdminRequest, resp: &AdminResponse) -> bool {
     let AdminResponse::Error {
         kind: ErrorKind::BadData,
@@ -124,6 +134,10 @@ pub fn not_served(req: &AdminRequest, resp: &AdminResponse) -> bool {
         | AdminRequest::ServicesShowDetail { .. }
         | AdminRequest::Doctor => "does not serve host health",
         AdminRequest::UsersUsage(_) => "does not record traffic",
+        AdminRequest::UsersAddWith { .. }
+        | AdminRequest::UsersEditWith { .. }
+        | AdminRequest::UsersListDetail
+        | AdminRequest::UsersShowDetail { .. } => "quotas are not supported",
         _ => return false,
     };
     message.starts_with("malformed request") || message.contains(feature)
@@ -281,7 +295,7 @@ fn usage(a: &UsageArgs, now: i64) -> AdminRequest {
     use crate::cli::UsageBy as By;
     AdminRequest::UsersUsage(UsageQuery {
         user: a.name.clone(),
-        since: a.since.map(|s| s.resolve(now)),
+        since: a.since.map(|s| s.back_from(now)),
         by: match a.by {
             By::User => UsageBy::User,
             By::Server => UsageBy::Server,
@@ -291,26 +305,84 @@ fn usage(a: &UsageArgs, now: i64) -> AdminRequest {
     })
 }
 
+fn add_user(a: &AddUserArgs) -> AddUser {
+    AddUser {
+        name: a.name.clone(),
+        email: a.email.clone(),
+        note: a.note.clone(),
+        protocols: a.protocols.clone(),
+        servers: servers(&a.target),
+        bandwidth: match a.bandwidth {
+            Some(bps) => both(bps),
+            None => Bandwidth {
+                down_bps: a.down,
+                up_bps: a.up,
+            },
+        },
+        wait: !a.wait.no_wait,
+    }
+}
+
+fn on_hold(q: &QuotaArgs) -> Option<OnHoldSpec> {
+    q.on_hold.map(|d| OnHoldSpec {
+        duration: secs(d),
+        timeout: q.on_hold_timeout.map(Moment::ahead),
+    })
+}
+
+/// A new user's quota; the default quota (no flag) is what `UsersAdd` gives.
+fn quota(q: &QuotaArgs) -> Quota {
+    Quota {
+        data_limit: q.data_limit,
+        reset: q.reset.unwrap_or_default(),
+        expires: q.expires.map(Moment::ahead),
+        on_hold: on_hold(q),
+    }
+}
+
+/// The quota changes of an edit; the default (no flag) is what `UsersEdit` changes. An expiry
+/// and a hold exclude each other, so setting or removing one says what becomes of the other.
+fn quota_edit(a: &EditUserArgs) -> QuotaEdit {
+    let q = &a.quota;
+    let data_limit = if a.no_data_limit {
+        Some(None)
+    } else {
+        q.data_limit.map(Some)
+    };
+    let (expires, on_hold) = match (q.expires, on_hold(q)) {
+        (Some(when), _) => (Some(Some(when.ahead())), Some(None)),
+        (None, Some(hold)) => (Some(None), Some(Some(hold))),
+        (None, None) if a.no_expiry => (Some(None), Some(None)),
+        (None, None) => (None, None),
+    };
+    QuotaEdit {
+        data_limit,
+        reset: q.reset,
+        expires,
+        on_hold,
+    }
+}
+
 fn users_request(cmd: &UsersCmd, now: i64) -> AdminRequest {
     match cmd {
-        UsersCmd::Add(a) => AdminRequest::UsersAdd(AddUser {
-            name: a.name.clone(),
-            email: a.email.clone(),
-            note: a.note.clone(),
-            protocols: a.protocols.clone(),
-            servers: servers(&a.target),
-            bandwidth: match a.bandwidth {
-                Some(bps) => both(bps),
-                None => Bandwidth {
-                    down_bps: a.down,
-                    up_bps: a.up,
-                },
-            },
-            wait: !a.wait.no_wait,
-        }),
-        UsersCmd::List => AdminRequest::UsersList,
-        UsersCmd::Show { name } => AdminRequest::UsersShow { name: name.clone() },
-        UsersCmd::Edit(a) => AdminRequest::UsersEdit(edit_user(a)),
+        UsersCmd::Add(a) => {
+            let (add, quota) = (add_user(a), quota(&a.quota));
+            if quota == Quota::default() {
+                AdminRequest::UsersAdd(add)
+            } else {
+                AdminRequest::UsersAddWith { add, quota }
+            }
+        }
+        UsersCmd::List => AdminRequest::UsersListDetail,
+        UsersCmd::Show { name } => AdminRequest::UsersShowDetail { name: name.clone() },
+        UsersCmd::Edit(a) => {
+            let (edit, quota) = (edit_user(a), quota_edit(a));
+            if quota == QuotaEdit::default() {
+                AdminRequest::UsersEdit(edit)
+            } else {
+                AdminRequest::UsersEditWith { edit, quota }
+            }
+        }
         UsersCmd::Remove { name, wait } => AdminRequest::UsersRemove {
             name: name.clone(),
             wait: !wait.no_wait,

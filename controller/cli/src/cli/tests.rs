@@ -561,3 +561,5 @@ fn bad_usage_flags_are_usage_errors_naming_the_flag() {
     let (kind, _) = usage_error("users usage alice bob");
     assert_eq!(kind, ErrorKind::UnknownArgument);
 }
+
+mod quota;

@@ -1,9 +1,9 @@
-//! Asking the controller: the health requests and `users usage`, and what happens with a
-//! controller older than them, against a fake controller on the real transport.
+//! Asking the controller: the health requests, `users usage` and the quota requests, and what
+//! happens with a controller older than them, against a fake controller on the real transport.
 
 use vpn_shared::proto::admin::{
-    AdminRequest, AdminResponse, CheckLevel, DoctorCheck, DoctorReport, ErrorKind, StatusInfo,
-    UsageBy, UsageQuery,
+    AddUser, AdminRequest, AdminResponse, CheckLevel, DoctorCheck, DoctorReport, EditUser,
+    ErrorKind, Quota, QuotaEdit, Servers, StatusInfo, UsageBy, UsageQuery,
 };
 
 use super::{ask, legacy, not_served, outcome};
@@ -253,4 +253,147 @@ fn only_newer_requests_can_be_not_served() {
         "each feature has its own words"
     );
     assert_eq!(legacy(&usage_query()), None);
+}
+
+fn add_with_limit() -> AdminRequest {
+    AdminRequest::UsersAddWith {
+        add: AddUser {
+            name: "alice".into(),
+            email: None,
+            note: None,
+            protocols: None,
+            servers: Servers::All,
+            bandwidth: Default::default(),
+            wait: true,
+        },
+        quota: Quota {
+            data_limit: Some(1 << 30),
+            ..Quota::default()
+        },
+    }
+}
+
+fn edit_expiry() -> AdminRequest {
+    AdminRequest::UsersEditWith {
+        edit: EditUser {
+            name: "alice".into(),
+            email: None,
+            note: None,
+            bandwidth: None,
+            wait: true,
+        },
+        quota: QuotaEdit {
+            expires: Some(None),
+            ..QuotaEdit::default()
+        },
+    }
+}
+
+/// A controller that has the quota requests but not the feature (today's stub answer).
+fn quotas_not_yet(_: &AdminRequest) -> Option<AdminResponse> {
+    Some(AdminResponse::Error {
+        kind: ErrorKind::BadData,
+        message: "quotas are not supported by this controller yet".into(),
+    })
+}
+
+#[tokio::test]
+async fn quota_flags_against_a_controller_without_quotas_say_it_is_too_old_and_exit_76() {
+    for answer in [old_controller as fn(&AdminRequest) -> _, quotas_not_yet] {
+        for req in [add_with_limit(), edit_expiry()] {
+            let (client, server, dir) = fake_client(answer).await;
+            let err = ask(&client, &req).await.unwrap_err();
+            assert!(matches!(err, CliError::Unsupported(_)), "{err:?}");
+            assert_eq!(err.exit_code(), 76);
+            let text = err.to_string();
+            assert!(
+                text.starts_with(
+                    "this controller is too old for quotas (--data-limit, --reset, --expires, \
+                     --on-hold); nothing was changed; upgrade it (it answered: "
+                ),
+                "{text}"
+            );
+            client.close().await;
+            assert_eq!(
+                server.await.unwrap(),
+                vec![req],
+                "not retried without the flags: the operator asked for them"
+            );
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+/// A controller from before quotas: users list and show as they always were.
+fn users_before_quotas(req: &AdminRequest) -> Option<AdminResponse> {
+    Some(match req {
+        AdminRequest::UsersList => AdminResponse::Users(vec![]),
+        AdminRequest::UsersShow { name } => AdminResponse::Error {
+            kind: ErrorKind::BadData,
+            message: format!("user {name} not found"),
+        },
+        _ => return old_controller(req),
+    })
+}
+
+#[tokio::test]
+async fn users_list_and_show_fall_back_to_the_requests_an_older_controller_knows() {
+    let answers = [
+        (users_before_quotas as fn(&AdminRequest) -> _, true),
+        (quotas_not_yet, false),
+    ];
+    for (answer, knows_users_show) in answers {
+        let (client, server, dir) = fake_client(answer).await;
+        let list = ask(&client, &AdminRequest::UsersListDetail).await.unwrap();
+        let show_detail = AdminRequest::UsersShowDetail { name: "bob".into() };
+        let show = ask(&client, &show_detail).await.unwrap();
+        client.close().await;
+        let seen = server.await.unwrap();
+        let _ = std::fs::remove_dir_all(dir);
+        assert_eq!(
+            seen,
+            vec![
+                AdminRequest::UsersListDetail,
+                AdminRequest::UsersList,
+                show_detail,
+                AdminRequest::UsersShow { name: "bob".into() },
+            ]
+        );
+        if knows_users_show {
+            assert_eq!(list, AdminResponse::Users(vec![]));
+            assert!(
+                matches!(&show, AdminResponse::Error { message, .. } if message == "user bob not found"),
+                "the older answer is rendered, refusal included: {show:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn user_detail_refusals_of_a_current_controller_stand() {
+    let not_found = AdminResponse::Error {
+        kind: ErrorKind::BadData,
+        message: "user bob not found".into(),
+    };
+    let show = AdminRequest::UsersShowDetail { name: "bob".into() };
+    assert!(!not_served(&show, &not_found));
+    assert!(!not_served(&add_with_limit(), &not_found));
+    assert_eq!(
+        legacy(&show),
+        Some(AdminRequest::UsersShow { name: "bob".into() })
+    );
+    assert_eq!(
+        legacy(&add_with_limit()),
+        None,
+        "no older form carries a quota"
+    );
+    assert_eq!(legacy(&edit_expiry()), None);
+    let health = AdminResponse::Error {
+        kind: ErrorKind::BadData,
+        message: "this controller does not serve host health yet".into(),
+    };
+    assert!(
+        !not_served(&AdminRequest::UsersListDetail, &health),
+        "each feature has its own words"
+    );
 }

@@ -1,9 +1,10 @@
 //! The `plain` format for scripts: one record per line, fields separated by tabs, no header.
 //!
 //! Times are unix seconds, rates bits per second, absent values (and unlimited rates) are `-`,
-//! lists are comma-joined. New fields are appended, so scripts reading by position keep working. Some answers are a
-//! single value on purpose: `servers add` prints only the join string and `users link` only the
-//! URLs, so `$(vpn users link alice -o plain)` needs no parsing.
+//! lists are comma-joined, sizes bytes. New fields are appended, so scripts reading by position
+//! keep working. Some answers are a single value on purpose: `servers add` prints only the join
+//! string and `users link` only the URLs, so `$(vpn users link alice -o plain)` needs no
+//! parsing.
 
 use vpn_shared::proto::admin::{
     AdminResponse, Applied, FirewallRuleInfo, HostApplyState, ServerInfo, ServiceInfo, StatusInfo,
@@ -14,6 +15,7 @@ use super::{dash_join, refused, server_list};
 use crate::error::CliError;
 
 mod health;
+mod quota;
 mod usage;
 
 pub fn render(resp: &AdminResponse) -> Result<String, CliError> {
@@ -26,8 +28,8 @@ pub fn render(resp: &AdminResponse) -> Result<String, CliError> {
         AdminResponse::Service(s) => vec![service(s)],
         AdminResponse::Users(v) => v.iter().map(user).collect(),
         AdminResponse::User(u) => vec![user(u)],
-        AdminResponse::UsersDetail(v) => v.iter().map(|d| user(&d.user)).collect(),
-        AdminResponse::UserDetail(d) => vec![user(&d.user)],
+        AdminResponse::UsersDetail(v) => v.iter().map(quota::user).collect(),
+        AdminResponse::UserDetail(d) => vec![quota::user(d)],
         AdminResponse::Links(v) => v.iter().map(|l| vec![l.url.clone()]).collect(),
         AdminResponse::Status(s) => status(s),
         AdminResponse::Applied(a) => applied(a),

@@ -14,6 +14,7 @@ use crate::error::CliError;
 use vpn_shared::rate;
 
 mod health;
+mod quota;
 mod usage;
 
 pub fn render(resp: &AdminResponse, opts: &Opts) -> Result<String, CliError> {
@@ -30,10 +31,9 @@ pub fn render(resp: &AdminResponse, opts: &Opts) -> Result<String, CliError> {
         AdminResponse::Users(v) if v.is_empty() => "no users\n".into(),
         AdminResponse::Users(v) => users(v),
         AdminResponse::User(u) => user(u),
-        AdminResponse::UsersDetail(v) => {
-            users(&v.iter().map(|d| d.user.clone()).collect::<Vec<_>>())
-        }
-        AdminResponse::UserDetail(d) => user(&d.user),
+        AdminResponse::UsersDetail(v) if v.is_empty() => "no users\n".into(),
+        AdminResponse::UsersDetail(v) => quota::users(v),
+        AdminResponse::UserDetail(d) => quota::user(d, now),
         AdminResponse::Links(v) if v.is_empty() => "no links\n".into(),
         AdminResponse::Links(v) if opts.qr => links_qr(v),
         AdminResponse::Links(v) => links(v),
@@ -281,35 +281,39 @@ fn protocols(u: &UserInfo) -> String {
     u.protocols.as_deref().map_or("all".into(), dash_join)
 }
 
+/// The columns of `users list`, in the order of [`USERS`].
+const USERS: [&str; 7] = [
+    "NAME",
+    "STATUS",
+    "SERVERS",
+    "PROTOCOLS",
+    "DOWN",
+    "UP",
+    "CREATED",
+];
+
 fn users(v: &[UserInfo]) -> String {
-    let header = [
-        "NAME",
-        "STATUS",
-        "SERVERS",
-        "PROTOCOLS",
-        "DOWN",
-        "UP",
-        "CREATED",
-    ];
-    let rows = v
-        .iter()
-        .map(|u| {
-            vec![
-                u.name.clone(),
-                u.status.clone(),
-                server_list(u.all_servers, &u.servers),
-                protocols(u),
-                rate::show(u.bandwidth.down_bps),
-                rate::show(u.bandwidth.up_bps),
-                date(u.created_at),
-            ]
-        })
-        .collect();
-    grid(Some(&header), rows)
+    grid(Some(&USERS), v.iter().map(user_row).collect())
+}
+
+fn user_row(u: &UserInfo) -> Vec<String> {
+    vec![
+        u.name.clone(),
+        u.status.clone(),
+        server_list(u.all_servers, &u.servers),
+        protocols(u),
+        rate::show(u.bandwidth.down_bps),
+        rate::show(u.bandwidth.up_bps),
+        date(u.created_at),
+    ]
 }
 
 fn user(u: &UserInfo) -> String {
-    fields(vec![
+    fields(user_fields(u))
+}
+
+fn user_fields(u: &UserInfo) -> Vec<(&'static str, String)> {
+    vec![
         ("Name", u.name.clone()),
         ("ID", u.id.clone()),
         ("Status", u.status.clone()),
@@ -321,7 +325,7 @@ fn user(u: &UserInfo) -> String {
         ("Upload limit", rate::show(u.bandwidth.up_bps)),
         ("Created", timestamp(u.created_at)),
         ("Updated", timestamp(u.updated_at)),
-    ])
+    ]
 }
 
 fn firewall(v: &[FirewallRuleInfo]) -> String {

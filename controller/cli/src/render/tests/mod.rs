@@ -4,6 +4,7 @@
 
 mod formats;
 mod health;
+mod quota;
 mod table;
 mod usage;
 

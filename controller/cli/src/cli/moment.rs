@@ -1,39 +1,54 @@
-//! `--since`: where `users usage` starts counting, as a duration back from now (`24h`, `7d`,
-//! `1h30m`) or a moment in UTC (`2026-12-01`, `2026-12-01T10:00:00Z`).
+//! A WHEN on the command line: a duration (`24h`, `7d`, `1h30m`) or a moment in UTC
+//! (`2026-12-01`, `2026-12-01T10:00:00Z`). `users usage --since` counts the duration back from
+//! now; `users add/edit --expires` and `--on-hold-timeout` count it forward, on the controller's
+//! clock.
 //!
-//! Parsing does not read the clock: a duration stays a duration until [`Since::resolve`] is
-//! given "now", so request-mapping tests pin their own time.
+//! Parsing does not read the clock: a duration stays a duration until [`Moment::back_from`] is
+//! given "now" (or it travels as [`When::In`] for the controller to resolve), so request-mapping
+//! tests pin their own time.
 
 use std::time::{Duration, UNIX_EPOCH};
 
-/// A parsed `--since`.
+use vpn_shared::proto::admin::When;
+
+/// A parsed WHEN.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Since {
-    /// This long before the command runs.
-    Ago(Duration),
+pub enum Moment {
+    /// This long from when the command runs (back for `--since`, ahead for `--expires`).
+    Span(Duration),
     /// Unix seconds (UTC).
     At(i64),
 }
 
-impl Since {
-    /// Unix seconds, with `now` for a duration; a duration longer than the epoch is the epoch.
-    pub fn resolve(self, now: i64) -> i64 {
+impl Moment {
+    /// Unix seconds this long before `now`; a duration longer than the epoch is the epoch.
+    pub fn back_from(self, now: i64) -> i64 {
         match self {
-            Since::At(t) => t,
-            Since::Ago(d) => {
-                let back = i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
-                now.saturating_sub(back).max(0)
-            }
+            Moment::At(t) => t,
+            Moment::Span(d) => now.saturating_sub(secs(d)).max(0),
+        }
+    }
+
+    /// The moment as the wire says it: a duration is counted from the controller's now.
+    pub fn ahead(self) -> When {
+        match self {
+            Moment::At(t) => When::At(t),
+            Moment::Span(d) => When::In(secs(d)),
         }
     }
 }
 
+/// Whole seconds of a duration, saturating ([`parse`] refuses what would saturate).
+pub fn secs(d: Duration) -> i64 {
+    i64::try_from(d.as_secs()).unwrap_or(i64::MAX)
+}
+
 /// Parses a duration (humantime: `24h`, `7d`, `2w`, `1h30m`), a date (`2026-12-01`, midnight
 /// UTC) or a date and time in UTC (`2026-12-01T10:00:00Z`, `Z` optional, a space for the `T`).
-pub fn parse(s: &str) -> Result<Since, String> {
+pub fn parse(s: &str) -> Result<Moment, String> {
     let s = s.trim();
     if looks_like_a_date(s) {
-        return moment(s).map(Since::At);
+        return moment(s).map(Moment::At);
     }
     let d = humantime::parse_duration(s).map_err(|e| {
         format!(
@@ -44,7 +59,10 @@ pub fn parse(s: &str) -> Result<Since, String> {
     if d.is_zero() {
         return Err("must be longer than zero".into());
     }
-    Ok(Since::Ago(d))
+    if i64::try_from(d.as_secs()).is_err() {
+        return Err(format!("`{s}` is too long"));
+    }
+    Ok(Moment::Span(d))
 }
 
 /// `YYYY-` at the start: a date was meant, so its errors speak of dates.
@@ -84,21 +102,36 @@ mod tests {
 
     fn at(s: &str) -> i64 {
         match parse(s) {
-            Ok(Since::At(t)) => t,
+            Ok(Moment::At(t)) => t,
             other => panic!("{s}: {other:?}"),
         }
     }
 
     #[test]
     fn durations_count_back_from_now() {
-        assert_eq!(parse("24h"), Ok(Since::Ago(Duration::from_secs(86400))));
-        assert_eq!(parse("1h30m").map(|s| s.resolve(NOW)), Ok(NOW - 5400));
-        assert_eq!(parse("7d").map(|s| s.resolve(NOW)), Ok(NOW - 7 * 86400));
+        assert_eq!(parse("24h"), Ok(Moment::Span(Duration::from_secs(86400))));
+        assert_eq!(parse("1h30m").map(|s| s.back_from(NOW)), Ok(NOW - 5400));
+        assert_eq!(parse("7d").map(|s| s.back_from(NOW)), Ok(NOW - 7 * 86400));
         assert_eq!(
-            parse("1000years").map(|s| s.resolve(NOW)),
+            parse("1000years").map(|s| s.back_from(NOW)),
             Ok(0),
             "before the epoch: everything recorded"
         );
+    }
+
+    #[test]
+    fn counted_ahead_a_duration_is_left_to_the_controllers_clock() {
+        assert_eq!(parse("30d").map(Moment::ahead), Ok(When::In(30 * 86400)));
+        assert_eq!(
+            parse("2027-01-31").map(Moment::ahead),
+            Ok(When::At(1_801_353_600))
+        );
+        assert_eq!(
+            parse("2025-01-31T12:00:00Z").map(Moment::ahead),
+            Ok(When::At(NOW))
+        );
+        let e = parse("300000000000years").unwrap_err();
+        assert_eq!(e, "`300000000000years` is too long");
     }
 
     #[test]
@@ -109,7 +142,7 @@ mod tests {
         assert_eq!(at("2025-01-31 12:00:00"), NOW);
         assert_eq!(at("2025-01-31T12:00:00+00:00"), NOW);
         assert_eq!(at("1970-01-01"), 0);
-        assert_eq!(Since::At(NOW).resolve(0), NOW, "a moment does not move");
+        assert_eq!(Moment::At(NOW).back_from(0), NOW, "a moment does not move");
     }
 
     #[test]
