@@ -149,10 +149,50 @@ pub fn show(bytes: u64) -> String {
     format!("{}.{} {name}", t / 10, t % 10)
 }
 
+/// A size an operator set, as they would have typed it: `1 MiB`, `50 GiB` when exact, else as
+/// [`show`] (`1.5 TiB`, `953.7 MiB`), so `1.0 MiB of 1 MiB used` tells the measured from the set.
+pub fn show_set(bytes: u64) -> String {
+    let shown = show(bytes);
+    let whole = shown.replacen(".0 ", " ", 1);
+    if whole != shown && parse(&whole) == Ok(bytes) {
+        whole
+    } else {
+        shown
+    }
+}
+
+/// A length of time as the CLI's duration flags take it: `30d`, `12h`, `1h30m`, `45s`; `0s`
+/// for none.
+pub fn show_span(secs: i64) -> String {
+    if secs <= 0 {
+        return "0s".into();
+    }
+    let mut rest = secs;
+    let mut out = String::new();
+    for (unit, name) in [(86_400, 'd'), (3_600, 'h'), (60, 'm'), (1, 's')] {
+        if rest >= unit {
+            out.push_str(&format!("{}{name}", rest / unit));
+            rest %= unit;
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn set_sizes_and_spans_read_as_typed() {
+        assert_eq!(show_set(1 << 20), "1 MiB");
+        assert_eq!(show_set(50 << 30), "50 GiB");
+        assert_eq!(show_set((1 << 20) + 1), "1.0 MiB");
+        assert_eq!(show_set(0), "0 B");
+        assert_eq!(show_span(30 * 86_400), "30d");
+        assert_eq!(show_span(5_400), "1h30m");
+        assert_eq!(show_span(0), "0s");
+    }
 
     fn ok(s: &str) -> u64 {
         match parse(s) {

@@ -18,9 +18,9 @@ use vpn_shared::transport::peer_identity;
 
 use crate::enroll::{new_token, token_hash};
 use crate::fleet::not_waited;
+use crate::quota::OnHold;
 use crate::server::{Controller, now};
 use crate::store::validate::MAX_SHORT_IDS;
-use crate::quota::OnHold;
 use crate::store::{
     EditUserFields, FirewallRuleRow, HostRow, Mutation, NewService, NewUser, QuotaEditFields,
     QuotaSettings, StoreError, UserRow, UserStatus,

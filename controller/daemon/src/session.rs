@@ -693,7 +693,8 @@ impl Session {
             return Ok(());
         }
         self.allowances.mark_unchanged();
-        let (epoch, up_to, users) = match self.ctl.store.host_allowances(&self.host_id, now()).await {
+        let (epoch, up_to, users) = match self.ctl.store.host_allowances(&self.host_id, now()).await
+        {
             Ok(a) => a,
             Err(e) => {
                 warn!(host = %self.host_name, error = %e, "cannot read allowances; the host keeps the ones it has");
@@ -729,7 +730,12 @@ impl Session {
             if let Err(e) = self
                 .ctl
                 .store
-                .record_host_event(&self.host_id, EventKind::Enforced, &message, c.at.min(now()))
+                .record_host_event(
+                    &self.host_id,
+                    EventKind::Enforced,
+                    &message,
+                    c.at.min(now()),
+                )
                 .await
             {
                 debug!(host = %self.host_name, error = %e, "cannot record the cut-off");

@@ -12,16 +12,16 @@ use vpn_shared::links;
 use vpn_shared::model::{Protocol, ServiceOptions};
 use vpn_shared::proto::admin::{
     CheckLevel, DoctorCheck, DoctorReport, FailingResource, FirewallRuleInfo, HostState,
-    HostVitals, LinkInfo, ServerDetail, ServerInfo, Servers, ServiceDetail, ServiceHost,
-    OnHoldInfo, ServiceHostState, ServiceInfo, StatusDetail, StatusInfo, UsageInfo, UsageQuery,
+    HostVitals, LinkInfo, OnHoldInfo, ServerDetail, ServerInfo, Servers, ServiceDetail,
+    ServiceHost, ServiceHostState, ServiceInfo, StatusDetail, StatusInfo, UsageInfo, UsageQuery,
     UserDetail, UserInfo, UserQuota,
 };
 use vpn_shared::size;
 
 use crate::admin::{AdminError, AdminErrorExt};
 use crate::config::HealthThresholds;
-use crate::server::{Controller, now};
 use crate::quota;
+use crate::server::{Controller, now};
 use crate::store::{FirewallRuleRow, QuotaState, ServiceRow, StoreError, UserRow, UserStatus};
 
 /// Failing resources shown per host in `servers list` (the state's count is always complete).
@@ -136,7 +136,10 @@ pub fn user(u: &UserRow) -> UserInfo {
 }
 
 /// `users list|show` with quotas: one user or every user.
-pub async fn user_details(ctl: &Controller, name: Option<&str>) -> Result<Vec<UserDetail>, AdminError> {
+pub async fn user_details(
+    ctl: &Controller,
+    name: Option<&str>,
+) -> Result<Vec<UserDetail>, AdminError> {
     let now = now();
     let offset = ctl.store.time_zone();
     let users = match name {
@@ -154,7 +157,10 @@ pub async fn user_details(ctl: &Controller, name: Option<&str>) -> Result<Vec<Us
         .iter()
         .map(|u| {
             let q = quotas.get(&u.id).ok_or_else(|| {
-                AdminError::from(StoreError::corrupt("user quota", format!("no row for {}", u.name)))
+                AdminError::from(StoreError::corrupt(
+                    "user quota",
+                    format!("no row for {}", u.name),
+                ))
             })?;
             Ok(UserDetail {
                 user: user(u),
@@ -165,14 +171,23 @@ pub async fn user_details(ctl: &Controller, name: Option<&str>) -> Result<Vec<Us
 }
 
 /// A user's quota as the operator reads it at `now`.
-pub fn user_quota(status: UserStatus, q: &QuotaState, now: i64, offset: time::UtcOffset) -> UserQuota {
+pub fn user_quota(
+    status: UserStatus,
+    q: &QuotaState,
+    now: i64,
+    offset: time::UtcOffset,
+) -> UserQuota {
     let s = &q.settings;
     let used = q.used_at(now, offset);
     let reason = match status {
         UserStatus::Active => None,
         UserStatus::Suspended => Some("suspended by an operator".to_owned()),
         UserStatus::Limited => Some(match s.data_limit {
-            Some(limit) => format!("limited: {} of {} used", size::show(used), exact_size(limit)),
+            Some(limit) => format!(
+                "limited: {} of {} used",
+                size::show(used),
+                size::show_set(limit)
+            ),
             None => "limited".to_owned(),
         }),
         UserStatus::Expired => Some(match s.expires_at {
@@ -186,7 +201,7 @@ pub fn user_quota(status: UserStatus, q: &QuotaState, now: i64, offset: time::Ut
                     .map_or(String::new(), |t| format!(", or from {}", utc_minute(t)));
                 format!(
                     "on_hold: {} of use from the first traffic{timeout}",
-                    humantime::format_duration(Duration::from_secs(h.duration.max(0) as u64))
+                    size::show_span(h.duration)
                 )
             }
             None => "on_hold".to_owned(),
@@ -206,23 +221,6 @@ pub fn user_quota(status: UserStatus, q: &QuotaState, now: i64, offset: time::Ut
         first_use: q.first_use,
         reason,
     }
-}
-
-/// A limit as the operator would have typed it: `50 GiB` when it is a whole number of a unit,
-/// else the one-decimal form.
-fn exact_size(bytes: u64) -> String {
-    const UNITS: [(u64, &str); 6] = [
-        (1 << 60, "EiB"),
-        (1 << 50, "PiB"),
-        (1 << 40, "TiB"),
-        (1 << 30, "GiB"),
-        (1 << 20, "MiB"),
-        (1 << 10, "KiB"),
-    ];
-    UNITS
-        .iter()
-        .find(|(unit, _)| bytes >= *unit && bytes % unit == 0)
-        .map_or_else(|| size::show(bytes), |(unit, name)| format!("{} {name}", bytes / unit))
 }
 
 /// `2026-12-01 00:00 UTC`.

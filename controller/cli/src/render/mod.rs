@@ -158,33 +158,14 @@ pub fn bytes(n: u64) -> String {
     vpn_shared::size::show(n)
 }
 
-/// A limit as the operator would type it: `1 MiB`, `50 GiB` when exact, else as [`bytes`]
-/// (`1.5 TiB`, `953.7 MiB`), so `1.0 MiB of 1 MiB used` tells the measured from the set.
+/// A limit as the operator would type it: [`vpn_shared::size::show_set`].
 pub fn limit(n: u64) -> String {
-    let shown = bytes(n);
-    let whole = shown.replacen(".0 ", " ", 1);
-    if whole != shown && vpn_shared::size::parse(&whole) == Ok(n) {
-        whole
-    } else {
-        shown
-    }
+    vpn_shared::size::show_set(n)
 }
 
-/// A length of time as `--on-hold` takes it: `30d`, `12h`, `1h30m`, `45s`; `0s` for none.
+/// A length of time as `--on-hold` takes it: [`vpn_shared::size::show_span`].
 pub fn span(secs: i64) -> String {
-    if secs <= 0 {
-        return "0s".into();
-    }
-    let parts = [(86400, 'd'), (3600, 'h'), (60, 'm'), (1, 's')];
-    let mut rest = secs;
-    let mut out = String::new();
-    for (unit, name) in parts {
-        if rest >= unit {
-            out.push_str(&format!("{}{name}", rest / unit));
-            rest %= unit;
-        }
-    }
-    out
+    vpn_shared::size::show_span(secs)
 }
 
 /// [`timestamp`] to the minute, for columns (`2026-12-01 00:00`).

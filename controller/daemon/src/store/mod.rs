@@ -49,11 +49,11 @@ use vpn_shared::model::Change;
 pub use error::{Result, StoreError, TokenRefusal};
 pub use health::{EventKind, HealthUpdate};
 pub use hosts::{EnrolledCert, JoinToken, Spent};
+pub use quota::{QuotaState, StatusChange};
 pub use rows::{
     CredentialRow, DEFAULT_PORT_SPAN, EditUserFields, FirewallRuleRow, HostRow, NewService,
     NewUser, QuotaEditFields, QuotaSettings, Servers, ServiceRow, UserDetail, UserRow, UserStatus,
 };
-pub use quota::{QuotaState, StatusChange};
 pub use usage::{BatchError, Ingested};
 
 /// How long a connection waits for SQLite's write lock held by another process (a backup, say).

@@ -160,7 +160,10 @@ pub(super) async fn load(conn: &mut SqliteConnection, user_id: &str) -> Result<Q
     match raw {
         Some(raw) => quota_state(raw),
         // Every user gets a row when added (and existing users by the migration).
-        None => Err(StoreError::corrupt("user quota", format!("no row for {user_id}"))),
+        None => Err(StoreError::corrupt(
+            "user quota",
+            format!("no row for {user_id}"),
+        )),
     }
 }
 
@@ -214,7 +217,9 @@ pub(super) async fn replace_settings(
     if new.reset != old.settings.reset {
         let start = quota::period_start(new.reset, now, offset);
         // Hours are the finest record: the period's first hour counts whole.
-        let from = start.map_or(i64::MIN, |s| s.div_euclid(super::usage::HOUR) * super::usage::HOUR);
+        let from = start.map_or(i64::MIN, |s| {
+            s.div_euclid(super::usage::HOUR) * super::usage::HOUR
+        });
         let used: i64 = sqlx::query_scalar(
             "SELECT coalesce(sum(up + down + undirected), 0) FROM usage_hours \
              WHERE hour >= ?2 AND user_id = ?1",
@@ -362,7 +367,10 @@ impl Store {
                 .join(", "),
             super::rows::SERVING
         );
-        let rows: Vec<QuotaRow> = sqlx::query_as(&sql).bind(host_id).fetch_all(&mut *tx).await?;
+        let rows: Vec<QuotaRow> = sqlx::query_as(&sql)
+            .bind(host_id)
+            .fetch_all(&mut *tx)
+            .await?;
         tx.commit().await?;
         let mut out = Vec::with_capacity(rows.len());
         for row in rows {

@@ -321,7 +321,11 @@ impl Store {
         }
         let rows: Vec<_> = per_user
             .iter()
-            .map(|(id, b)| json!([id, b.since[0], b.since[1], b.since[2], b.since[3], b.since[4], b.first]))
+            .map(|(id, b)| {
+                json!([
+                    id, b.since[0], b.since[1], b.since[2], b.since[3], b.since[4], b.first
+                ])
+            })
             .collect();
         // One statement for the batch; the period a user's row counts is picked by its reset.
         let sql = format!(
@@ -356,21 +360,21 @@ impl Store {
             let over = q.settings.data_limit.is_some_and(|l| q.used >= l);
             let hold_starts = q.settings.on_hold.is_some() && q.settings.expires_at.is_none();
             let mut q = q;
-            if over || hold_starts {
-                if let Some(user) = super::users::load_user_by_id(conn, &id).await? {
-                    let suspended = user.status == super::UserStatus::Suspended;
-                    let (to, p) =
-                        super::quota::evaluate_user(conn, &user, suspended, now, offset).await?;
-                    if to != user.status {
-                        changes.push(super::StatusChange {
-                            user: user.name.clone(),
-                            from: user.status,
-                            to,
-                        });
-                    }
-                    pushes.extend(p);
-                    q = super::quota::load(conn, &id).await?;
+            if (over || hold_starts)
+                && let Some(user) = super::users::load_user_by_id(conn, &id).await?
+            {
+                let suspended = user.status == super::UserStatus::Suspended;
+                let (to, p) =
+                    super::quota::evaluate_user(conn, &user, suspended, now, offset).await?;
+                if to != user.status {
+                    changes.push(super::StatusChange {
+                        user: user.name.clone(),
+                        from: user.status,
+                        to,
+                    });
                 }
+                pushes.extend(p);
+                q = super::quota::load(conn, &id).await?;
             }
             allowances.extend(q.allowance(&id, now, offset));
         }

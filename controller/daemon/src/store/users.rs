@@ -333,8 +333,7 @@ impl Store {
                     .execute(&mut *conn)
                     .await?;
                 let suspended = user.status == UserStatus::Suspended;
-                let (_, p) =
-                    quota::evaluate_user(conn, &user, suspended, now, self.offset).await?;
+                let (_, p) = quota::evaluate_user(conn, &user, suspended, now, self.offset).await?;
                 pushes = p;
             }
         }

@@ -319,7 +319,10 @@ pub(crate) fn quota(q: &super::rows::QuotaSettings) -> Result<()> {
         if hold.duration <= 0 || hold.duration > MAX_HOLD_SECS {
             return Err(StoreError::Invalid {
                 field: "on-hold",
-                reason: format!("{} s is not a duration between 1 s and 100 years", hold.duration),
+                reason: format!(
+                    "{} s is not a duration between 1 s and 100 years",
+                    hold.duration
+                ),
             });
         }
         if q.expires_at.is_some() {
