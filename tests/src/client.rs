@@ -569,3 +569,20 @@ mod tests {
         assert!(rt.block_on(read_head(&mut &raw[..])).is_err());
     }
 }
+
+/// Waits until a new connection through `client` fails, at the latest by `deadline`; returns
+/// how long that took.
+pub fn assert_refused_by(client: &SsLocal, deadline: Instant, what: &str) -> Duration {
+    let start = Instant::now();
+    loop {
+        if client.probe().is_err() {
+            return start.elapsed();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: new connections through {} still work",
+            client.link
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}

@@ -677,6 +677,37 @@ impl Fleet {
         self.assert_payload_by(i, &link, || client.fetch_payload(target));
     }
 
+    /// `user`'s Shadowsocks links, checked to be one `ss://` link per host; with the host index.
+    pub fn ss_links_per_host(&self, user: &str) -> Vec<(usize, String)> {
+        let links: Vec<String> = self
+            .links(user)
+            .into_iter()
+            .filter(|l| l.starts_with("ss://"))
+            .collect();
+        assert_eq!(
+            links.len(),
+            self.agents.len(),
+            "expected one ss:// link per host for {user}, got {links:#?}"
+        );
+        let mut out: Vec<(usize, String)> = links
+            .into_iter()
+            .map(|l| (self.agent_for_link(&l).index, l))
+            .collect();
+        out.sort();
+        let hosts: Vec<usize> = out.iter().map(|(i, _)| *i).collect();
+        let expected: Vec<usize> = (0..self.agents.len()).collect();
+        assert_eq!(hosts, expected, "{user}'s links do not cover every host once");
+        out
+    }
+
+    /// One `sslocal` per Shadowsocks link of `user`, indexed by host.
+    pub fn ss_clients(&self, user: &str) -> Vec<(usize, SsLocal)> {
+        self.ss_links_per_host(user)
+            .into_iter()
+            .map(|(i, link)| (i, self.sslocal(&link)))
+            .collect()
+    }
+
     /// Starts an `sslocal` for `link`, logging into this fleet's log directory.
     pub fn sslocal(&self, link: &str) -> SsLocal {
         let n = self.client_seq.fetch_add(1, Ordering::Relaxed);

@@ -9,7 +9,7 @@
 use std::time::{Duration, Instant};
 
 use vpn_e2e::Fleet;
-use vpn_e2e::client::SsLocal;
+use vpn_e2e::client::{SsLocal, assert_refused_by};
 use vpn_e2e::proc::tail;
 use vpn_e2e::wait_until;
 
@@ -33,39 +33,6 @@ fn deploy_shadowsocks(fleet: &Fleet) {
 
 fn add_user(fleet: &Fleet, name: &str) {
     fleet.vpn_ok(&["users", "add", name, "--all-servers"]);
-}
-
-/// `user`'s links, checked to be one `ss://` link per host; returned with the host index.
-fn links_per_host(fleet: &Fleet, user: &str) -> Vec<(usize, String)> {
-    let links = fleet.links(user);
-    assert_eq!(
-        links.len(),
-        fleet.agents.len(),
-        "expected one link per host for {user}, got {links:#?}"
-    );
-    let mut out: Vec<(usize, String)> = links
-        .into_iter()
-        .map(|l| {
-            assert!(l.starts_with("ss://"), "not a SIP002 link: {l}");
-            (fleet.agent_for_link(&l).index, l)
-        })
-        .collect();
-    out.sort();
-    let hosts: Vec<usize> = out.iter().map(|(i, _)| *i).collect();
-    let expected: Vec<usize> = (0..fleet.agents.len()).collect();
-    assert_eq!(
-        hosts, expected,
-        "{user}'s links do not cover every host once"
-    );
-    out
-}
-
-/// One `sslocal` per link of `user`, indexed by host.
-fn clients_for(fleet: &Fleet, user: &str) -> Vec<(usize, SsLocal)> {
-    links_per_host(fleet, user)
-        .into_iter()
-        .map(|(i, link)| (i, fleet.sslocal(&link)))
-        .collect()
 }
 
 /// Host `i`'s server listens on the namespace's loopback as well as on its own address, yet
@@ -94,22 +61,6 @@ fn assert_loopback_refused(fleet: &Fleet, i: usize, client: &SsLocal) {
     );
 }
 
-/// Waits until a new connection through `client` fails, at the latest by `deadline`.
-fn assert_refused_by(client: &SsLocal, deadline: Instant, what: &str) -> Duration {
-    let start = Instant::now();
-    loop {
-        if client.probe().is_err() {
-            return start.elapsed();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{what}: new connections through {} still work",
-            client.link
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
 /// Story (a): three hosts, Shadowsocks everywhere, alice added; every link she is given takes a
 /// real client to that very host (the payload only that host's namespace serves, byte for byte),
 /// and none lets her reach that host's own loopback.
@@ -120,7 +71,7 @@ fn every_link_of_a_new_user_reaches_its_own_host() {
     add_user(&fleet, "alice");
     fleet.wait_converged(RECONNECT_BOUND);
 
-    for (i, client) in clients_for(&fleet, "alice") {
+    for (i, client) in fleet.ss_clients("alice") {
         fleet.assert_payload_through(i, &client);
         assert_loopback_refused(&fleet, i, &client);
     }
@@ -137,8 +88,8 @@ fn suspend_cuts_only_the_suspended_user_and_resume_restores_her() {
     add_user(&fleet, "bob");
     fleet.wait_converged(RECONNECT_BOUND);
 
-    let alice = clients_for(&fleet, "alice");
-    let bob = clients_for(&fleet, "bob");
+    let alice = fleet.ss_clients("alice");
+    let bob = fleet.ss_clients("bob");
     for (i, c) in alice.iter().chain(bob.iter()) {
         fleet.assert_payload_through(*i, c);
     }
@@ -200,7 +151,7 @@ fn data_plane_survives_controller_outage_and_agent_restarts() {
     deploy_shadowsocks(&fleet);
     add_user(&fleet, "alice");
     fleet.wait_converged(RECONNECT_BOUND);
-    let alice = clients_for(&fleet, "alice");
+    let alice = fleet.ss_clients("alice");
     for (i, c) in &alice {
         fleet.assert_payload_through(*i, c);
     }
@@ -253,7 +204,7 @@ fn data_plane_survives_controller_outage_and_agent_restarts() {
 
     // The control path is live again: a new user reaches every host.
     add_user(&fleet, "carol");
-    for (i, c) in clients_for(&fleet, "carol") {
+    for (i, c) in fleet.ss_clients("carol") {
         fleet.assert_payload_through(i, &c);
     }
 }

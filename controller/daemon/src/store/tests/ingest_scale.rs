@@ -64,6 +64,16 @@ async fn ingest_of_one_thousand_hosts_by_one_thousand_users() {
             .push_bind(0i64);
     });
     q.build().execute(&mut *tx).await.unwrap();
+    // Every user has a quota row (as `add_user` makes it); every other one a monthly data
+    // limit far above what the run moves, so each batch updates every row and evaluates none.
+    sqlx::query(
+        "INSERT INTO user_quota (user_id, data_limit, reset) SELECT id, \
+         CASE WHEN rowid % 2 = 0 THEN 1099511627776 END, \
+         CASE WHEN rowid % 2 = 0 THEN 'month' ELSE 'none' END FROM users",
+    )
+    .execute(&mut *tx)
+    .await
+    .unwrap();
     tx.commit().await.unwrap();
 
     let batch = |period: u64, h: usize| UsageReport {
@@ -143,6 +153,13 @@ async fn ingest_of_one_thousand_hosts_by_one_thousand_users() {
         let up = (1_000 + (u as u64 % 7)) * HOSTS as u64 * PERIODS;
         let down: u64 = (0..HOSTS as u64).map(|h| 10_000 + h % 13).sum::<u64>() * PERIODS;
         assert_eq!((row.up, row.down), (up, down), "user {u}");
+    }
+    // The quota counters moved exactly with the totals, replay included.
+    let quotas = store.quotas().await.unwrap();
+    for (u, id) in users.iter().enumerate() {
+        let up = (1_000 + (u as u64 % 7)) * HOSTS as u64 * PERIODS;
+        let down: u64 = (0..HOSTS as u64).map(|h| 10_000 + h % 13).sum::<u64>() * PERIODS;
+        assert_eq!(quotas[id].used, up + down, "quota counter of user {u}");
     }
     let size: u64 = std::fs::read_dir(dir.path())
         .unwrap()
