@@ -11,12 +11,15 @@
 //! - [`hostnet`]: shaping and the firewall around the containers; feature probe and health.
 //! - [`state`]: the last applied state on disk (atomic, 0600).
 //! - [`ledger`]: the traffic ledger: counter deltas (pure), the append-only file, the backlog.
+//! - [`allowance`]: offline enforcement of quotas (pure): the controller's figures less what
+//!   this host measured since, who is cut off, the state the host runs without them.
 //! - [`backoff`]: reconnect delays.
 //! - [`apply`]: the applier and its thin Docker layer (labelled containers, spec-hash recreate).
 //! - [`drivers`]: per-protocol container specs and hot user changes (ssmanager for Shadowsocks).
 //! - [`firewall`]: our own nftables table `inet vpn_agent` (block list, rate limits, counters).
 //! - [`shaping`]: per-user and per-service bandwidth limits with tc (HTB, IFB for upload).
 
+pub mod allowance;
 pub mod apply;
 pub mod backoff;
 pub mod config;
