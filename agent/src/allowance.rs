@@ -25,6 +25,10 @@ use serde::{Deserialize, Serialize};
 use vpn_shared::model::{DesiredState, Digest, TrackedState};
 use vpn_shared::proto::{Allowances, CutOff, CutOffCause, UsageEntry};
 
+/// The resource under which a failure to save the allowances is reported: a restart would
+/// then enforce older figures.
+pub const ALLOWANCES_RESOURCE: &str = "host/allowances";
+
 /// One user's figures: what the controller last allowed, less what was folded in since.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Figures {
@@ -65,28 +69,30 @@ impl AllowanceBook {
 
     /// The ledger of `ack_epoch` is about to drop `dropped` (its entries up to `up_to`): the
     /// ones the figures do not count yet are folded into them, since they will no longer be
-    /// there to subtract. Call it only for an ack the ledger takes (its own epoch). Returns
-    /// whether the book changed.
+    /// there to subtract. Call it only for an ack the ledger takes (its own epoch).
+    ///
+    /// Returns whether a figure changed. The base moves too, but that alone changes no
+    /// decision (no entry up to `up_to` is left to count or not), so only a changed figure
+    /// needs saving.
     pub fn on_ack<'a>(
         &mut self,
         ack_epoch: u64,
         up_to: u64,
         dropped: impl IntoIterator<Item = &'a UsageEntry>,
     ) -> bool {
-        let mut changed = false;
+        let mut folded = false;
         for e in dropped {
             if !self.counts(ack_epoch, e) {
-                changed |= self.fold(&e.user, e.total());
+                folded |= self.fold(&e.user, e.total());
             }
         }
-        let (epoch, base) = if ack_epoch == self.epoch {
-            (ack_epoch, self.base.max(up_to))
+        self.base = if ack_epoch == self.epoch {
+            self.base.max(up_to)
         } else {
-            (ack_epoch, up_to)
+            up_to
         };
-        changed |= (epoch, base) != (self.epoch, self.base);
-        (self.epoch, self.base) = (epoch, base);
-        changed
+        self.epoch = ack_epoch;
+        folded
     }
 
     /// Takes the controller's figures. `entries` are the ledger's (of `ledger_epoch`) now.
@@ -268,11 +274,13 @@ impl Enforcer {
         if next.is_empty() && self.blocked.is_empty() {
             return Transition::default();
         }
+        // One pass over the users, keeping only the ids that matter (a host may hold 100,000).
         let ids: BTreeSet<&str> = desired
             .state()
             .users
             .values()
             .map(|u| u.id.as_str())
+            .filter(|id| next.contains_key(*id) || self.blocked.contains_key(*id))
             .collect();
         next.retain(|id, _| ids.contains(id.as_str()));
         let mut t = Transition::default();
@@ -300,12 +308,33 @@ impl Enforcer {
             .filter(|id| !next.contains_key(*id) && ids.contains(id.as_str()))
             .cloned()
             .collect();
+        let same_users = next.keys().eq(self.blocked.keys());
         self.blocked = next;
-        self.cached = match effective(desired.state(), &self.blocked) {
-            Cow::Borrowed(_) => None,
-            Cow::Owned(s) => Some((desired.generation(), desired.digest(), s)),
-        };
+        let fresh = self.cached.as_ref().is_some_and(|(generation, digest, _)| {
+            *generation == desired.generation() && *digest == desired.digest()
+        });
+        if !(same_users && fresh) {
+            self.cached = match effective(desired.state(), &self.blocked) {
+                Cow::Borrowed(_) => None,
+                Cow::Owned(s) => Some((desired.generation(), desired.digest(), s)),
+            };
+        }
         t
+    }
+
+    /// Whether an [`update`](Self::update) now would cut off a user of `desired` who is not
+    /// cut off yet (the session then reads the counters first, so the user's last bytes are
+    /// in the ledger before the user's counters go).
+    pub fn would_cut_off<'a>(
+        &self,
+        desired: &TrackedState,
+        entries: impl IntoIterator<Item = &'a UsageEntry>,
+        ledger_epoch: u64,
+        now: i64,
+    ) -> bool {
+        let next = self.book.blocked(entries, ledger_epoch, now);
+        let new = |id: &String| next.contains_key(id) && !self.blocked.contains_key(id);
+        next.keys().any(new) && desired.state().users.values().any(|u| new(&u.id))
     }
 
     /// What the host runs for `desired`: cached when [`update`](Self::update) saw this state,

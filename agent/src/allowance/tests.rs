@@ -221,7 +221,10 @@ fn bytes_given_back_or_a_later_expiry_bring_the_user_back() {
         ],
     ));
     let ledger = vec![entry(2, "a", 150)];
+    assert!(!f.would_cut_off(&state, &ledger[..0], E, 49));
+    assert!(f.would_cut_off(&state, &ledger, E, 49));
     let t = f.update(&state, &ledger, E, 60);
+    assert!(!f.would_cut_off(&state, &ledger, E, 60), "already cut off");
     let cut: Vec<_> = t
         .cut_off
         .iter()
@@ -350,7 +353,8 @@ enum Op {
     Reset { user: usize },
     /// A new ledger (the old one was damaged); see [`Model::new_epoch`].
     NewEpoch,
-    /// The agent restarts: the book comes back from its bytes.
+    /// The agent restarts: the book comes back as last saved (the session saves it after a
+    /// message and after an ack that changed a figure).
     Restart,
 }
 
@@ -388,6 +392,7 @@ struct Model {
     told: [Option<Told>; 3],
     // The agent.
     book: AllowanceBook,
+    saved: Vec<u8>,
 }
 
 impl Model {
@@ -404,6 +409,7 @@ impl Model {
             limit: [Some(1000), Some(2000), None],
             told: [None, None, None],
             book: AllowanceBook::default(),
+            saved: postcard::to_stdvec(&AllowanceBook::default()).unwrap(),
         }
     }
 
@@ -440,7 +446,9 @@ impl Model {
                     .filter(|e| e.seq <= up_to)
                     .cloned()
                     .collect();
-                self.book.on_ack(self.epoch, up_to, &dropped);
+                if self.book.on_ack(self.epoch, up_to, &dropped) {
+                    self.save();
+                }
                 self.ledger.retain(|e| e.seq > up_to);
                 self.acked = self.acked.max(up_to);
             }
@@ -449,11 +457,12 @@ impl Model {
             Op::Limit { user, limit } => self.limit[user] = limit,
             Op::Reset { user } => self.used[user] = 0,
             Op::NewEpoch => self.new_epoch(),
-            Op::Restart => {
-                let bytes = postcard::to_stdvec(&self.book).unwrap();
-                self.book = postcard::from_bytes(&bytes).unwrap();
-            }
+            Op::Restart => self.book = postcard::from_bytes(&self.saved).unwrap(),
         }
+    }
+
+    fn save(&mut self) {
+        self.saved = postcard::to_stdvec(&self.book).unwrap();
     }
 
     fn send(&mut self, complete: bool, mask: u8) {
@@ -487,6 +496,7 @@ impl Model {
             }
         }
         self.book.receive(&m, &self.ledger, self.epoch);
+        self.save();
     }
 
     /// The ledger is replaced by a new one. Its unacked entries are lost to everyone, which
