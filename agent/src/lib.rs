@@ -2,7 +2,8 @@
 //!
 //! # Layout
 //! - [`session`]: the control channel and the fail-static loop (saved state first, reconnect
-//!   with jittered backoff, full state / delta / ack).
+//!   with jittered backoff, full state / delta / ack); `session/enforce.rs` applies the
+//!   allowances.
 //! - [`enroll`]: `vpn-agent join` — CSR enrollment pinning the controller's CA.
 //! - [`config`]: `agent.toml`, env and flags; where files live.
 //! - [`renew`]: certificate renewal over the live session.
