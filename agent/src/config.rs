@@ -45,6 +45,8 @@ pub struct Paths {
     pub cert: PathBuf,
     pub key: PathBuf,
     pub state: PathBuf,
+    /// The allowances the agent enforces by itself ([`crate::allowance::AllowanceBook`]).
+    pub allowances: PathBuf,
 }
 
 impl Paths {
@@ -65,6 +67,7 @@ impl Paths {
             cert: pki.join("agent.pem"),
             key: pki.join("agent.key"),
             state: data_dir.join("state").join("desired.bin"),
+            allowances: data_dir.join("allowances.bin"),
         }
     }
 }
@@ -372,6 +375,7 @@ mod tests {
             assert_eq!(p.data_dir, abs, "{spelling}");
             assert_eq!(p.config, abs.join("agent.toml"));
             assert_eq!(p.state, abs.join("state/desired.bin"));
+            assert_eq!(p.allowances, abs.join("allowances.bin"));
         }
         assert_eq!(Paths::resolve(&abs).unwrap().data_dir, abs);
     }

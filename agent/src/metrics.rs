@@ -32,6 +32,7 @@ pub struct Metrics {
     ledger_entries: IntCounter,
     ledger_bytes: IntCounter,
     ledger_backlog: IntGauge,
+    users_cut_off: IntGauge,
 }
 
 /// Why the metrics listener could not start.
@@ -107,13 +108,19 @@ impl Metrics {
             "Ledger entries written but not yet acked by the controller.",
         )
         .unwrap_or_else(|_| unreachable_metric());
+        let users_cut_off = IntGauge::new(
+            "vpn_agent_users_cut_off",
+            "Users of the desired state the agent keeps off this host by itself now: allowance used up or expired.",
+        )
+        .unwrap_or_else(|_| unreachable_metric());
         for kind in KINDS {
             // Present from the start at 0, so a rate over the first failure is right.
             apply_failures.with_label_values(&[kind]);
             failing.with_label_values(&[kind]);
             repairs.with_label_values(&[kind]);
         }
-        let collectors: [Box<dyn prometheus::core::Collector>; 10] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 11] = [
+            Box::new(users_cut_off.clone()),
             Box::new(ledger_entries.clone()),
             Box::new(ledger_bytes.clone()),
             Box::new(ledger_backlog.clone()),
@@ -141,6 +148,7 @@ impl Metrics {
             ledger_entries,
             ledger_bytes,
             ledger_backlog,
+            users_cut_off,
         }
     }
 
@@ -184,6 +192,12 @@ impl Metrics {
     pub fn ledger_backlog(&self, entries: usize) {
         self.ledger_backlog
             .set(i64::try_from(entries).unwrap_or(i64::MAX));
+    }
+
+    /// Users cut off on this host now.
+    pub fn users_cut_off(&self, users: usize) {
+        self.users_cut_off
+            .set(i64::try_from(users).unwrap_or(i64::MAX));
     }
 
     fn set_failing(&self, results: &[ResourceResult]) {

@@ -12,8 +12,16 @@
 //! the traffic [`Ledger`]; connected to a controller of protocol 4 or later, the unacked
 //! entries go out in [`AgentMsg::Usage`] batches, one in flight at a time, from the oldest
 //! unacked again after every reconnect, and leave the ledger when a `UsageAck` names them.
+//!
+//! Offline enforcement (SPEC §2.6, decided in [`crate::allowance`]): the controller's
+//! [`Allowances`](vpn_shared::proto::Allowances) are kept on disk, and after every usage tick, allowance, ack and new desired
+//! state the agent decides again who has used up their bytes or is past their expiry. What
+//! touches the host — apply, reconcile, the counters read — is the *effective* state: the
+//! desired state (`current`) less those users. What is saved, acked (generation, digest) and
+//! said in `Hello` stays the desired state's, so the controller sees no mismatch; a user cut
+//! off simply has no results. Cut-offs go to controllers of protocol 5 in [`AgentMsg::Enforced`].
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::Duration;
 
@@ -29,16 +37,19 @@ use vpn_shared::proto::{
 };
 use vpn_shared::transport::{self, SERVER_NAME};
 
-use crate::apply::{Applier, ApplyReport};
+use crate::allowance::Enforcer;
+use crate::apply::Applier;
 use crate::backoff;
 use crate::config::{Config, Paths};
 use crate::hostnet::HostNet;
-use crate::ledger::delta::Now;
+use crate::ledger::delta::{Now, Reset};
 use crate::ledger::{self, LEDGER_RESOURCE, Ledger};
 use crate::metrics::Metrics;
 use crate::renew::{self, Renewal};
 use crate::report::{self, LastSent, PendingRepairs};
 use crate::state;
+
+mod enforce;
 
 /// Application keep-alive, well inside the controller's idle timeout.
 const KEEP_ALIVE: Duration = Duration::from_secs(5);
@@ -50,6 +61,10 @@ const RENEW_CHECK: Duration = Duration::from_secs(5);
 const REPORT_VERSION: u16 = 3;
 /// The first protocol version whose controllers take [`AgentMsg::Usage`].
 const USAGE_VERSION: u16 = 4;
+/// The first protocol version whose controllers send
+/// [`Allowances`](vpn_shared::proto::Allowances) and take
+/// [`AgentMsg::Enforced`].
+const ENFORCE_VERSION: u16 = 5;
 /// A batch not acked in this long is sent again (from the oldest unacked).
 const USAGE_RESEND: Duration = Duration::from_secs(30);
 
@@ -59,6 +74,8 @@ pub struct Agent {
     pub paths: Paths,
     pub applier: Applier,
     pub net: HostNet,
+    /// The desired state, as the controller sent it (saved, acked); the host runs it less the
+    /// users `enforcer` cut off.
     pub current: TrackedState,
     /// Results of the last apply, re-sent in acks.
     last_results: Vec<ResourceResult>,
@@ -80,6 +97,11 @@ pub struct Agent {
     next_usage: tokio::time::Instant,
     /// Origin of the monotonic clock the ledger's restart test uses.
     clock: std::time::Instant,
+    /// Offline enforcement: the allowances, who is cut off now, the cut-offs not reported.
+    enforcer: Enforcer,
+    /// Why the allowances could not be saved last (logged when it changes), reported as
+    /// `host/allowances` until a save succeeds.
+    allowances_error: Option<String>,
 }
 
 enum SessionEnd {
@@ -112,6 +134,8 @@ impl Agent {
             ledger_error: None,
             next_usage: tokio::time::Instant::now(),
             clock: std::time::Instant::now(),
+            enforcer: Enforcer::default(),
+            allowances_error: None,
         }
     }
 
@@ -158,8 +182,7 @@ impl Agent {
     }
 
     /// Tells the ledger which counters an apply or reconcile restarted from zero.
-    fn note_resets(&mut self, report: &ApplyReport) {
-        let resets = ledger::resets(self.current.state(), report);
+    fn note_resets(&mut self, resets: BTreeSet<Reset>) {
         let now = self.now();
         if let Some(l) = self.ledger.as_mut() {
             l.reset(resets, now);
@@ -173,16 +196,17 @@ impl Agent {
         if self.ledger.is_none() {
             return;
         }
-        let state = self.current.state();
+        let state = self.enforcer.effective(&self.current);
         let mut readings = Vec::new();
-        for (service, read) in self.applier.read_counters(state).await {
+        for (service, read) in self.applier.read_counters(&state).await {
             match read {
-                Ok(c) => readings.push(ledger::reading(state, &service, c)),
+                Ok(c) => readings.push(ledger::reading(&state, &service, c)),
                 // The service's own result says why; its baselines wait for the next reading.
                 Err(e) => debug!(%service, error = %e, "counters not read"),
             }
         }
-        let (services, users) = ledger::state_keys(state);
+        let (services, users) = ledger::state_keys(&state);
+        drop(state);
         let now = self.now();
         let Some(l) = self.ledger.as_mut() else {
             return;
@@ -203,6 +227,13 @@ impl Agent {
             Err(e) => debug!(error = %e, "usage not recorded"),
         }
         self.metrics.ledger_backlog(l.backlog());
+    }
+
+    /// The usage tick: counters into the ledger, then who is cut off now (the bytes just read,
+    /// an expiry that passed).
+    async fn usage_tick(&mut self) {
+        self.read_usage().await;
+        self.enforce(false).await;
     }
 
     /// Sends the next batch of unacked entries, if any; returns its last seq.
@@ -227,6 +258,9 @@ impl Agent {
     pub async fn run(mut self) -> anyhow::Result<()> {
         // Before the first apply: the resets it makes go into the ledger.
         self.open_ledger();
+        // Before the first apply too: a user cut off before a restart stays off (and is
+        // reported again).
+        self.load_allowances();
         self.next_usage = tokio::time::Instant::now() + self.config.usage_interval;
         match state::load(&self.paths.state) {
             Ok(Some(saved)) => {
@@ -285,9 +319,10 @@ impl Agent {
                 if now >= deadline {
                     break;
                 }
-                // Fail-static: counters are read while the controller is away too.
+                // Fail-static: counters are read, and allowances enforced, while the
+                // controller is away too.
                 if now >= self.next_usage {
-                    self.read_usage().await;
+                    self.usage_tick().await;
                 }
                 if now >= tick {
                     self.reconcile().await;
@@ -297,26 +332,51 @@ impl Agent {
         }
     }
 
-    /// Applies a whole state (its digest already known), persists it and remembers the results.
+    /// Makes `next` (its digest already known) the desired state: decides who of it is cut
+    /// off, applies the rest, persists `next` itself and remembers the results.
     async fn apply(&mut self, next: TrackedState) {
+        self.current = next;
+        self.decide();
+        self.apply_effective(true).await;
+    }
+
+    /// Applies the effective state (the desired state less the users cut off) and remembers
+    /// the results. `save`: the desired state is new and is persisted; otherwise the last
+    /// save's `host/state` result stands.
+    async fn apply_effective(&mut self, save: bool) {
         let started = std::time::Instant::now();
-        let state = next.state();
-        let applied = self.applier.apply_report(state).await;
+        let state = self.enforcer.effective(&self.current);
+        let applied = self.applier.apply_report(&state).await;
         let mut results = applied.results.clone();
-        results.extend(self.net.apply(state).await);
+        results.extend(self.net.apply(&state).await);
+        let resets = ledger::resets(&state, &applied);
+        drop(state);
         let failed = results
             .iter()
             .filter(|r| r.outcome != vpn_shared::proto::Outcome::Ok)
             .count();
-        let saved = state::saved_result(&self.paths.state, state);
-        if let vpn_shared::proto::Outcome::Error(e) = &saved.outcome {
-            error!(error = %e, "cannot persist the applied state");
+        if save {
+            let saved = state::saved_result(&self.paths.state, self.current.state());
+            if let vpn_shared::proto::Outcome::Error(e) = &saved.outcome {
+                error!(error = %e, "cannot persist the applied state");
+            }
+            results.push(saved);
+        } else {
+            results.extend(
+                self.last_results
+                    .iter()
+                    .filter(|r| r.resource == state::STATE_RESOURCE)
+                    .cloned(),
+            );
         }
-        results.push(saved);
-        info!(generation = state.generation, failed, "applied");
+        info!(
+            generation = self.current.generation(),
+            failed,
+            cut_off = self.enforcer.blocked().len(),
+            "applied"
+        );
         self.metrics.applied(started.elapsed(), &results);
-        self.current = next;
-        self.note_resets(&applied);
+        self.note_resets(resets);
         self.failing = report::failures(&results);
         self.report_results = results.clone();
         self.last_results = results;
@@ -326,9 +386,11 @@ impl Agent {
     /// users a restarted container lost. Idempotent, and cheap when nothing drifted. What it had
     /// to change is a repair for the next report; failures are logged when they change.
     async fn reconcile(&mut self) {
-        let state = self.current.state();
-        let applied = self.applier.apply_report(state).await;
-        let (net_results, net) = self.net.apply_report(state).await;
+        let state = self.enforcer.effective(&self.current);
+        let applied = self.applier.apply_report(&state).await;
+        let (net_results, net) = self.net.apply_report(&state).await;
+        let resets = ledger::resets(&state, &applied);
+        drop(state);
         let mut results = applied.results.clone();
         results.extend(net_results);
         // Reconcile does not save; whether the last apply's state is on disk still holds.
@@ -338,7 +400,7 @@ impl Agent {
                 .filter(|r| r.resource == state::STATE_RESOURCE)
                 .cloned(),
         );
-        self.note_resets(&applied);
+        self.note_resets(resets);
         let repairs = report::repairs(&applied, net, unix_now());
         for r in &repairs {
             info!(resource = %r.resource, action = %r.action, "reconcile repaired drift");
@@ -384,6 +446,7 @@ impl Agent {
                 .iter()
                 .cloned()
                 .chain([self.ledger_result()])
+                .chain(self.allowances_result())
                 .filter(|r| r.outcome != vpn_shared::proto::Outcome::Ok)
                 .collect(),
             repairs: self.pending_repairs.peek(),
@@ -510,7 +573,13 @@ impl Agent {
         // and when it went.
         let mut usage = false;
         let mut in_flight: Option<(u64, tokio::time::Instant)> = None;
+        // Cut-offs go only to controllers of protocol 5 on: right after the Welcome, and
+        // whenever new ones are made while connected.
+        let mut enforced = false;
         let end = loop {
+            if enforced && let Err(e) = self.send_cut_offs(&mut send).await {
+                break lost(e);
+            }
             let msg = tokio::select! {
                 m = msgs.recv() => m,
                 _ = keep_alive.tick() => {
@@ -527,7 +596,7 @@ impl Agent {
                     continue;
                 }
                 _ = tokio::time::sleep_until(self.next_usage) => {
-                    self.read_usage().await;
+                    self.usage_tick().await;
                     let stale = in_flight.is_some_and(|(_, at)| at.elapsed() >= USAGE_RESEND);
                     if usage && (in_flight.is_none() || stale) {
                         if stale {
@@ -566,6 +635,7 @@ impl Agent {
                     info!(version, host = %host_name, "connected to the controller");
                     reports = version >= REPORT_VERSION;
                     usage = version >= USAGE_VERSION;
+                    enforced = version >= ENFORCE_VERSION;
                     // From the oldest unacked: what the last session sent may not have landed.
                     if usage {
                         match self.send_usage(&mut send).await {
@@ -576,9 +646,12 @@ impl Agent {
                     None
                 }
                 Some(Ok(ControllerMsg::KeepAlive)) => None,
-                // Offline enforcement is not wired yet.
-                Some(Ok(ControllerMsg::Allowances(_))) => None,
+                Some(Ok(ControllerMsg::Allowances(a))) => {
+                    self.on_allowances(&a).await;
+                    None
+                }
                 Some(Ok(ControllerMsg::UsageAck { epoch, up_to })) => {
+                    self.fold_acked(epoch, up_to);
                     if let Some(l) = self.ledger.as_mut() {
                         let dropped = l.ack(epoch, up_to);
                         debug!(epoch, up_to, dropped, backlog = l.backlog(), "usage acked");
@@ -593,6 +666,7 @@ impl Agent {
                             }
                         }
                     }
+                    self.enforce(false).await;
                     None
                 }
                 Some(Ok(ControllerMsg::Renewed { cert_pem })) => {

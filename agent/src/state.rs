@@ -1,8 +1,12 @@
 //! The last applied desired state on disk, so the agent re-applies it at start without the
 //! controller (SPEC §2.3). Written atomically (write, fsync, rename) after every apply.
+//! The allowances the agent enforces by itself ([`crate::allowance::AllowanceBook`]) are kept
+//! the same way ([`load_as`], [`save_as`]).
 
 use std::path::Path;
 
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 use vpn_shared::fsutil::{SECRET_MODE, write_atomic};
 use vpn_shared::model::DesiredState;
 use vpn_shared::proto::ResourceResult;
@@ -31,6 +35,16 @@ pub enum StateError {
 
 /// Loads the saved state; `Ok(None)` if there is none yet.
 pub fn load(path: &Path) -> Result<Option<DesiredState>, StateError> {
+    load_as(path)
+}
+
+/// Saves the state atomically (it holds credentials: mode 0600).
+pub fn save(path: &Path, state: &DesiredState) -> Result<(), StateError> {
+    save_as(path, state)
+}
+
+/// Loads a postcard file the agent saved with [`save_as`]; `Ok(None)` if there is none yet.
+pub fn load_as<T: DeserializeOwned>(path: &Path) -> Result<Option<T>, StateError> {
     let bytes = match std::fs::read(path) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -49,16 +63,19 @@ pub fn load(path: &Path) -> Result<Option<DesiredState>, StateError> {
         })
 }
 
-/// Saves the state atomically (it holds credentials: mode 0600).
-pub fn save(path: &Path, state: &DesiredState) -> Result<(), StateError> {
+/// Saves `value` atomically with mode 0600, creating its directory (0700) if missing; an
+/// existing one keeps its mode (the data directory itself is the operator's).
+pub fn save_as<T: Serialize>(path: &Path, value: &T) -> Result<(), StateError> {
     let write_err = |source| StateError::Write {
         path: path.display().to_string(),
         source,
     };
-    if let Some(dir) = path.parent() {
+    if let Some(dir) = path.parent()
+        && !dir.is_dir()
+    {
         vpn_shared::fsutil::create_private_dir(dir).map_err(write_err)?;
     }
-    let bytes = postcard::to_stdvec(state).map_err(|e| StateError::Write {
+    let bytes = postcard::to_stdvec(value).map_err(|e| StateError::Write {
         path: path.display().to_string(),
         source: std::io::Error::other(e),
     })?;
@@ -122,5 +139,39 @@ mod tests {
         assert_eq!(load(&p).unwrap(), Some(s));
         std::fs::write(&p, [0xff, 0xff, 0xff]).unwrap();
         assert!(matches!(load(&p), Err(StateError::Decode { .. })));
+    }
+
+    #[test]
+    fn allowances_save_private_beside_the_state_and_leave_the_data_dir_alone() {
+        use std::os::unix::fs::PermissionsExt;
+
+        use crate::allowance::{AllowanceBook, Figures};
+
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o750)).unwrap();
+        let p = crate::config::Paths::new(dir.path()).allowances;
+        assert!(load_as::<AllowanceBook>(&p).unwrap().is_none());
+        let book = AllowanceBook {
+            epoch: 3,
+            base: 9,
+            users: [(
+                "u1".to_owned(),
+                Figures {
+                    remaining: Some(5),
+                    expires_at: None,
+                },
+            )]
+            .into(),
+        };
+        save_as(&p, &book).unwrap();
+        assert_eq!(load_as::<AllowanceBook>(&p).unwrap(), Some(book));
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&p), 0o600);
+        assert_eq!(mode(dir.path()), 0o750);
+        std::fs::write(&p, [0xff]).unwrap();
+        assert!(matches!(
+            load_as::<AllowanceBook>(&p),
+            Err(StateError::Decode { .. })
+        ));
     }
 }

@@ -2,7 +2,7 @@
 //! scraped over plain TCP, parsed by the strict reader of the Prometheus text format (0.0.4) in
 //! `vpn_e2e::prom`, and
 //! the counters move as the agent records an apply with a failing service, a reconcile that
-//! repaired a container, and a report sent.
+//! repaired a container, a report sent, and users cut off by the agent.
 
 // Test code: a panic is the failure report (clippy's in-test allowances skip helper functions).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -62,6 +62,7 @@ async fn the_metrics_endpoint_parses_and_its_counters_move() {
         0.0,
         "kinds are present before the first failure"
     );
+    assert_eq!(get(&before, "vpn_agent_users_cut_off", None), 0.0);
 
     // An apply whose service cannot run, a reconcile that recreated the container, a report.
     m.applied(
@@ -78,6 +79,7 @@ async fn the_metrics_endpoint_parses_and_its_counters_move() {
     };
     m.reconciled(&[ResourceResult::ok("service/ss")], &[repair]);
     m.report_sent();
+    m.users_cut_off(2);
 
     let (_, body) = scrape(addr).await;
     let after = parse(&body);
@@ -117,6 +119,7 @@ async fn the_metrics_endpoint_parses_and_its_counters_move() {
         0.0
     );
     assert_eq!(get(&after, "vpn_agent_reports_sent_total", None), 1.0);
+    assert_eq!(get(&after, "vpn_agent_users_cut_off", None), 2.0);
 
     // Anything but /metrics is a 404.
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
