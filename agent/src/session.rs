@@ -29,7 +29,7 @@ use anyhow::Context;
 use quinn::{RecvStream, SendStream};
 use tokio::sync::mpsc;
 use tracing::{debug, error, info, warn};
-use vpn_shared::model::{DesiredState, TrackedState};
+use vpn_shared::model::{Change, DesiredState, TrackedState};
 use vpn_shared::proto::frame::{FrameError, MAX_FRAME, read_frame, write_frame};
 use vpn_shared::proto::{
     ALPN_AGENT, Ack, AgentHello, AgentMsg, AgentReport, ControllerMsg, MIN_PROTOCOL_VERSION,
@@ -713,6 +713,15 @@ impl Agent {
                                 changes = changes.len(),
                                 "delta"
                             );
+                            // A user or service about to go (or a credential about to
+                            // change, which restarts its counter) still holds bytes its
+                            // counter saw since the last tick: read them into the ledger
+                            // first, or a suspended or limited user's last seconds are lost.
+                            if changes.iter().any(|c| {
+                                !matches!(c, Change::UpsertService(_) | Change::SetFirewall(_))
+                            }) {
+                                self.read_usage().await;
+                            }
                             self.apply(next).await;
                             Some(self.ack())
                         }
@@ -772,6 +781,11 @@ impl Agent {
             users = state.state().users.len(),
             "full state received"
         );
+        // As for a delta: what the engines counted under the old state goes into the ledger
+        // before the new one may remove or re-add anything.
+        if state.digest() != self.current.digest() {
+            self.read_usage().await;
+        }
         self.apply(state).await;
         self.ack()
     }

@@ -547,6 +547,23 @@ fn drip(proxy: SocketAddr, host: &str, secs: u64, progress: &AtomicUsize) -> Tra
     }
 }
 
+/// Waits until a new connection through `client` fails, at the latest by `deadline`; returns
+/// how long that took.
+pub fn assert_refused_by(client: &SsLocal, deadline: Instant, what: &str) -> Duration {
+    let start = Instant::now();
+    loop {
+        if client.probe().is_err() {
+            return start.elapsed();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: new connections through {} still work",
+            client.link
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -567,22 +584,5 @@ mod tests {
         assert!(rt.block_on(read_head(&mut &raw[..])).is_err());
         let raw: &[u8] = b"";
         assert!(rt.block_on(read_head(&mut &raw[..])).is_err());
-    }
-}
-
-/// Waits until a new connection through `client` fails, at the latest by `deadline`; returns
-/// how long that took.
-pub fn assert_refused_by(client: &SsLocal, deadline: Instant, what: &str) -> Duration {
-    let start = Instant::now();
-    loop {
-        if client.probe().is_err() {
-            return start.elapsed();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{what}: new connections through {} still work",
-            client.link
-        );
-        std::thread::sleep(Duration::from_millis(200));
     }
 }

@@ -696,7 +696,10 @@ impl Fleet {
         out.sort();
         let hosts: Vec<usize> = out.iter().map(|(i, _)| *i).collect();
         let expected: Vec<usize> = (0..self.agents.len()).collect();
-        assert_eq!(hosts, expected, "{user}'s links do not cover every host once");
+        assert_eq!(
+            hosts, expected,
+            "{user}'s links do not cover every host once"
+        );
         out
     }
 

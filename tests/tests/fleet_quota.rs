@@ -80,7 +80,14 @@ fn download(c: &SsLocal, bytes: u64) -> usize {
 fn a_user_over_its_data_limit_is_cut_off_on_every_host_and_back_when_it_is_raised() {
     let fleet = fleet(2);
     fleet.vpn_ok(&["users", "add", "alice", "--all-servers"]);
-    let added = fleet.vpn_ok(&["users", "add", "bob", "--all-servers", "--data-limit", "2MiB"]);
+    let added = fleet.vpn_ok(&[
+        "users",
+        "add",
+        "bob",
+        "--all-servers",
+        "--data-limit",
+        "2MiB",
+    ]);
     println!("{added}");
     fleet.wait_converged(CONVERGE);
     let bob = fleet.ss_clients("bob");
@@ -105,7 +112,11 @@ fn a_user_over_its_data_limit_is_cut_off_on_every_host_and_back_when_it_is_raise
         "reason: {reason}"
     );
     for (i, c) in &bob {
-        let took = assert_refused_by(c, crossed + CUT_OFF_BOUND, &format!("bob limited, host {i}"));
+        let took = assert_refused_by(
+            c,
+            crossed + CUT_OFF_BOUND,
+            &format!("bob limited, host {i}"),
+        );
         println!("host {i}: limited bob refused {took:?} after checking began");
     }
     for (i, c) in &alice {
@@ -130,7 +141,11 @@ fn a_user_over_its_data_limit_is_cut_off_on_every_host_and_back_when_it_is_raise
     let quota = wait_status(&fleet, "bob", "expired", Duration::from_secs(5));
     assert_eq!(quota["reason"], "expired: 2020-01-01 00:00 UTC");
     for (i, c) in &bob {
-        assert_refused_by(c, changed + CUT_OFF_BOUND, &format!("bob expired, host {i}"));
+        assert_refused_by(
+            c,
+            changed + CUT_OFF_BOUND,
+            &format!("bob expired, host {i}"),
+        );
     }
     fleet.vpn_ok(&["users", "edit", "bob", "--no-expiry"]);
     for (i, c) in &bob {
@@ -146,7 +161,14 @@ fn a_user_over_its_data_limit_is_cut_off_on_every_host_and_back_when_it_is_raise
 fn the_agent_cuts_users_off_by_itself_while_the_controller_is_away() {
     let mut fleet = fleet(1);
     fleet.vpn_ok(&["users", "add", "alice", "--all-servers"]);
-    fleet.vpn_ok(&["users", "add", "bob", "--all-servers", "--data-limit", "3MiB"]);
+    fleet.vpn_ok(&[
+        "users",
+        "add",
+        "bob",
+        "--all-servers",
+        "--data-limit",
+        "3MiB",
+    ]);
     // Long enough to be seen working with the controller up, short enough to pass while it is
     // down.
     fleet.vpn_ok(&["users", "add", "carol", "--all-servers", "--expires", "60s"]);
@@ -170,8 +192,15 @@ fn the_agent_cuts_users_off_by_itself_while_the_controller_is_away() {
     let got = download(bob, 4 * MIB) as u64;
     let spent = Instant::now();
     println!("bob downloaded {got} bytes with the controller away");
-    assert!(got >= 3 * MIB, "bob was cut before his allowance ran out: {got} bytes");
-    let took = assert_refused_by(bob, spent + Duration::from_secs(10), "bob's allowance used up");
+    assert!(
+        got >= 3 * MIB,
+        "bob was cut before his allowance ran out: {got} bytes"
+    );
+    let took = assert_refused_by(
+        bob,
+        spent + Duration::from_secs(10),
+        "bob's allowance used up",
+    );
     println!("the agent cut bob off {took:?} after his download");
     assert!(alice.probe().is_ok(), "alice cut off with bob");
 

@@ -328,17 +328,8 @@ async fn users_add(ctl: &Controller, u: AddUser, quota: Quota) -> Reply {
         },
     };
     let limited = new.quota != QuotaSettings::default();
-    let reply = mutate(
-        ctl,
-        u.wait,
-        |user| user_summary("added", user),
-        ctl.store.add_user(new, now),
-    )
-    .await;
-    if limited {
-        ctl.allowances_changed();
-    }
-    reply
+    let m = ctl.store.add_user(new, now);
+    mutate_quota(ctl, u.wait, limited, |user| user_summary("added", user), m).await
 }
 
 async fn users_edit(ctl: &Controller, e: EditUser, quota: QuotaEdit) -> Reply {
@@ -356,12 +347,9 @@ async fn users_edit(ctl: &Controller, e: EditUser, quota: QuotaEdit) -> Reply {
         expires_at: quota.expires.map(|e| e.map(|w| resolve(w, now))),
         on_hold: quota.on_hold.map(|h| h.map(|h| on_hold(h, now))),
     };
+    let changed = !quota.is_empty();
     let m = ctl.store.edit_user_with(&e.name, fields, quota, now);
-    let reply = mutate(ctl, e.wait, |user| user_summary("updated", user), m).await;
-    if !quota.is_empty() {
-        ctl.allowances_changed();
-    }
-    reply
+    mutate_quota(ctl, e.wait, changed, |user| user_summary("updated", user), m).await
 }
 
 /// `203.0.113.7/32 blocked on fra-1, ams-1` (or `on all servers`).
@@ -525,9 +513,25 @@ async fn mutate<T>(
     summary: impl FnOnce(&T) -> String,
     change: impl std::future::Future<Output = Result<Mutation<T>, StoreError>>,
 ) -> Reply {
+    mutate_quota(ctl, wait, false, summary, change).await
+}
+
+/// [`mutate`], telling every session to send fresh allowances when `allowances` (a quota
+/// changed): after the commit and before the pushes, so a user a raised limit brings back
+/// reaches its hosts with its new allowance, not cut off again by the old one.
+async fn mutate_quota<T>(
+    ctl: &Controller,
+    wait: bool,
+    allowances: bool,
+    summary: impl FnOnce(&T) -> String,
+    change: impl std::future::Future<Output = Result<Mutation<T>, StoreError>>,
+) -> Reply {
     let (pushes, summary) = {
         let _guard = ctl.fleet.change_lock.lock().await;
         let m = change.await?;
+        if allowances {
+            ctl.allowances_changed();
+        }
         ctl.fleet.dispatch(&m.pushes);
         (m.pushes, summary(&m.value))
     };
