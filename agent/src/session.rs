@@ -521,14 +521,25 @@ impl Agent {
             Ok(e) => e,
             Err(e) => return lost(e.to_string()),
         };
-        let conn = match endpoint.connect_with(client, addr, SERVER_NAME) {
-            Ok(connecting) => match tokio::time::timeout(Duration::from_secs(10), connecting).await
-            {
-                Ok(Ok(c)) => c,
-                Ok(Err(e)) => return lost(format!("connecting to {addr}: {e}")),
-                Err(_) => return lost(format!("connecting to {addr}: timed out")),
-            },
+        let connecting = match endpoint.connect_with(client, addr, SERVER_NAME) {
+            Ok(c) => c,
             Err(e) => return lost(e.to_string()),
+        };
+        // Counters are read and quotas enforced while the handshake waits too (up to 10 s
+        // against a controller that is gone): fail-static has no pause.
+        tokio::pin!(connecting);
+        let give_up = tokio::time::Instant::now() + Duration::from_secs(10);
+        let conn = loop {
+            tokio::select! {
+                c = &mut connecting => match c {
+                    Ok(c) => break c,
+                    Err(e) => return lost(format!("connecting to {addr}: {e}")),
+                },
+                _ = tokio::time::sleep_until(give_up) => {
+                    return lost(format!("connecting to {addr}: timed out"));
+                }
+                _ = tokio::time::sleep_until(self.next_usage) => self.usage_tick().await,
+            }
         };
         let end = self.serve(&conn).await;
         conn.close(0u32.into(), b"agent session ended");

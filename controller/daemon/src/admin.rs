@@ -349,7 +349,14 @@ async fn users_edit(ctl: &Controller, e: EditUser, quota: QuotaEdit) -> Reply {
     };
     let changed = !quota.is_empty();
     let m = ctl.store.edit_user_with(&e.name, fields, quota, now);
-    mutate_quota(ctl, e.wait, changed, |user| user_summary("updated", user), m).await
+    mutate_quota(
+        ctl,
+        e.wait,
+        changed,
+        |user| user_summary("updated", user),
+        m,
+    )
+    .await
 }
 
 /// `203.0.113.7/32 blocked on fra-1, ams-1` (or `on all servers`).
