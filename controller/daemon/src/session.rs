@@ -623,17 +623,6 @@ impl Session {
                     write_frame(&mut self.send, &ack)
                         .await
                         .map_err(|e| End::Protocol(e.to_string()))?;
-                    if self.version >= ALLOWANCE_VERSION && !done.allowances.is_empty() {
-                        let fresh = ControllerMsg::Allowances(Allowances {
-                            epoch,
-                            up_to: done.up_to,
-                            complete: false,
-                            users: done.allowances,
-                        });
-                        write_frame(&mut self.send, &fresh)
-                            .await
-                            .map_err(|e| End::Protocol(e.to_string()))?;
-                    }
                 }
                 Err(StoreError::Batch(e)) => {
                     self.ctl.metrics.refused("usage_batch");

@@ -28,62 +28,53 @@ pub struct QuotaState {
     pub next_check: Option<i64>,
 }
 
-type QuotaRaw = (
-    Option<i64>,
-    String,
-    Option<i64>,
-    i64,
-    Option<i64>,
-    Option<i64>,
-    Option<i64>,
-    Option<i64>,
-    Option<i64>,
-);
-
-/// `user_id` then [`QUOTA_COLUMNS`].
-pub(super) type QuotaRow = (
-    String,
-    Option<i64>,
-    String,
-    Option<i64>,
-    i64,
-    Option<i64>,
-    Option<i64>,
-    Option<i64>,
-    Option<i64>,
-    Option<i64>,
-);
-
-pub(super) fn split_row(row: QuotaRow) -> Result<(String, QuotaState)> {
-    let (id, a, b, c, d, e, f, g, h, i) = row;
-    Ok((id, quota_state((a, b, c, d, e, f, g, h, i))?))
+/// A `user_quota` row as SQLite hands it over: `user_id` then [`QUOTA_COLUMNS`] (select
+/// `user_id` with them; [`load`] selects it too).
+#[derive(sqlx::FromRow)]
+pub(super) struct QuotaRecord {
+    user_id: String,
+    data_limit: Option<i64>,
+    reset: String,
+    period_start: Option<i64>,
+    used: i64,
+    first_use: Option<i64>,
+    expires_at: Option<i64>,
+    on_hold_duration: Option<i64>,
+    on_hold_timeout_at: Option<i64>,
+    next_check: Option<i64>,
 }
 
 pub(super) const QUOTA_COLUMNS: &str = "data_limit, reset, period_start, used, first_use, \
     expires_at, on_hold_duration, on_hold_timeout_at, next_check";
 
-pub(super) fn quota_state(raw: QuotaRaw) -> Result<QuotaState> {
-    let (limit, reset, period_start, used, first_use, expires_at, duration, timeout, next) = raw;
-    let reset = Reset::parse(&reset).ok_or_else(|| StoreError::corrupt("quota reset", &reset))?;
-    let data_limit = limit
-        .map(|l| u64::try_from(l).map_err(|_| StoreError::corrupt("data limit", l)))
-        .transpose()?;
-    let used = u64::try_from(used).map_err(|_| StoreError::corrupt("quota used", used))?;
-    Ok(QuotaState {
-        settings: QuotaSettings {
-            data_limit,
-            reset,
-            expires_at,
-            on_hold: duration.map(|duration| OnHold {
-                duration,
-                timeout_at: timeout,
-            }),
-        },
-        period_start,
-        used,
-        first_use,
-        next_check: next,
-    })
+impl QuotaRecord {
+    /// The user id and the checked state (a value no write produces is a corrupt store).
+    pub(super) fn split(self) -> Result<(String, QuotaState)> {
+        let reset = Reset::parse(&self.reset)
+            .ok_or_else(|| StoreError::corrupt("quota reset", &self.reset))?;
+        let data_limit = self
+            .data_limit
+            .map(|l| u64::try_from(l).map_err(|_| StoreError::corrupt("data limit", l)))
+            .transpose()?;
+        let used =
+            u64::try_from(self.used).map_err(|_| StoreError::corrupt("quota used", self.used))?;
+        let state = QuotaState {
+            settings: QuotaSettings {
+                data_limit,
+                reset,
+                expires_at: self.expires_at,
+                on_hold: self.on_hold_duration.map(|duration| OnHold {
+                    duration,
+                    timeout_at: self.on_hold_timeout_at,
+                }),
+            },
+            period_start: self.period_start,
+            used,
+            first_use: self.first_use,
+            next_check: self.next_check,
+        };
+        Ok((self.user_id, state))
+    }
 }
 
 impl QuotaState {
@@ -152,13 +143,13 @@ fn to_db(bytes: u64, field: &'static str) -> Result<i64> {
 }
 
 pub(super) async fn load(conn: &mut SqliteConnection, user_id: &str) -> Result<QuotaState> {
-    let sql = format!("SELECT {QUOTA_COLUMNS} FROM user_quota WHERE user_id = ?1");
-    let raw: Option<QuotaRaw> = sqlx::query_as(&sql)
+    let sql = format!("SELECT user_id, {QUOTA_COLUMNS} FROM user_quota WHERE user_id = ?1");
+    let raw: Option<QuotaRecord> = sqlx::query_as(&sql)
         .bind(user_id)
         .fetch_optional(&mut *conn)
         .await?;
     match raw {
-        Some(raw) => quota_state(raw),
+        Some(raw) => Ok(raw.split()?.1),
         // Every user gets a row when added (and existing users by the migration).
         None => Err(StoreError::corrupt(
             "user quota",
@@ -367,14 +358,14 @@ impl Store {
                 .join(", "),
             super::rows::SERVING
         );
-        let rows: Vec<QuotaRow> = sqlx::query_as(&sql)
+        let rows: Vec<QuotaRecord> = sqlx::query_as(&sql)
             .bind(host_id)
             .fetch_all(&mut *tx)
             .await?;
         tx.commit().await?;
         let mut out = Vec::with_capacity(rows.len());
         for row in rows {
-            let (id, q) = split_row(row)?;
+            let (id, q) = row.split()?;
             out.extend(q.allowance(&id, now, self.offset));
         }
         let (epoch, up_to) = mark.map_or((0, 0), |(e, s)| (e as u64, s.max(0) as u64));
@@ -385,9 +376,9 @@ impl Store {
     pub async fn quotas(&self) -> Result<std::collections::HashMap<String, QuotaState>> {
         let mut tx = self.read().await?;
         let sql = format!("SELECT user_id, {QUOTA_COLUMNS} FROM user_quota");
-        let rows: Vec<QuotaRow> = sqlx::query_as(&sql).fetch_all(&mut *tx).await?;
+        let rows: Vec<QuotaRecord> = sqlx::query_as(&sql).fetch_all(&mut *tx).await?;
         tx.commit().await?;
-        rows.into_iter().map(split_row).collect()
+        rows.into_iter().map(QuotaRecord::split).collect()
     }
 
     /// One user's quota row.

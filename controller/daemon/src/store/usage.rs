@@ -78,9 +78,6 @@ pub struct Ingested {
     /// Distinct user ids among the applied entries that name no current user (removed while
     /// their bytes were in flight, most likely): their bytes are kept under that id.
     pub unknown_users: usize,
-    /// The fresh allowances of the batch's users that have a limit or an expiry, for the
-    /// ingesting host (they include this batch: `up_to`).
-    pub allowances: Vec<vpn_shared::proto::Allowance>,
     /// Users whose status the batch changed (over the limit, a hold started).
     pub changes: Vec<super::StatusChange>,
     /// What those changes do to hosts' desired states.
@@ -265,13 +262,14 @@ impl Store {
         .execute(&mut *w.tx)
         .await?;
         let users: std::collections::BTreeSet<&str> = sums.keys().map(|(u, _, _)| *u).collect();
+        let users = json!(users).to_string();
         let unknown: i64 = sqlx::query_scalar(
             "SELECT count(*) FROM json_each(?1) WHERE value NOT IN (SELECT id FROM users)",
         )
-        .bind(json!(users).to_string())
+        .bind(&users)
         .fetch_one(&mut *w.tx)
         .await?;
-        let (allowances, changes, pushes) = self.count_quotas(&mut w.tx, fresh, now).await?;
+        let (changes, pushes) = self.count_quotas(&mut w.tx, fresh, &users, now).await?;
         sqlx::query(
             "INSERT INTO usage_watermarks (host_id, epoch, last_seq, updated_at) \
              VALUES (?1, ?2, ?3, ?4) ON CONFLICT (host_id, epoch) \
@@ -294,7 +292,6 @@ impl Store {
             skipped: start,
             bytes,
             unknown_users: usize::try_from(unknown).unwrap_or(0),
-            allowances,
             changes,
             pushes,
         })
@@ -303,16 +300,18 @@ impl Store {
     /// Adds a batch to its users' quota counters (rolling a stale period over), then evaluates
     /// the users it moved past their limit or whose hold it started. Inside the ingest's
     /// transaction: the counters move exactly when the watermark does.
+    ///
+    /// Nothing is read back for the users the batch left within their limits: the ingesting
+    /// agent folds its own acked entries into its figures (`agent/src/allowance.rs`), and the
+    /// other hosts learn of these bytes from their next complete allowances. Reading every
+    /// counted row back cost more than the rest of the ingest (docs/benchmarks.md).
     async fn count_quotas(
         &self,
         conn: &mut sqlx::SqliteConnection,
         fresh: &[vpn_shared::proto::UsageEntry],
+        users: &str,
         now: i64,
-    ) -> Result<(
-        Vec<vpn_shared::proto::Allowance>,
-        Vec<super::StatusChange>,
-        Vec<super::HostPush>,
-    )> {
+    ) -> Result<(Vec<super::StatusChange>, Vec<super::HostPush>)> {
         let offset = self.offset;
         let starts = PERIODS.map(|r| crate::quota::period_start(r, now, offset));
         let per_user = user_bytes(fresh, &starts, now);
@@ -327,6 +326,8 @@ impl Store {
                 ])
             })
             .collect();
+        let start = "CASE reset WHEN 'day' THEN ?2 WHEN 'week' THEN ?3 WHEN 'month' THEN ?4 \
+                     WHEN 'year' THEN ?5 END";
         // One statement for the batch; the period a user's row counts is picked by its reset.
         // The batch is the outer loop and each user's row is found by its key: joining the
         // batch inside a subquery first let SQLite scan the JSON once per row of the table
@@ -340,47 +341,44 @@ impl Store {
              FROM (SELECT value ->> 0 AS id, value ->> 1 AS n, value ->> 2 AS d, \
                  value ->> 3 AS w, value ->> 4 AS m, value ->> 5 AS y, value ->> 6 AS first \
                  FROM json_each(?1)) AS b \
-             WHERE user_quota.user_id = b.id \
-             RETURNING user_id, {}",
-            super::quota::QUOTA_COLUMNS,
-            start = "CASE reset WHEN 'day' THEN ?2 WHEN 'week' THEN ?3 WHEN 'month' THEN ?4 \
-                     WHEN 'year' THEN ?5 END",
+             WHERE user_quota.user_id = b.id"
         );
-        let updated: Vec<super::quota::QuotaRow> = sqlx::query_as(&sql)
+        sqlx::query(&sql)
             .bind(serde_json::Value::Array(rows).to_string())
             .bind(starts[1])
             .bind(starts[2])
             .bind(starts[3])
             .bind(starts[4])
-            .fetch_all(&mut *conn)
+            .execute(&mut *conn)
             .await?;
-        let mut allowances = Vec::new();
+        // Who the batch may have moved: over a limit (of the period just written), or on hold
+        // without an expiry yet (its first traffic starts the hold). Usually nobody.
+        let due: Vec<String> = sqlx::query_scalar(
+            "SELECT user_id FROM user_quota WHERE user_id IN (SELECT value FROM json_each(?1)) \
+             AND ((data_limit IS NOT NULL AND used >= data_limit) \
+                  OR (on_hold_duration IS NOT NULL AND expires_at IS NULL))",
+        )
+        .bind(users)
+        .fetch_all(&mut *conn)
+        .await?;
         let mut changes = Vec::new();
         let mut pushes = Vec::new();
-        for row in updated {
-            let (id, q) = super::quota::split_row(row)?;
-            let over = q.settings.data_limit.is_some_and(|l| q.used >= l);
-            let hold_starts = q.settings.on_hold.is_some() && q.settings.expires_at.is_none();
-            let mut q = q;
-            if (over || hold_starts)
-                && let Some(user) = super::users::load_user_by_id(conn, &id).await?
-            {
-                let suspended = user.status == super::UserStatus::Suspended;
-                let (to, p) =
-                    super::quota::evaluate_user(conn, &user, suspended, now, offset).await?;
-                if to != user.status {
-                    changes.push(super::StatusChange {
-                        user: user.name.clone(),
-                        from: user.status,
-                        to,
-                    });
-                }
-                pushes.extend(p);
-                q = super::quota::load(conn, &id).await?;
+        for id in due {
+            let Some(user) = super::users::load_user_by_id(conn, &id).await? else {
+                continue;
+            };
+            let suspended = user.status == super::UserStatus::Suspended;
+            let (to, p) = super::quota::evaluate_user(conn, &user, suspended, now, offset).await?;
+            if to != user.status {
+                changes.push(super::StatusChange {
+                    user: user.name.clone(),
+                    from: user.status,
+                    to,
+                });
             }
-            allowances.extend(q.allowance(&id, now, offset));
+            pushes.extend(p);
         }
-        Ok((allowances, changes, pushes))
+        Ok((changes, pushes))
     }
 
     /// The highest seq applied for `host_id`'s ledger `epoch`, if any.

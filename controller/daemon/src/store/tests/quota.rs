@@ -74,15 +74,19 @@ async fn over_the_limit_leaves_every_host_in_the_ingest_that_crossed_it() {
     let (alice, s) = add(&store, "alice", limit(MIB, Reset::Never)).await;
     assert_eq!(s, UserStatus::Active);
 
-    // Half a MiB on edge-1: still active; edge-1 hears what is left.
+    // Half a MiB on edge-1: still active; the allowances of either host say what is left,
+    // counting edge-1's ledger up to that entry.
     let half = UsageReport {
         epoch: 7,
         entries: vec![entry(1, &alice, MIB / 2, T0 + 10)],
     };
     let done = store.ingest_usage(&a.id, &half, T0 + 15).await.unwrap();
     assert!(done.changes.is_empty() && done.pushes.is_empty());
-    assert_eq!(done.allowances.len(), 1);
-    assert_eq!(done.allowances[0].remaining, Some(MIB / 2));
+    let (epoch, up_to, users) = store.host_allowances(&a.id, T0 + 15).await.unwrap();
+    assert_eq!((epoch, up_to, users.len()), (7, 1, 1));
+    assert_eq!(users[0].remaining, Some(MIB / 2));
+    let (_, _, users) = store.host_allowances(&b.id, T0 + 15).await.unwrap();
+    assert_eq!(users[0].remaining, Some(MIB / 2));
 
     // The rest on edge-2 crosses the limit: limited, off both hosts, in that transaction.
     let rest = UsageReport {
@@ -97,8 +101,10 @@ async fn over_the_limit_leaves_every_host_in_the_ingest_that_crossed_it() {
     let mut both = vec![a.id.clone(), b.id.clone()];
     both.sort();
     assert_eq!(pushed, both);
-    assert_eq!(done.allowances[0].remaining, Some(0));
     assert_eq!(status(&store, "alice").await, UserStatus::Limited);
+    // A limited user is in no host's state, so in no host's allowances.
+    let (_, _, users) = store.host_allowances(&a.id, T0 + 25).await.unwrap();
+    assert!(users.is_empty(), "{users:?}");
     assert!(!on_host(&store, &a, "alice").await && !on_host(&store, &b, "alice").await);
 
     // Bytes still in flight from a host are counted, and change nothing more.
@@ -247,7 +253,8 @@ async fn a_hold_starts_at_first_traffic_or_at_its_timeout() {
     let started = T0 + 90; // the first entry's interval began 10 s before its end
     assert_eq!(q.first_use, Some(started));
     assert_eq!(q.settings.expires_at, Some(started + 30 * DAY));
-    assert_eq!(done.allowances[0].expires_at, Some(started + 30 * DAY));
+    let (_, _, users) = store.host_allowances(&a.id, T0 + 105).await.unwrap();
+    assert_eq!(users[0].expires_at, Some(started + 30 * DAY));
 
     // Without traffic, the timeout starts the clock.
     let (dave, _) = add(&store, "dave", hold(Some(T0 + 7 * DAY))).await;
