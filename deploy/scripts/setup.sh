@@ -2,7 +2,8 @@
 # Idempotent setup of this machine (Debian, as root) for the end-to-end tests and the demo:
 #   1. Debian packages: iproute2 (ip, tc), nftables, iptables, util-linux (nsenter), python3,
 #      busybox-static (the pause image), curl, procps, docker.io, v2ray (the real engine of the
-#      Xray API test) — only those missing;
+#      Xray API test), wireguard-go and wireguard-tools (the WireGuard image and the e2e client)
+#      — only those missing;
 #   2. `cargo install shadowsocks-rust --locked` (sslocal, ssserver, ssmanager) if missing —
 #      several minutes on 2 cores —, `cargo install shoes --locked` (the VLESS + Reality engine
 #      of the tests, 12 minutes on an idle 2-core machine, far more under load) and cargo-nextest if missing;
@@ -27,6 +28,7 @@ need=(
     "setpriv util-linux"
     "python3 python3" "curl curl" "ps procps" "docker docker.io"
     "v2ray v2ray" "openssl openssl"
+    "wireguard-go wireguard-go" "wg wireguard-tools"
 )
 missing=()
 for pair in "${need[@]}"; do
