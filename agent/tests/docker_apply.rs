@@ -89,6 +89,8 @@ fn spec(host: &str, generation: &str) -> ContainerSpec {
         binds: vec![],
         network_mode: "none".into(),
         labels: BTreeMap::from([(LABEL_HOST.into(), host.into())]),
+        cap_add: Vec::new(),
+        devices: Vec::new(),
     }
 }
 

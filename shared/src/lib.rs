@@ -11,6 +11,7 @@
 //! - [`links`]: client links (SIP002 `ss://`).
 //! - [`metrics_http`]: the tiny HTTP responder behind both daemons' `/metrics`.
 //! - [`reality`]: Reality X25519 key pairs and short ids (base64url, as Xray and shoes read them).
+//! - [`wireguard`]: WireGuard keys (standard base64), tunnel subnets and the address allocator.
 
 pub mod context;
 pub mod fsutil;
@@ -24,3 +25,4 @@ pub mod rate;
 pub mod reality;
 pub mod size;
 pub mod transport;
+pub mod wireguard;

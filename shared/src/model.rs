@@ -20,6 +20,9 @@ pub enum Protocol {
     /// VLESS with XTLS Vision over Reality: Xray-core (one port, users through its gRPC API) or
     /// shoes (one listener, and so one port, per user). See [`VlessEngine`].
     Vless,
+    /// WireGuard (`wireguard-go` or the kernel module, driven with `wg`): one UDP port per host
+    /// for every user, peers changed with `wg set`.
+    Wireguard,
 }
 
 impl Protocol {
@@ -28,6 +31,7 @@ impl Protocol {
         match self {
             Protocol::Shadowsocks => "shadowsocks",
             Protocol::Vless => "vless",
+            Protocol::Wireguard => "wireguard",
         }
     }
 
@@ -36,12 +40,14 @@ impl Protocol {
         match s.to_ascii_lowercase().as_str() {
             "shadowsocks" | "ss" => Some(Protocol::Shadowsocks),
             "vless" | "reality" | "vless-reality" => Some(Protocol::Vless),
+            "wireguard" | "wg" => Some(Protocol::Wireguard),
             _ => None,
         }
     }
 
     /// Every protocol, in declaration order.
-    pub const ALL: &'static [Protocol] = &[Protocol::Shadowsocks, Protocol::Vless];
+    pub const ALL: &'static [Protocol] =
+        &[Protocol::Shadowsocks, Protocol::Vless, Protocol::Wireguard];
 }
 
 impl std::fmt::Display for Protocol {
@@ -104,6 +110,7 @@ pub enum ServiceOptions {
         method: String,
     },
     Vless(VlessOptions),
+    Wireguard(WireguardOptions),
 }
 
 impl ServiceOptions {
@@ -112,6 +119,7 @@ impl ServiceOptions {
         match self {
             ServiceOptions::Shadowsocks { .. } => true,
             ServiceOptions::Vless(v) => v.engine.port_per_user(),
+            ServiceOptions::Wireguard(_) => false,
         }
     }
 }
@@ -173,6 +181,37 @@ pub struct VlessOptions {
     pub short_ids: Vec<String>,
 }
 
+/// A WireGuard service: one interface (`wg0`) per host listening on the service's UDP port.
+///
+/// The controller stores the service with an empty `private_key` and fills in each host's own
+/// interface key when it renders that host's state: keys are per host and service.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireguardOptions {
+    /// The tunnel subnet (`10.66.0.0/16`); the server takes its first host address on every
+    /// host, peers the following ones (allocated per host).
+    pub subnet: String,
+    /// An optional IPv6 tunnel subnet (`fd66::/64`); a peer's IPv6 address has the same index.
+    pub ipv6_subnet: Option<String>,
+    /// DNS servers for clients' `.conf` (`DNS =`), in order.
+    pub dns: Vec<String>,
+    /// Interface MTU on both ends; `None` keeps WireGuard's default (1420).
+    pub mtu: Option<u16>,
+    /// This host's interface private key, standard base64; empty outside a host's state.
+    pub private_key: String,
+}
+
+impl std::fmt::Debug for WireguardOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WireguardOptions")
+            .field("subnet", &self.subnet)
+            .field("ipv6_subnet", &self.ipv6_subnet)
+            .field("dns", &self.dns)
+            .field("mtu", &self.mtu)
+            .field("private_key", &"<redacted>")
+            .finish()
+    }
+}
+
 /// The only VLESS flow this product serves (XTLS Vision).
 pub const VLESS_FLOW: &str = "xtls-rprx-vision";
 
@@ -208,20 +247,37 @@ pub enum Credential {
         /// The user's VLESS id.
         uuid: String,
     },
+    /// A WireGuard peer on this host: the host never sees the peer's private key.
+    Wireguard {
+        service: String,
+        /// The service's UDP port.
+        port: u16,
+        /// The peer's public key, standard base64.
+        public_key: String,
+        /// The peer's preshared key, standard base64.
+        preshared_key: String,
+        /// The peer's tunnel addresses as host routes (`10.66.0.2/32`, `fd66::2/128`): its
+        /// allowed IPs on the server, also what tc matches the user by.
+        allowed_ips: Vec<String>,
+    },
 }
 
 impl Credential {
     /// The service this credential belongs to.
     pub fn service(&self) -> &str {
         match self {
-            Credential::Shadowsocks { service, .. } | Credential::Vless { service, .. } => service,
+            Credential::Shadowsocks { service, .. }
+            | Credential::Vless { service, .. }
+            | Credential::Wireguard { service, .. } => service,
         }
     }
 
     /// The port the user's client dials: their own, or the service's where users share it.
     pub fn port(&self) -> u16 {
         match self {
-            Credential::Shadowsocks { port, .. } | Credential::Vless { port, .. } => *port,
+            Credential::Shadowsocks { port, .. }
+            | Credential::Vless { port, .. }
+            | Credential::Wireguard { port, .. } => *port,
         }
     }
 }

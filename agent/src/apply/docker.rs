@@ -10,7 +10,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bollard::models::{ContainerCreateBody, HostConfig, RestartPolicy, RestartPolicyNameEnum};
+use bollard::models::{
+    ContainerCreateBody, DeviceMapping, HostConfig, RestartPolicy, RestartPolicyNameEnum,
+};
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, InspectContainerOptions, ListContainersOptionsBuilder,
     RemoveContainerOptionsBuilder, RenameContainerOptions, StartContainerOptions,
@@ -42,6 +44,11 @@ pub struct ContainerSpec {
     pub network_mode: String,
     /// Must include [`LABEL_HOST`]; [`Docker::ensure`] adds the managed-by and spec-hash labels.
     pub labels: BTreeMap<String, String>,
+    /// Linux capabilities added (`NET_ADMIN` for an engine that makes its own interface); empty
+    /// for every engine that only opens sockets.
+    pub cap_add: Vec<String>,
+    /// Host devices passed through, `/dev/net/tun` style (same path inside).
+    pub devices: Vec<String>,
 }
 
 /// The hashed view of a spec. Postcard is deterministic and length-prefixes every string, so two
@@ -56,6 +63,15 @@ struct Canonical<'a> {
     binds: &'a [String],
     network_mode: &'a str,
     labels: BTreeMap<&'a str, &'a str>,
+}
+
+/// The hashed view of a spec with privileges. Specs without any hash as [`Canonical`] alone,
+/// so adding these fields changed no existing container's hash.
+#[derive(Serialize)]
+struct WithPrivileges<'a> {
+    base: Canonical<'a>,
+    cap_add: &'a [String],
+    devices: &'a [String],
 }
 
 impl ContainerSpec {
@@ -77,7 +93,16 @@ impl ContainerSpec {
                 .collect(),
         };
         // Serializing borrowed strings and slices into a Vec cannot fail.
-        let bytes = postcard::to_stdvec(&canonical).unwrap_or_default();
+        let bytes = if self.cap_add.is_empty() && self.devices.is_empty() {
+            postcard::to_stdvec(&canonical).unwrap_or_default()
+        } else {
+            postcard::to_stdvec(&WithPrivileges {
+                base: canonical,
+                cap_add: &self.cap_add,
+                devices: &self.devices,
+            })
+            .unwrap_or_default()
+        };
         hex::encode(digest(&SHA256, &bytes))
     }
 }
@@ -426,6 +451,17 @@ impl Docker {
             host_config: Some(HostConfig {
                 binds: Some(spec.binds.clone()),
                 network_mode: Some(spec.network_mode.clone()),
+                cap_add: (!spec.cap_add.is_empty()).then(|| spec.cap_add.clone()),
+                devices: (!spec.devices.is_empty()).then(|| {
+                    spec.devices
+                        .iter()
+                        .map(|d| DeviceMapping {
+                            path_on_host: Some(d.clone()),
+                            path_in_container: Some(d.clone()),
+                            cgroup_permissions: Some("rwm".into()),
+                        })
+                        .collect()
+                }),
                 restart_policy: Some(RestartPolicy {
                     name: Some(RestartPolicyNameEnum::UNLESS_STOPPED),
                     maximum_retry_count: None,
@@ -604,6 +640,8 @@ mod tests {
             binds: vec!["/var/lib/a:/var/lib/a".into()],
             network_mode: "host".into(),
             labels: BTreeMap::from([(LABEL_HOST.into(), "h1".into())]),
+            cap_add: Vec::new(),
+            devices: Vec::new(),
         }
     }
 

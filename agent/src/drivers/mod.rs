@@ -8,9 +8,11 @@
 //!
 //! - [`shadowsocks`]: shadowsocks-rust's `ssmanager`, one port per user.
 //! - [`vless`]: VLESS + Reality on Xray-core (production) or shoes (a port per user).
+//! - [`wireguard`]: WireGuard (kernel or wireguard-go), peers changed with `wg set`.
 
 pub mod shadowsocks;
 pub mod vless;
+pub mod wireguard;
 
 use std::path::Path;
 use std::time::Duration;
@@ -26,11 +28,15 @@ pub fn driver(protocol: Protocol) -> &'static dyn Driver {
     match protocol {
         Protocol::Shadowsocks => &shadowsocks::Shadowsocks,
         Protocol::Vless => &VLESS,
+        Protocol::Wireguard => &WIREGUARD,
     }
 }
 
 /// The VLESS driver keeps what each running Xray engine holds, so it is one instance.
 static VLESS: vless::Vless = vless::Vless::new();
+
+/// The WireGuard driver holds the Docker connection its `wg` commands go through.
+static WIREGUARD: wireguard::Wireguard = wireguard::Wireguard::new();
 
 /// Where one service runs on this host, as the applier chose it.
 #[derive(Debug, Clone, Copy)]

@@ -131,7 +131,7 @@ pub enum ServicesCmd {
 
 #[derive(Debug, Args)]
 pub struct DeployArgs {
-    /// Protocol to run (shadowsocks, vless).
+    /// Protocol to run (shadowsocks, vless, wireguard).
     #[arg(value_parser = parse_protocol)]
     pub protocol: Protocol,
     /// First port of the service (1-65535).
@@ -158,6 +158,19 @@ pub struct DeployArgs {
     /// VLESS: the engine, xray (production) or shoes (a port per user) [default: xray].
     #[arg(long, value_name = "ENGINE", value_parser = parse_engine)]
     pub engine: Option<VlessEngine>,
+    /// WireGuard: the IPv4 tunnel subnet, e.g. 10.66.0.0/16 (each host's server takes its first
+    /// address, users the next ones).
+    #[arg(long, value_name = "CIDR")]
+    pub subnet: Option<String>,
+    /// WireGuard: an IPv6 tunnel subnet as well, e.g. fd66::/64.
+    #[arg(long, value_name = "CIDR")]
+    pub ipv6_subnet: Option<String>,
+    /// WireGuard: DNS servers clients use, comma-separated (1.1.1.1,9.9.9.9).
+    #[arg(long, value_name = "IP,…", value_delimiter = ',')]
+    pub dns: Vec<String>,
+    /// WireGuard: the tunnel MTU (1280-9000) [default: WireGuard's 1420].
+    #[arg(long, value_name = "M", value_parser = clap::value_parser!(u16).range(1280..=9000))]
+    pub mtu: Option<u16>,
     /// Cap the whole service on each host at RATE in each direction (20mbit, 1.5gbit, 10mbps =
     /// 10 MB/s; a plain number is bit/s).
     #[arg(long, value_name = "RATE", value_parser = parse_rate)]
@@ -249,6 +262,9 @@ pub enum UsersCmd {
         /// Also print each link as a QR code (table output only).
         #[arg(long)]
         qr: bool,
+        /// Print only the client artefacts themselves (a WireGuard `.conf`, ready to save).
+        #[arg(long, conflicts_with = "qr")]
+        conf: bool,
     },
     /// Traffic per user, or per user and server, service or day.
     Usage(UsageArgs),
@@ -510,7 +526,21 @@ fn check_deploy(d: &DeployArgs) -> Result<(), clap::Error> {
         ("--short-ids", d.short_ids.is_some()),
         ("--engine", d.engine.is_some()),
     ];
+    let wireguard_flags = [
+        ("--subnet", d.subnet.is_some()),
+        ("--ipv6-subnet", d.ipv6_subnet.is_some()),
+        ("--dns", !d.dns.is_empty()),
+        ("--mtu", d.mtu.is_some()),
+    ];
     let fail = |kind, msg: String| Err(usage_error(kind, msg));
+    if d.protocol != Protocol::Wireguard
+        && let Some((flag, _)) = wireguard_flags.iter().find(|(_, set)| *set)
+    {
+        return fail(
+            ErrorKind::ArgumentConflict,
+            format!("{flag} applies to wireguard services only"),
+        );
+    }
     match d.protocol {
         Protocol::Shadowsocks => {
             if let Some((flag, _)) = vless_flags.iter().find(|(_, set)| *set) {
@@ -518,6 +548,22 @@ fn check_deploy(d: &DeployArgs) -> Result<(), clap::Error> {
                     ErrorKind::ArgumentConflict,
                     format!("{flag} applies to vless services only"),
                 );
+            }
+        }
+        Protocol::Wireguard => {
+            if let Some((flag, _)) = vless_flags.iter().find(|(_, set)| *set) {
+                return fail(
+                    ErrorKind::ArgumentConflict,
+                    format!("{flag} applies to vless services only"),
+                );
+            }
+            if d.method.is_some() {
+                let msg = "--method applies to shadowsocks services only".to_owned();
+                return fail(ErrorKind::ArgumentConflict, msg);
+            }
+            if d.subnet.is_none() {
+                let msg = "a wireguard service needs --subnet (e.g. 10.66.0.0/16)".to_owned();
+                return fail(ErrorKind::MissingRequiredArgument, msg);
             }
         }
         Protocol::Vless => {

@@ -11,8 +11,8 @@ use vpn_shared::context::CliContext;
 use vpn_shared::model::{Bandwidth, Protocol};
 use vpn_shared::proto::admin::{
     AddUser, AdminRequest, AdminResponse, CheckLevel, DeployOptions, DeployService, DeployVless,
-    EditService, EditUser, ErrorKind, HostApplyState, OnHoldSpec, Quota, QuotaEdit, Servers,
-    UsageBy, UsageQuery,
+    DeployWireguard, EditService, EditUser, ErrorKind, HostApplyState, OnHoldSpec, Quota,
+    QuotaEdit, Servers, UsageBy, UsageQuery,
 };
 
 use crate::cli::moment::secs;
@@ -48,7 +48,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
     let response = ask(&client, &request).await;
     let printed = response.and_then(|resp| {
         let opts = render::Opts {
-            format: cli.output,
+            format: format_of(&cli),
             qr: wants_qr(&cli.command),
             now,
             hints: output::stdout_is_terminal(),
@@ -167,6 +167,16 @@ fn deploy(a: &DeployArgs) -> AdminRequest {
                 sni: a.sni.clone().unwrap_or_default(),
                 dest: a.dest.clone().unwrap_or_default(),
                 short_ids: a.short_ids,
+            }),
+        },
+        Protocol::Wireguard => AdminRequest::ServicesDeployWith {
+            deploy,
+            options: DeployOptions::Wireguard(DeployWireguard {
+                // Cli::check makes sure it is there for wireguard.
+                subnet: a.subnet.clone().unwrap_or_default(),
+                ipv6_subnet: a.ipv6_subnet.clone(),
+                dns: a.dns.clone(),
+                mtu: a.mtu,
             }),
         },
     }
@@ -419,6 +429,14 @@ fn servers(target: &Target) -> Servers {
 
 fn wants_qr(command: &Command) -> bool {
     matches!(command, Command::Users(UsersCmd::Link { qr: true, .. }))
+}
+
+/// `users link --conf` prints the artefacts alone: the plain format, one after the other.
+fn format_of(cli: &Cli) -> crate::cli::Format {
+    match &cli.command {
+        Command::Users(UsersCmd::Link { conf: true, .. }) => crate::cli::Format::Plain,
+        _ => cli.output,
+    }
 }
 
 /// After an answer is printed: exit 1 if an `Applied` answer has failed hosts, exit 3 if a

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tracing::{info, warn};
 use vpn_shared::join::JoinString;
-use vpn_shared::model::{Protocol, ServiceOptions, VlessEngine, VlessOptions};
+use vpn_shared::model::{Protocol, ServiceOptions, VlessEngine, VlessOptions, WireguardOptions};
 use vpn_shared::pki::Identity;
 use vpn_shared::proto::admin::*;
 use vpn_shared::proto::close;
@@ -75,7 +75,8 @@ impl From<StoreError> for AdminError {
             StoreError::NotFound { .. }
             | StoreError::Duplicate { .. }
             | StoreError::Invalid { .. }
-            | StoreError::PortsExhausted { .. } => ErrorKind::BadData,
+            | StoreError::PortsExhausted { .. }
+            | StoreError::Wireguard(_) => ErrorKind::BadData,
             _ => ErrorKind::Internal,
         };
         AdminError {
@@ -504,6 +505,16 @@ fn service_options(
                 private_key: keys.private_key.clone(),
                 public_key: keys.public_key.clone(),
                 short_ids,
+            }))
+        }
+        (Protocol::Wireguard, DeployOptions::Wireguard(w)) => {
+            // The interface keys are made per host by the store; the service holds none.
+            Ok(ServiceOptions::Wireguard(WireguardOptions {
+                subnet: w.subnet,
+                ipv6_subnet: w.ipv6_subnet,
+                dns: w.dns,
+                mtu: w.mtu,
+                private_key: String::new(),
             }))
         }
         (protocol, _) => Err(AdminError::bad(format!(

@@ -306,6 +306,26 @@ pub async fn links(
                     let tag = format!("{name}@{}", host.name);
                     links::vless(&cred.secret, host_part(address), port, reality, &tag)
                 }
+                ServiceOptions::Wireguard(_) => {
+                    let client = ctl
+                        .store
+                        .wireguard_client(&detail.user.id, &cred.service, &host.id)
+                        .await
+                        .map_err(crate::admin::AdminError::from)?;
+                    let Some(c) = client else {
+                        continue;
+                    };
+                    vpn_shared::wireguard::ClientConf {
+                        private_key: c.private_key,
+                        addresses: c.addresses,
+                        dns: c.dns,
+                        mtu: c.mtu,
+                        server_public_key: c.server_public_key,
+                        preshared_key: c.preshared_key,
+                        endpoint: vpn_shared::wireguard::endpoint(host_part(address), c.port),
+                    }
+                    .render()
+                }
             };
             out.push(LinkInfo {
                 server: host.name.clone(),

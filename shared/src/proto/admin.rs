@@ -279,6 +279,18 @@ pub enum DeployOptions {
         method: Option<String>,
     },
     Vless(DeployVless),
+    Wireguard(DeployWireguard),
+}
+
+/// What an operator chooses for a WireGuard service; the controller makes every key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeployWireguard {
+    /// Tunnel subnet, for example `10.66.0.0/16`.
+    pub subnet: String,
+    pub ipv6_subnet: Option<String>,
+    /// DNS servers clients use (`DNS =` in the `.conf`); empty: none.
+    pub dns: Vec<String>,
+    pub mtu: Option<u16>,
 }
 
 /// What an operator chooses for a VLESS + Reality service; the controller makes the keys.

@@ -9,7 +9,7 @@ use super::admin::*;
 use super::*;
 use crate::model::{
     Bandwidth, Change, Credential, Digest, FirewallSpec, Protocol, ServiceOptions, ServiceSpec,
-    UserSpec, VlessEngine, VlessOptions,
+    UserSpec, VlessEngine, VlessOptions, WireguardOptions,
 };
 
 fn service() -> ServiceSpec {
@@ -58,6 +58,24 @@ fn vless_service() -> ServiceSpec {
             private_key: "priv".into(),
             public_key: "pub".into(),
             short_ids: vec!["0123456789abcdef".into()],
+        }),
+        bandwidth: Bandwidth::default(),
+        new_conn_rate: None,
+    }
+}
+
+fn wireguard_service() -> ServiceSpec {
+    ServiceSpec {
+        name: "wireguard".into(),
+        protocol: Protocol::Wireguard,
+        port: 51820,
+        image: None,
+        options: ServiceOptions::Wireguard(WireguardOptions {
+            subnet: "10.66.0.0/16".into(),
+            ipv6_subnet: Some("fd66::/64".into()),
+            dns: vec!["1.1.1.1".into(), "9.9.9.9".into()],
+            mtu: Some(1380),
+            private_key: "dwdtCnMYpX08FsFyUbJmRd9ML4frwJkqsXf7pR25LCo=".into(),
         }),
         bandwidth: Bandwidth::default(),
         new_conn_rate: None,
@@ -202,6 +220,49 @@ fn samples() -> Vec<(&'static str, Vec<u8>)> {
                     }),
                 ],
             }),
+        ),
+        (
+            "ctl_delta_wireguard",
+            enc(&ControllerMsg::Delta {
+                base_generation: 8,
+                generation: 9,
+                digest: d,
+                changes: vec![
+                    Change::UpsertService(wireguard_service()),
+                    Change::UpsertUser(UserSpec {
+                        credentials: vec![Credential::Wireguard {
+                            service: "wireguard".into(),
+                            port: 51820,
+                            public_key: "hSDwCYkwp1R0i33ctD73Wg2/Og0mOBr066SpjqqbTmo=".into(),
+                            preshared_key: "psk".into(),
+                            allowed_ips: vec!["10.66.0.2/32".into(), "fd66::2/128".into()],
+                        }],
+                        ..user()
+                    }),
+                ],
+            }),
+        ),
+        (
+            "admin_deploy_wireguard",
+            enc(&vec![AdminRequest::ServicesDeployWith {
+                deploy: DeployService {
+                    protocol: Protocol::Wireguard,
+                    name: None,
+                    port: 51820,
+                    servers: Servers::All,
+                    image: None,
+                    method: None,
+                    bandwidth: Bandwidth::default(),
+                    new_conn_rate: None,
+                    wait: true,
+                },
+                options: DeployOptions::Wireguard(DeployWireguard {
+                    subnet: "10.66.0.0/16".into(),
+                    ipv6_subnet: Some("fd66::/64".into()),
+                    dns: vec!["1.1.1.1".into()],
+                    mtu: Some(1380),
+                }),
+            }]),
         ),
         (
             "admin_deploy_with",
@@ -803,6 +864,7 @@ fn every_golden_sample_decodes_back() {
             n if n.starts_with("enroll_") => postcard::from_bytes::<EnrollResponse>(&bytes).is_ok(),
             "admin_requests"
             | "admin_deploy_with"
+            | "admin_deploy_wireguard"
             | "admin_health_requests"
             | "admin_edit_with" => postcard::from_bytes::<Vec<AdminRequest>>(&bytes).is_ok(),
             "admin_usage" => postcard::from_bytes::<(AdminRequest, AdminResponse)>(&bytes).is_ok(),

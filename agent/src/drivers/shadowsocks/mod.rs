@@ -251,6 +251,8 @@ pub fn render(
             ("vpn-fleet.protocol".into(), "shadowsocks".into()),
             (LABEL_ACL.into(), acl_digest()),
         ]),
+        cap_add: Vec::new(),
+        devices: Vec::new(),
     })
 }
 

@@ -242,6 +242,8 @@ fn render_shoes(
                 ("vpn-fleet.user".into(), u.name.to_owned()),
                 (LABEL_CONFIG.into(), config_digest(config.as_bytes())),
             ]),
+            cap_add: Vec::new(),
+            devices: Vec::new(),
         };
         out.push(Rendered {
             spec,

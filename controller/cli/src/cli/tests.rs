@@ -563,3 +563,4 @@ fn bad_usage_flags_are_usage_errors_naming_the_flag() {
 }
 
 mod quota;
+mod wireguard;

@@ -344,6 +344,14 @@ fn firewall(v: &[FirewallRuleInfo]) -> String {
 }
 
 fn links(v: &[LinkInfo]) -> String {
+    // A WireGuard `.conf` is many lines: each link then gets a titled block, not a cell.
+    if v.iter().any(|l| l.url.contains('\n')) {
+        let blocks: Vec<String> = v
+            .iter()
+            .map(|l| format!("{} {} ({})\n{}", l.server, l.service, l.protocol, l.url))
+            .collect();
+        return blocks.join("\n");
+    }
     let header = ["SERVER", "SERVICE", "PROTOCOL", "URL"];
     let rows = v
         .iter()

@@ -42,6 +42,10 @@ pub enum StoreError {
     /// SQLite failed.
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
+    /// A WireGuard subnet that cannot be used, or one with no free tunnel address left (the
+    /// message names the service and the subnet).
+    #[error("{0}")]
+    Wireguard(#[from] vpn_shared::wireguard::WireguardError),
 }
 
 /// Why a join token was refused. Each is a distinct log line and metric (SPEC §4 item 4).

@@ -16,7 +16,9 @@
 //!   desired state; `ports`: per-user port allocation and secrets; `firewall`: block lists and
 //!   each host's firewall policy; `health`: failing resources and recent events per host;
 //!   `usage`: agents' traffic ledger entries applied exactly once, and the usage totals;
-//!   `quota`: each user's limits and counter, and the status changes they cause.
+//!   `quota`: each user's limits and counter, and the status changes they cause;
+//!   `wireguard`: interface keys per host and service, peers (keys and tunnel address) per user
+//!   per host.
 //!
 //! Time is always the caller's `now` (unix seconds): the store never reads a clock.
 
@@ -33,6 +35,7 @@ mod state;
 pub mod usage;
 mod users;
 pub(crate) mod validate;
+pub mod wireguard;
 
 #[cfg(test)]
 mod tests;
@@ -55,6 +58,7 @@ pub use rows::{
     NewUser, QuotaEditFields, QuotaSettings, Servers, ServiceRow, UserDetail, UserRow, UserStatus,
 };
 pub use usage::{BatchError, Ingested};
+pub use wireguard::WireguardClient;
 
 /// How long a connection waits for SQLite's write lock held by another process (a backup, say).
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);

@@ -68,7 +68,8 @@ pub(super) async fn allocate(
 }
 
 /// A fresh secret for a credential of `protocol`: a Shadowsocks password is 16 random bytes,
-/// base64url without padding; a VLESS id is a random (version 4) UUID.
+/// base64url without padding; a VLESS id is a random (version 4) UUID. A WireGuard credential
+/// has no secret of its own: its keys are per host (`wireguard`), so the column stays empty.
 pub(super) fn secret(rng: &SystemRandom, protocol: Protocol) -> Result<String> {
     let mut bytes = [0u8; SECRET_BYTES];
     rng.fill(&mut bytes).map_err(|_| StoreError::Random)?;
@@ -77,6 +78,7 @@ pub(super) fn secret(rng: &SystemRandom, protocol: Protocol) -> Result<String> {
         Protocol::Vless => uuid::Builder::from_random_bytes(bytes)
             .into_uuid()
             .to_string(),
+        Protocol::Wireguard => String::new(),
     })
 }
 

@@ -35,9 +35,10 @@ pub(crate) struct HeldCredential {
     pub secret: String,
 }
 
-/// The credential as the host's driver needs it.
-pub(crate) fn credential(c: &HeldCredential) -> Credential {
-    match c.protocol {
+/// The credential as the host's driver needs it; `None` for protocols whose credential is per
+/// host (WireGuard), which the caller looks up for the host instead.
+pub(crate) fn credential(c: &HeldCredential) -> Option<Credential> {
+    Some(match c.protocol {
         Protocol::Shadowsocks => Credential::Shadowsocks {
             service: c.service.clone(),
             port: c.port,
@@ -48,15 +49,28 @@ pub(crate) fn credential(c: &HeldCredential) -> Credential {
             port: c.port,
             uuid: c.secret.clone(),
         },
-    }
+        Protocol::Wireguard => return None,
+    })
+}
+
+/// A host's own credential of a user for a service (`(user id, held) → credential`), where
+/// [`credential`] has none.
+pub(crate) type PerHost<'a> = &'a dyn Fn(&str, &HeldCredential) -> Option<Credential>;
+
+/// No per-host credentials: tests and callers on hosts without such services.
+#[cfg(test)]
+pub(crate) fn no_per_host(_: &str, _: &HeldCredential) -> Option<Credential> {
+    None
 }
 
 /// A user's spec on one host: only the credentials of services placed on that host, sorted by
 /// service name so the digest is the same whichever path (full state or delta) built it.
+/// A per-host credential the host lacks (a peer not made yet) is left out.
 pub(crate) fn user_spec(
     user: &UserKey<'_>,
     held: &[HeldCredential],
     service_on_host: impl Fn(&str) -> bool,
+    per_host: PerHost<'_>,
 ) -> UserSpec {
     let mut on_host: Vec<&HeldCredential> = held
         .iter()
@@ -66,7 +80,10 @@ pub(crate) fn user_spec(
     UserSpec {
         name: user.name.to_owned(),
         id: user.id.to_owned(),
-        credentials: on_host.into_iter().map(credential).collect(),
+        credentials: on_host
+            .into_iter()
+            .filter_map(|c| credential(c).or_else(|| per_host(user.id, c)))
+            .collect(),
         bandwidth: user.bandwidth,
     }
 }
@@ -104,12 +121,13 @@ pub(crate) fn desired_state(
     services: Vec<ServiceSpec>,
     users: &[ActiveUser],
     firewall: FirewallSpec,
+    per_host: PerHost<'_>,
 ) -> DesiredState {
     let names: HashSet<&str> = services.iter().map(|s| s.name.as_str()).collect();
     let users = users
         .iter()
         .map(|u| {
-            let spec = user_spec(&u.key(), &u.held, |s| names.contains(s));
+            let spec = user_spec(&u.key(), &u.held, |s| names.contains(s), per_host);
             (u.name.clone(), spec)
         })
         .collect();
@@ -189,7 +207,7 @@ mod tests {
             name: "alice",
             bandwidth,
         };
-        let spec = user_spec(&key, &creds, |s| s != "c");
+        let spec = user_spec(&key, &creds, |s| s != "c", &no_per_host);
         let services: Vec<&str> = spec.credentials.iter().map(|c| c.service()).collect();
         assert_eq!(services, ["a", "b"]);
         assert_eq!(spec.bandwidth, bandwidth);
@@ -225,7 +243,7 @@ mod tests {
             bandwidth: Bandwidth::default(),
             held: vec![held("elsewhere", 9)],
         }];
-        let state = desired_state(3, vec![], &users, FirewallSpec::default());
+        let state = desired_state(3, vec![], &users, FirewallSpec::default(), &no_per_host);
         assert_eq!(state.generation, 3);
         assert!(state.users["bob"].credentials.is_empty());
     }

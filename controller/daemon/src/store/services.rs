@@ -16,6 +16,7 @@ use super::rows::{
     conn_rate_from_db, parse_options, parse_protocol, parse_protocols, rate_to_db, servers,
 };
 use super::state::{self, Owner};
+use super::wireguard::{self, Scope};
 use super::{Mutation, Store, ports, validate};
 
 /// A `services` row before its explicit server names are attached.
@@ -243,6 +244,7 @@ impl Store {
         .await?;
         let all = matches!(service.servers, super::Servers::All);
         let bumped = state::bump(conn, all, Owner::Service(name)).await?;
+        let interfaces = wireguard::interfaces(conn, Scope::Service(name)).await?;
         let service = ServiceRow {
             bandwidth,
             new_conn_rate,
@@ -251,7 +253,9 @@ impl Store {
         };
         w.commit().await?;
         let spec = service.spec();
-        let pushes = render::pushes(bumped, |_| vec![Change::UpsertService(spec.clone())]);
+        let pushes = render::pushes(bumped, |host| {
+            vec![Change::UpsertService(interfaces.host_spec(&spec, host))]
+        });
         Ok(Mutation {
             value: service,
             pushes,
@@ -355,6 +359,9 @@ async fn deploy_pushes(
     );
     let mut held = state::held_where(conn, &sql, &service.name).await?;
     let placements = state::service_placements(conn).await?;
+    wireguard::ensure(conn, Scope::Service(&service.name)).await?;
+    let peers = wireguard::peers(conn, Scope::Service(&service.name)).await?;
+    let interfaces = wireguard::interfaces(conn, Scope::Service(&service.name)).await?;
 
     let holders: Vec<Holder> = users
         .into_iter()
@@ -376,7 +383,8 @@ async fn deploy_pushes(
     let spec = service.spec();
     Ok(render::pushes(bumped, |host| {
         let on_host = |s: &str| placements.get(s).is_some_and(|p| p.contains(host));
-        let mut changes = vec![Change::UpsertService(spec.clone())];
+        let per_host = |user: &str, c: &HeldCredential| peers.get(user, &c.service, host);
+        let mut changes = vec![Change::UpsertService(interfaces.host_spec(&spec, host))];
         for h in holders.iter().filter(|h| h.placement.contains(host)) {
             let key = UserKey {
                 id: &h.id,
@@ -384,7 +392,7 @@ async fn deploy_pushes(
                 bandwidth: h.bandwidth,
             };
             changes.push(Change::UpsertUser(render::user_spec(
-                &key, &h.creds, on_host,
+                &key, &h.creds, on_host, &per_host,
             )));
         }
         changes

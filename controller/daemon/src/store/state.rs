@@ -11,6 +11,7 @@ use super::render::{self, ActiveUser, HeldCredential, Placement, UserKey};
 use super::rows::{
     SERVING, Servers, bandwidth_from_db, conn_rate_from_db, parse_options, parse_protocol,
 };
+use super::wireguard::{self, Scope};
 use super::{HostPush, Store, firewall};
 
 /// Whose host membership decides which hosts a bump touches.
@@ -169,16 +170,26 @@ pub(super) async fn push_user(
     let mut by_user = held_where(conn, SQL, user_id).await?;
     let held = by_user.remove(user_id).unwrap_or_default();
     let placements = service_placements(conn).await?;
+    wireguard::ensure(conn, Scope::User(user_id)).await?;
+    let peers = wireguard::peers(conn, Scope::User(user_id)).await?;
     Ok(render::pushes(bumped, |host| {
         let on_host = |s: &str| placements.get(s).is_some_and(|p| p.contains(host));
-        vec![Change::UpsertUser(render::user_spec(&key, &held, on_host))]
+        let per_host = |user: &str, c: &HeldCredential| peers.get(user, &c.service, host);
+        vec![Change::UpsertUser(render::user_spec(
+            &key, &held, on_host, &per_host,
+        ))]
     }))
 }
 
 impl Store {
     /// The full desired state of one host at its current generation: its services, its active
     /// users (each with only the credentials of services on that host) and its firewall policy.
+    ///
+    /// WireGuard rows the host lacks (it is new, or a service was placed on it) are made first,
+    /// in a write of their own; a subnet with no address left leaves those peers out (logged)
+    /// instead of refusing the host its whole state.
     pub async fn desired_state(&self, host_id: &str) -> Result<DesiredState> {
+        self.ensure_wireguard_of_host(host_id).await?;
         let mut tx = self.read().await?;
         let generation: Option<u64> =
             sqlx::query_scalar("SELECT generation FROM hosts WHERE id = ?1")
@@ -228,7 +239,14 @@ impl Store {
         );
         let mut held = held_where(&mut tx, &sql, host_id).await?;
         let firewall = firewall::host_specs(&mut tx, Some(&[host_id.to_owned()])).await?;
+        let peers = wireguard::peers(&mut tx, Scope::Host(host_id)).await?;
+        let interfaces = wireguard::interfaces(&mut tx, Scope::Host(host_id)).await?;
         tx.commit().await?;
+        let services = services
+            .iter()
+            .map(|s| interfaces.host_spec(s, host_id))
+            .collect();
+        let per_host = |user: &str, c: &HeldCredential| peers.get(user, &c.service, host_id);
 
         let users: Vec<ActiveUser> = users
             .into_iter()
@@ -243,7 +261,26 @@ impl Store {
             .collect::<Result<_>>()?;
         let firewall = firewall.into_values().next().unwrap_or_default();
         Ok(render::desired_state(
-            generation, services, &users, firewall,
+            generation, services, &users, firewall, &per_host,
         ))
+    }
+
+    /// Makes the host's missing WireGuard rows (a cheap read when none is missing).
+    async fn ensure_wireguard_of_host(&self, host_id: &str) -> Result<()> {
+        let mut tx = self.read().await?;
+        let missing = wireguard::missing(&mut tx, Scope::Host(host_id)).await?;
+        tx.commit().await?;
+        if !missing {
+            return Ok(());
+        }
+        let mut w = self.write().await?;
+        match wireguard::ensure(&mut w.tx, Scope::Host(host_id)).await {
+            Ok(()) => w.commit().await,
+            Err(StoreError::Wireguard(e)) => {
+                tracing::warn!(host = %host_id, error = %e, "wireguard peers left out of the host's state");
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
     }
 }

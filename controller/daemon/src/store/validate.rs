@@ -140,11 +140,63 @@ pub(crate) fn options(protocol: Protocol, options: &ServiceOptions) -> Result<()
             Ok(())
         }
         (Protocol::Vless, ServiceOptions::Vless(v)) => vless(v),
+        (Protocol::Wireguard, ServiceOptions::Wireguard(w)) => wireguard(w),
         (protocol, _) => Err(StoreError::invalid(
             "options",
             format!("the options are not those of a {protocol} service"),
         )),
     }
+}
+
+/// The MTU range a WireGuard interface accepts here: IPv6's minimum up to jumbo frames.
+pub(crate) const WIREGUARD_MTU: std::ops::RangeInclusive<u16> = 1280..=9000;
+
+/// A WireGuard service's settings: a subnet that holds a server and a peer, an IPv6 subnet that
+/// is IPv6, DNS servers that are IP addresses, and an MTU in [`WIREGUARD_MTU`].
+fn wireguard(w: &vpn_shared::model::WireguardOptions) -> Result<()> {
+    use vpn_shared::wireguard::Subnet;
+    let subnet =
+        Subnet::parse(&w.subnet).map_err(|e| StoreError::invalid("subnet", e.to_string()))?;
+    if !subnet.is_ipv4() {
+        return Err(StoreError::invalid(
+            "subnet",
+            format!(
+                "{} is not an IPv4 subnet (use --ipv6-subnet for IPv6)",
+                w.subnet
+            ),
+        ));
+    }
+    if let Some(v6) = &w.ipv6_subnet {
+        let parsed =
+            Subnet::parse(v6).map_err(|e| StoreError::invalid("ipv6-subnet", e.to_string()))?;
+        if parsed.is_ipv4() {
+            return Err(StoreError::invalid(
+                "ipv6-subnet",
+                format!("{v6} is not an IPv6 subnet"),
+            ));
+        }
+    }
+    for d in &w.dns {
+        if d.parse::<std::net::IpAddr>().is_err() {
+            return Err(StoreError::invalid(
+                "dns",
+                format!("{d:?} is not an IP address"),
+            ));
+        }
+    }
+    if let Some(mtu) = w.mtu
+        && !WIREGUARD_MTU.contains(&mtu)
+    {
+        return Err(StoreError::invalid(
+            "mtu",
+            format!(
+                "{mtu} is outside {}..={}",
+                WIREGUARD_MTU.start(),
+                WIREGUARD_MTU.end()
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Most short ids a service may have (each one is another accepted value, so a handful will do).

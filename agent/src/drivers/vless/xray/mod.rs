@@ -110,6 +110,8 @@ pub fn render(
             ("vpn-fleet.engine".into(), "xray".into()),
             (LABEL_CONFIG.into(), config_digest(skeleton.as_bytes())),
         ]),
+        cap_add: Vec::new(),
+        devices: Vec::new(),
     };
     Ok(Rendered {
         spec,

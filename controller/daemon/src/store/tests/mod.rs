@@ -11,6 +11,7 @@ mod quota;
 mod scale;
 mod usage;
 mod vless;
+mod wireguard;
 
 use tempfile::TempDir;
 use vpn_shared::model::{Protocol, ServiceOptions};
