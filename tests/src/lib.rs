@@ -21,6 +21,7 @@
 //! - [`prom`]: a strict parser of Prometheus text exposition (also used by the daemons' tests).
 //! - [`wait`]: bounded polling.
 //! - [`webhook`]: a loopback webhook receiver that checks the controller's HMAC signatures.
+//! - [`wireguard`]: a real `wireguard-go` + `wg` client in a namespace of its own, from a printed `.conf`.
 //!
 //! Everything a test sends goes to loopback or to the namespaces of containers the test created.
 //!
@@ -46,6 +47,7 @@ pub mod prom;
 pub mod vless;
 pub mod wait;
 pub mod webhook;
+pub mod wireguard;
 
 pub use fleet::Fleet;
 pub use wait::wait_until;

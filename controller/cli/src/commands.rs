@@ -48,12 +48,17 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
     let response = ask(&client, &request).await;
     let printed = response.and_then(|resp| {
         let opts = render::Opts {
-            format: format_of(&cli),
+            format: cli.output,
             qr: wants_qr(&cli.command),
             now,
             hints: output::stdout_is_terminal(),
         };
-        output::stdout(&render::render(&resp, &opts)?)?;
+        let text = if wants_conf(&cli.command) {
+            render::artefacts(&resp, &opts)?
+        } else {
+            render::render(&resp, &opts)?
+        };
+        output::stdout(&text)?;
         outcome(&resp)
     });
     // Printed before closing so the operator is not kept waiting on the close handshake.
@@ -431,12 +436,9 @@ fn wants_qr(command: &Command) -> bool {
     matches!(command, Command::Users(UsersCmd::Link { qr: true, .. }))
 }
 
-/// `users link --conf` prints the artefacts alone: the plain format, one after the other.
-fn format_of(cli: &Cli) -> crate::cli::Format {
-    match &cli.command {
-        Command::Users(UsersCmd::Link { conf: true, .. }) => crate::cli::Format::Plain,
-        _ => cli.output,
-    }
+/// `users link --conf`: the artefacts alone, verbatim.
+fn wants_conf(command: &Command) -> bool {
+    matches!(command, Command::Users(UsersCmd::Link { conf: true, .. }))
 }
 
 /// After an answer is printed: exit 1 if an `Applied` answer has failed hosts, exit 3 if a

@@ -83,7 +83,12 @@ pub async fn run(
                 cmd: name.clone(),
                 container: container.to_owned(),
                 code,
-                stderr: String::from_utf8_lossy(&stderr).trim().to_owned(),
+                // Docker's own failures (a container that is restarting) arrive on stdout.
+                stderr: if stderr.is_empty() {
+                    String::from_utf8_lossy(&stdout).trim().to_owned()
+                } else {
+                    String::from_utf8_lossy(&stderr).trim().to_owned()
+                },
             });
         }
         Ok(String::from_utf8_lossy(&stdout).into_owned())

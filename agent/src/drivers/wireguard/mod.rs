@@ -132,10 +132,11 @@ pub fn start_script(service: &ServiceSpec, run_dir: &Path) -> Result<String, Dri
         subnet.prefix()
     );
     if let Some(v6) = v6 {
+        // A host with IPv6 disabled still serves IPv4: the address is best effort, and said.
         addrs.push_str(&format!(
-            "$IP -6 address add {}/{} dev \"$IF\"\n",
-            v6.server_address(),
-            v6.prefix()
+            "$IP -6 address add {a}/{p} dev \"$IF\" || echo \"IPv6 tunnel address {a}/{p} not set (IPv6 disabled here?)\" >&2\n",
+            a = v6.server_address(),
+            p = v6.prefix()
         ));
     }
     let mtu = o.mtu.map(|m| format!(" mtu {m}")).unwrap_or_default();

@@ -31,6 +31,25 @@ pub struct Opts {
     pub hints: bool,
 }
 
+/// `users link --conf`: each link's artefact verbatim (a WireGuard `.conf` keeps its lines),
+/// separated by a blank line; any other answer renders as usual.
+pub fn artefacts(resp: &AdminResponse, opts: &Opts) -> Result<String, CliError> {
+    match resp {
+        AdminResponse::Links(v) => Ok(v
+            .iter()
+            .map(|l| {
+                let mut t = l.url.clone();
+                if !t.ends_with('\n') {
+                    t.push('\n');
+                }
+                t
+            })
+            .collect::<Vec<_>>()
+            .join("\n")),
+        other => render(other, opts),
+    }
+}
+
 /// Renders a response; the controller's `Error` answer becomes the matching [`CliError`].
 pub fn render(resp: &AdminResponse, opts: &Opts) -> Result<String, CliError> {
     match opts.format {

@@ -18,7 +18,7 @@ else
 fi
 wg set "$IF" listen-port 51820 private-key /var/lib/vpn-agent/run/wireguard/private.key
 $IP address add 10.66.0.1/16 dev "$IF"
-$IP -6 address add fd66::1/64 dev "$IF"
+$IP -6 address add fd66::1/64 dev "$IF" || echo "IPv6 tunnel address fd66::1/64 not set (IPv6 disabled here?)" >&2
 $IP link set "$IF" mtu 1380 up
 echo "interface $IF up ($MODE), port 51820"
 if [ "$MODE" = userspace ]; then
