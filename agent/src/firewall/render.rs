@@ -51,6 +51,13 @@ pub enum RenderError {
     /// A new-connection rate of zero cannot be expressed as a limit.
     #[error("service {service}: new-connection rate must be at least 1 per second")]
     ZeroRate { service: String },
+    /// A WireGuard service's tunnel subnet that is not a network.
+    #[error("service {service}: tunnel subnet {subnet:?} is not a network: {reason}")]
+    InvalidSubnet {
+        service: String,
+        subnet: String,
+        reason: &'static str,
+    },
 }
 
 /// What the kernel lets us render (see [`super::apply::Firewall::check`]).
@@ -190,6 +197,15 @@ pub struct Ruleset {
     pub ports: BTreeSet<u16>,
     pub blocked: Vec<Network>,
     pub limits: Vec<RateLimit>,
+    /// WireGuard interfaces and their tunnel subnets: forwarded and masqueraded.
+    pub tunnels: Vec<Tunnel>,
+}
+
+/// One WireGuard service's interface and the subnets its peers hold addresses of.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tunnel {
+    pub iface: String,
+    pub subnets: Vec<Network>,
 }
 
 impl Ruleset {
@@ -226,6 +242,7 @@ impl Ruleset {
             ports,
             blocked: normalize_blocked(&state.firewall.blocked)?,
             limits: limits.into_values().collect(),
+            tunnels: tunnels(state)?,
         })
     }
 
@@ -325,19 +342,55 @@ impl Ruleset {
         }
         input.push(format!("{l4} counter name th dport map @traffic_up"));
         let output = [format!("{l4} counter name th sport map @traffic_down")];
-        for (name, hook, rules) in [
-            ("input", "input", &input[..]),
-            ("output", "output", &output),
-        ] {
+        let mut chains = vec![
+            ("input", "filter hook input priority filter - 10", input),
+            (
+                "output",
+                "filter hook output priority filter - 10",
+                output.to_vec(),
+            ),
+        ];
+        if !self.tunnels.is_empty() {
+            let (forward, postrouting) = self.tunnel_rules();
+            chains.push((
+                "forward",
+                "filter hook forward priority filter - 10",
+                forward,
+            ));
+            chains.push((
+                "postrouting",
+                "nat hook postrouting priority srcnat - 10",
+                postrouting,
+            ));
+        }
+        for (name, hook, rules) in chains {
             out.push_str(&format!(
-                "\tchain {name} {{\n\t\ttype filter hook {hook} priority filter - 10; \
-                 policy accept;\n"
+                "\tchain {name} {{\n\t\ttype {hook}; policy accept;\n"
             ));
             for rule in rules {
                 out.push_str(&format!("\t\t{rule}\n"));
             }
             out.push_str("\t}\n");
         }
+    }
+
+    /// WireGuard: peers never reach each other through the server (`forward`), and their
+    /// traffic leaving by any other interface is masqueraded to the host's address
+    /// (`postrouting`). Accepting in our own `forward` chain cannot override a drop of the
+    /// host's firewall, so a host with a dropping forward policy must allow the tunnel itself
+    /// (docs/WIREGUARD.md); IP forwarding is switched on by the WireGuard driver.
+    fn tunnel_rules(&self) -> (Vec<String>, Vec<String>) {
+        let mut forward = Vec::new();
+        let mut postrouting = Vec::new();
+        for t in &self.tunnels {
+            let iface = &t.iface;
+            forward.push(format!("iifname \"{iface}\" oifname \"{iface}\" drop"));
+            for n in &t.subnets {
+                let fam = if n.is_v6() { "ip6" } else { "ip" };
+                postrouting.push(format!("{fam} saddr {n} oifname != \"{iface}\" masquerade"));
+            }
+        }
+        (forward, postrouting)
     }
 }
 
@@ -360,6 +413,33 @@ fn push_block(out: &mut String, kind: &str, name: &str, lines: &[&str], elements
 
 fn join(items: impl Iterator<Item = String>) -> String {
     items.collect::<Vec<_>>().join(", ")
+}
+
+/// The WireGuard services' interfaces and subnets, in service order.
+fn tunnels(state: &DesiredState) -> Result<Vec<Tunnel>, RenderError> {
+    let mut out = Vec::new();
+    for service in state.services.values() {
+        let vpn_shared::model::ServiceOptions::Wireguard(o) = &service.options else {
+            continue;
+        };
+        let mut subnets = Vec::new();
+        for subnet in std::iter::once(&o.subnet).chain(o.ipv6_subnet.as_ref()) {
+            let n = Network::parse(subnet).map_err(|e| match e {
+                RenderError::InvalidBlocked { reason, .. } => RenderError::InvalidSubnet {
+                    service: service.name.clone(),
+                    subnet: subnet.clone(),
+                    reason,
+                },
+                other => other,
+            })?;
+            subnets.push(n);
+        }
+        out.push(Tunnel {
+            iface: crate::drivers::wireguard::interface_name(&service.name),
+            subnets,
+        });
+    }
+    Ok(out)
 }
 
 /// Validates `state` and renders the transaction that replaces our table.
@@ -450,6 +530,18 @@ mod tests {
                     ],
                 ),
             ),
+            ("wireguard", {
+                let mut wg = service("wireguard", 51820, None);
+                wg.protocol = Protocol::Wireguard;
+                wg.options = ServiceOptions::Wireguard(vpn_shared::model::WireguardOptions {
+                    subnet: "10.66.0.0/16".into(),
+                    ipv6_subnet: Some("fd66::/64".into()),
+                    dns: vec![],
+                    mtu: None,
+                    private_key: "k".into(),
+                });
+                state(vec![wg, service("ss", 39000, None)], vec![], &[])
+            }),
             (
                 "rate_limit",
                 state(
@@ -499,7 +591,9 @@ mod tests {
                     assert_eq!(rest, "table inet vpn_agent", "{name}");
                 }
             }
-            assert_eq!(text.matches("policy accept;").count(), 2, "{name}");
+            let chains = text.matches("\tchain ").count();
+            assert!(chains >= 2, "{name}");
+            assert_eq!(text.matches("policy accept;").count(), chains, "{name}");
             assert!(!text.contains("policy drop"), "{name}");
         }
     }

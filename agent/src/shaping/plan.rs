@@ -168,14 +168,23 @@ pub fn plan(state: &DesiredState) -> ShapingPlan {
         };
         let mut users = BTreeMap::new();
         for (user, cred) in state.users_of(&svc.name) {
-            let (rates, matcher) = match cred {
+            let (rates, matchers) = match cred {
                 Credential::Vless { uuid, .. } if !per_port => (
                     Rates::from_user_outbound(user.bandwidth),
-                    Matcher::Mark(crate::drivers::user_mark(uuid)),
+                    vec![Matcher::Mark(crate::drivers::user_mark(uuid))],
+                ),
+                // Every WireGuard user shares the service port: the tunnel address names them.
+                Credential::Wireguard { allowed_ips, .. } => (
+                    Rates::from_user(user.bandwidth),
+                    allowed_ips
+                        .iter()
+                        .filter_map(|ip| ip.split('/').next()?.parse().ok())
+                        .map(Matcher::TunnelAddr)
+                        .collect(),
                 ),
                 _ => (
                     Rates::from_user(user.bandwidth),
-                    Matcher::ServerPort { port: cred.port() },
+                    vec![Matcher::ServerPort { port: cred.port() }],
                 ),
             };
             if rates.is_unlimited() && cap.is_unlimited() {
@@ -184,8 +193,10 @@ pub fn plan(state: &DesiredState) -> ShapingPlan {
             let entry = users
                 .entry(user.name.clone())
                 .or_insert_with(|| (user.id.clone(), rates, Vec::new()));
-            if !entry.2.contains(&matcher) {
-                entry.2.push(matcher);
+            for matcher in matchers {
+                if !entry.2.contains(&matcher) {
+                    entry.2.push(matcher);
+                }
             }
         }
         if cap.is_unlimited() && users.is_empty() {

@@ -374,6 +374,7 @@ impl Wireguard {
                 Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
             }
         };
+        enable_forwarding(service);
         let (desired, conflicts) = desired_peers(state, &service.name);
         let plan = wg::plan(&desired, &listed);
         if !plan.is_empty() {
@@ -436,6 +437,28 @@ impl Wireguard {
             warn!(service = %service.name, error = %e, "preshared key files not removed");
         }
         result
+    }
+}
+
+/// Switches IP forwarding on in the agent's (the host's) network namespace, so peers reach
+/// beyond the host: IPv4 always, IPv6 when the service has an IPv6 subnet. Best effort: a host
+/// where it cannot be set still serves the host itself, and the log says why the rest fails.
+fn enable_forwarding(service: &ServiceSpec) {
+    let v6 = options_of(service).is_ok_and(|o| o.ipv6_subnet.is_some());
+    let knobs = [
+        (true, "/proc/sys/net/ipv4/ip_forward"),
+        (v6, "/proc/sys/net/ipv6/conf/all/forwarding"),
+    ];
+    for (wanted, path) in knobs {
+        if !wanted || std::fs::read_to_string(path).is_ok_and(|v| v.trim() == "1") {
+            continue;
+        }
+        match std::fs::write(path, b"1\n") {
+            Ok(()) => info!(service = %service.name, path, "ip forwarding switched on"),
+            Err(e) => {
+                warn!(service = %service.name, path, error = %e, "ip forwarding not switched on")
+            }
+        }
     }
 }
 
