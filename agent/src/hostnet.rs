@@ -29,6 +29,10 @@ pub struct NetConfig {
 
 pub struct HostNet {
     shaper: Option<Shaper>,
+    /// One shaper per WireGuard interface (by name), made when a limit first needs it: the
+    /// tunnel's packets are plaintext only there. Same capabilities and ceiling as `shaper`.
+    tunnel_shapers: BTreeMap<String, Shaper>,
+    tunnel_setup: Option<(u64, Capabilities)>,
     firewall: Option<Firewall>,
     health: HostHealth,
     /// Bytes per firewall counter read before each table replacement; kept here until the
@@ -40,10 +44,15 @@ impl HostNet {
     /// Probes the kernel and tools and sets up what is usable.
     pub async fn setup(config: &NetConfig) -> HostNet {
         let mut missing = Vec::new();
+        let mut tunnel_setup = None;
         let shaper = if config.shaping {
             let report = kernel::probe().await;
             report.log();
             missing.extend(report.effects());
+            tunnel_setup = Some((
+                config.link_ceiling_bps.unwrap_or(DEFAULT_CEILING_BPS),
+                report.capabilities(),
+            ));
             match &config.shaping_iface {
                 Some(i) => Some(i.clone()),
                 None => match detect_egress_iface(None).await {
@@ -99,6 +108,8 @@ impl HostNet {
         };
         HostNet {
             shaper,
+            tunnel_shapers: BTreeMap::new(),
+            tunnel_setup,
             firewall,
             health: HostHealth { missing },
             traffic: BTreeMap::new(),
@@ -148,8 +159,10 @@ impl HostNet {
                 }
             }
         }
+        results.extend(self.apply_tunnels(state, &mut changed).await);
         if let Some(shaper) = &self.shaper {
-            match shaper.apply(&plan::plan(state)).await {
+            let on_egress = plan::plan_where(state, |s| !is_wireguard(s));
+            match shaper.apply(&on_egress).await {
                 Ok(outcome) => {
                     changed.shaping_restored = outcome.changed();
                     if changed.shaping_restored {
@@ -170,6 +183,49 @@ impl HostNet {
         (results, changed)
     }
 
+    /// Shapes each WireGuard service's users on its own interface (resource
+    /// `host/shaping/<iface>`). Interfaces of services gone from the state are forgotten: their
+    /// qdiscs went with the interface.
+    async fn apply_tunnels(
+        &mut self,
+        state: &DesiredState,
+        changed: &mut NetRepairs,
+    ) -> Vec<ResourceResult> {
+        let Some((ceiling, caps)) = self.tunnel_setup else {
+            return Vec::new();
+        };
+        let mut results = Vec::new();
+        let mut seen = Vec::new();
+        for svc in state.services.values().filter(|s| is_wireguard(s)) {
+            let iface = crate::drivers::wireguard::interface_name(&svc.name);
+            let plan = plan::plan_where(state, |s| s.name == svc.name);
+            seen.push(iface.clone());
+            if plan.is_empty() && !self.tunnel_shapers.contains_key(&iface) {
+                continue;
+            }
+            let shaper = self
+                .tunnel_shapers
+                .entry(iface.clone())
+                .or_insert_with(|| Shaper::new(&iface, ceiling, caps));
+            let resource = format!("host/shaping/{iface}");
+            match shaper.apply(&plan).await {
+                Ok(outcome) => {
+                    if outcome.changed() {
+                        changed.shaping_restored = true;
+                        info!(%iface, tc = outcome.tc_lines.len(), "wireguard bandwidth limits applied");
+                    }
+                    results.push(ResourceResult::ok(resource));
+                }
+                Err(e) => {
+                    warn!(%iface, error = %e, "wireguard bandwidth limits not applied");
+                    results.push(ResourceResult::error(resource, e.to_string()));
+                }
+            }
+        }
+        self.tunnel_shapers.retain(|iface, _| seen.contains(iface));
+        results
+    }
+
     fn account(&mut self, counters: BTreeMap<String, Count>) {
         for (name, c) in counters {
             let t = self.traffic.entry(name).or_default();
@@ -177,6 +233,10 @@ impl HostNet {
             t.bytes += c.bytes;
         }
     }
+}
+
+fn is_wireguard(s: &vpn_shared::model::ServiceSpec) -> bool {
+    matches!(s.options, vpn_shared::model::ServiceOptions::Wireguard(_))
 }
 
 fn wants_firewall(state: &DesiredState) -> bool {

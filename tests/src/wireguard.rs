@@ -226,6 +226,47 @@ impl WgClient {
         Ok(out.stdout)
     }
 
+    /// Downloads `/stream/BYTES` from `host` through the tunnel; the rate in bit/s (curl's
+    /// body bytes over its total time).
+    pub fn download_rate(&self, host: &str, bytes: usize, timeout: Duration) -> Result<f64> {
+        let mut cmd = self.curl(host, &format!("/stream/{bytes}"), timeout);
+        cmd.args(["-o", "/dev/null", "-w", "%{size_download} %{time_total}"]);
+        self.rate_of(cmd, bytes)
+    }
+
+    /// POSTs `bytes` to `/sink` of `host` through the tunnel; the rate in bit/s.
+    pub fn upload_rate(&self, host: &str, bytes: usize, timeout: Duration) -> Result<f64> {
+        let file = self.dir.join(format!("{}-upload.bin", self.iface));
+        std::fs::write(&file, vec![0x5a; bytes])?;
+        let mut cmd = self.curl(host, "/sink", timeout);
+        // No `Expect: 100-continue`: curl would wait up to a second for it, inside the timing.
+        cmd.args(["-H", "Expect:"])
+            .arg("--data-binary")
+            .arg(format!("@{}", file.display()))
+            .args(["-o", "/dev/null", "-w", "%{size_upload} %{time_total}"]);
+        self.rate_of(cmd, bytes)
+    }
+
+    fn rate_of(&self, mut cmd: Command, bytes: usize) -> Result<f64> {
+        let out = cmd.output().context("running curl")?;
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        if !out.status.success() {
+            bail!(
+                "curl through {}: {} {}",
+                self.iface,
+                text,
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        let mut f = text.split_whitespace();
+        let moved: f64 = f.next().context("no size from curl")?.parse()?;
+        let secs: f64 = f.next().context("no time from curl")?.parse()?;
+        if (moved as usize) < bytes || secs <= 0.0 {
+            bail!("curl moved {moved} of {bytes} bytes in {secs} s");
+        }
+        Ok(moved * 8.0 / secs)
+    }
+
     /// Unix seconds of the latest handshake with the server, 0 before the first.
     pub fn latest_handshake(&self) -> Result<u64> {
         let out = self.run("wg", &["show", &self.iface, "latest-handshakes"])?;

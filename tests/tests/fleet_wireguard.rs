@@ -226,3 +226,55 @@ fn adding_a_user_does_not_disturb_a_running_transfer_and_the_data_plane_is_fail_
     assert_payload(&fleet, 0, &alice);
     assert_payload(&fleet, 0, &bob);
 }
+
+/// Story: alice is limited to 8 mbit, bob is not; through their tunnels alice's download and
+/// upload measure within ±15 % of 8 mbit and bob's download well above it (tc classes on the
+/// WireGuard interface, users matched by tunnel address).
+#[test]
+fn a_limited_user_gets_her_rate_through_the_tunnel() {
+    const LIMIT_BPS: f64 = 8_000_000.0;
+    const TOLERANCE: f64 = 0.15;
+    const BYTES: usize = 3_500_000;
+    const LIMIT: Duration = Duration::from_secs(60);
+    let fleet = fleet(1);
+    fleet.vpn_ok(&[
+        "users",
+        "add",
+        "alice",
+        "--all-servers",
+        "--bandwidth",
+        "8mbit",
+    ]);
+    fleet.vpn_ok(&["users", "add", "bob", "--all-servers"]);
+    fleet.wait_converged(CONVERGE);
+    let alice = client(&fleet, &conf(&fleet, "alice", 0));
+    let bob = client(&fleet, &conf(&fleet, "bob", 0));
+    assert_payload(&fleet, 0, &alice);
+    assert_payload(&fleet, 0, &bob);
+    let host = fleet.agents[0].host.ip.to_string();
+
+    let near = |what: &str, bps: f64| {
+        println!("{what}: {:.2} mbit/s (limit 8)", bps / 1e6);
+        assert!(
+            (bps - LIMIT_BPS).abs() <= TOLERANCE * LIMIT_BPS,
+            "{what}: {:.2} mbit/s is not within 15 % of 8 mbit/s\n{}",
+            bps / 1e6,
+            fleet.agent_log_since_start(0)
+        );
+    };
+    near(
+        "alice download",
+        alice.download_rate(&host, BYTES, LIMIT).unwrap(),
+    );
+    near(
+        "alice upload",
+        alice.upload_rate(&host, BYTES, LIMIT).unwrap(),
+    );
+    let bob_bps = bob.download_rate(&host, 4 * BYTES, LIMIT).unwrap();
+    println!("bob download: {:.2} mbit/s (unlimited)", bob_bps / 1e6);
+    assert!(
+        bob_bps > 2.0 * LIMIT_BPS,
+        "bob is not limited, yet got {:.2} mbit/s",
+        bob_bps / 1e6
+    );
+}

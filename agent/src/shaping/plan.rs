@@ -23,7 +23,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use ring::digest::{SHA256, digest};
-use vpn_shared::model::{Bandwidth, Credential, DesiredState};
+use vpn_shared::model::{Bandwidth, Credential, DesiredState, ServiceOptions, ServiceSpec};
 
 /// A class minor under the agent's root handle.
 pub type ClassId = u16;
@@ -158,10 +158,18 @@ struct Pending {
 
 /// The shaping plan of a desired state.
 pub fn plan(state: &DesiredState) -> ShapingPlan {
+    plan_where(state, |_| true)
+}
+
+/// The shaping plan of the services `keep` selects: WireGuard services are shaped on their own
+/// interface (where the tunnel's packets are plaintext), every other service on the egress one.
+pub fn plan_where(state: &DesiredState, keep: impl Fn(&ServiceSpec) -> bool) -> ShapingPlan {
     let mut pending = Vec::new();
-    for svc in state.services.values() {
+    for svc in state.services.values().filter(|s| keep(s)) {
         let per_port = svc.port_per_user();
-        let cap = if per_port {
+        // On a WireGuard interface, egress is traffic to the user, as on a per-user port.
+        let direct = per_port || matches!(svc.options, ServiceOptions::Wireguard(_));
+        let cap = if direct {
             Rates::from_user(svc.bandwidth)
         } else {
             Rates::from_user_outbound(svc.bandwidth)
@@ -486,5 +494,41 @@ mod tests {
         let r = Rates::from_user_outbound(limit(10, 20_000));
         assert_eq!(r.egress_bps, Some(20_000));
         assert_eq!(r.ingress_bps, Some(MIN_RATE_BPS));
+    }
+
+    #[test]
+    fn wireguard_users_are_matched_by_tunnel_address_and_planned_apart() {
+        let mut wg = service("wg", Bandwidth::default());
+        wg.protocol = Protocol::Wireguard;
+        wg.options = ServiceOptions::Wireguard(vpn_shared::model::WireguardOptions {
+            subnet: "10.66.0.0/16".into(),
+            ipv6_subnet: Some("fd66::/64".into()),
+            dns: vec![],
+            mtu: None,
+            private_key: "k".into(),
+        });
+        let mut alice = user("alice", "ss", 9000, limit(8_000_000, 4_000_000));
+        alice.credentials.push(Credential::Wireguard {
+            service: "wg".into(),
+            port: 51820,
+            public_key: "K".into(),
+            preshared_key: "P".into(),
+            allowed_ips: vec!["10.66.0.2/32".into(), "fd66::2/128".into()],
+        });
+        let st = state(vec![service("ss", Bandwidth::default()), wg], vec![alice]);
+        let tunnel = plan_where(&st, |s| s.name == "wg");
+        assert_eq!(tunnel.services.len(), 1);
+        let u = &tunnel.services[0].users[0];
+        assert_eq!(
+            u.matchers,
+            [
+                Matcher::TunnelAddr("10.66.0.2".parse().unwrap()),
+                Matcher::TunnelAddr("fd66::2".parse().unwrap()),
+            ]
+        );
+        assert_eq!(u.rates, Rates::from_user(limit(8_000_000, 4_000_000)));
+        let egress = plan_where(&st, |s| s.name != "wg");
+        assert_eq!(egress.services.len(), 1);
+        assert_eq!(egress.services[0].service, "ss");
     }
 }
