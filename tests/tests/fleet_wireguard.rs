@@ -278,3 +278,82 @@ fn a_limited_user_gets_her_rate_through_the_tunnel() {
         bob_bps / 1e6
     );
 }
+
+/// alice's bytes on host 0 as the controller recorded them (`users usage --by server`).
+fn recorded(fleet: &Fleet) -> u64 {
+    let out = fleet.vpn_ok(&["users", "usage", "alice", "--by", "server", "-o", "json"]);
+    let v: serde_json::Value = serde_json::from_str(&out)
+        .unwrap_or_else(|e| panic!("users usage is not JSON ({e}): {out}"));
+    v["rows"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|r| r["key"] == fleet.agents[0].name.as_str())
+        .filter_map(|r| r["total"].as_u64())
+        .sum()
+}
+
+/// rx + tx of the peer `public_key` as the host's own `wg show dump` counts it.
+fn engine_bytes(fleet: &Fleet, public_key: &str) -> u64 {
+    let mut total = 0;
+    for id in fleet.agent_containers(0) {
+        let out = std::process::Command::new("docker")
+            .args(["exec", &id, "wg", "show", "wg0", "dump"])
+            .output()
+            .unwrap_or_else(|e| panic!("docker exec wg show in {id}: {e}"));
+        for line in String::from_utf8_lossy(&out.stdout).lines().skip(1) {
+            let f: Vec<&str> = line.split('\t').collect();
+            if f.len() == 8 && f[0] == public_key {
+                total += f[5].parse::<u64>().unwrap_or(0) + f[6].parse::<u64>().unwrap_or(0);
+            }
+        }
+    }
+    total
+}
+
+/// Story: a known download through alice's tunnel is recorded by the controller exactly as the
+/// host's `wg show dump` counted her peer, and at least the payload's size.
+#[test]
+fn usage_equals_the_peers_own_counters() {
+    const BYTES: usize = 4 << 20;
+    require_image(WG_IMAGE, "deploy/images/wireguard/build.sh");
+    let fleet = Fleet::start_with(1, &["--usage-interval", "1s"]);
+    fleet.vpn_ok(&[
+        "services",
+        "deploy",
+        "wireguard",
+        "--port",
+        "51820",
+        "--subnet",
+        "10.66.0.0/16",
+        "--all-servers",
+    ]);
+    fleet.vpn_ok(&["users", "add", "alice", "--all-servers"]);
+    fleet.wait_converged(CONVERGE);
+    let alice = client(&fleet, &conf(&fleet, "alice", 0));
+    assert_payload(&fleet, 0, &alice);
+    let host = fleet.agents[0].host.ip.to_string();
+    alice
+        .download_rate(&host, BYTES, Duration::from_secs(60))
+        .unwrap();
+    let key = vpn_shared::wireguard::public_key_from_private(&alice.conf.private_key).unwrap();
+    let (mut engine, mut seen) = (0, 0);
+    let ok = poll_until(Duration::from_secs(30), || {
+        engine = engine_bytes(&fleet, &key);
+        seen = recorded(&fleet);
+        engine > 0 && seen == engine
+    });
+    assert!(
+        ok.is_some(),
+        "the controller recorded {seen} bytes for alice, her peer counted {engine}"
+    );
+    let fetched = BYTES + fleet.agents[0].server.payload.len();
+    println!(
+        "usage: {seen} bytes recorded for {fetched} bytes fetched (the payload, then the \
+         download), equal to wg show dump (tunnel bytes, both directions)"
+    );
+    assert!(
+        seen >= fetched as u64,
+        "{seen} bytes counted for {fetched} bytes fetched"
+    );
+}
