@@ -97,7 +97,8 @@ fn assert_payload(fleet: &Fleet, i: usize, c: &WgClient) {
 
 /// Story: three hosts; alice's `.conf` of each host takes a real client to that very host (its
 /// own payload, byte for byte); bob's addresses differ from hers on every host; removing alice
-/// ends her tunnel within 5 s while bob's keeps working.
+/// ends her tunnel within 5 s while bob's keeps working; suspending bob ends his, resuming him
+/// brings the same `.conf` back to work.
 #[test]
 fn a_printed_conf_reaches_its_host_and_removal_ends_the_tunnel() {
     let fleet = fleet(3);
@@ -156,6 +157,30 @@ fn a_printed_conf_reaches_its_host_and_removal_ends_the_tunnel() {
         );
     }
     for (i, c) in bob.iter().enumerate() {
+        assert_payload(&fleet, i, c);
+    }
+
+    // Suspending bob removes his peers the same way; resuming puts them back, and the very
+    // same `.conf` works again (his keys and addresses were kept).
+    let suspended = Instant::now();
+    fleet.vpn_ok(&["users", "suspend", "bob"]);
+    for (i, c) in bob.iter().enumerate() {
+        let host = fleet.agents[i].host.ip.to_string();
+        let cut = poll_until(REMOVE_BOUND.saturating_sub(suspended.elapsed()), || {
+            c.get(&host, "/", Duration::from_secs(1)).is_err()
+        });
+        assert!(
+            cut.is_some(),
+            "suspended bob's tunnel to host {i} still works"
+        );
+    }
+    fleet.vpn_ok(&["users", "resume", "bob"]);
+    for (i, c) in bob.iter().enumerate() {
+        assert_eq!(
+            Conf::parse(&conf(&fleet, "bob", i)).unwrap(),
+            c.conf,
+            "bob's .conf of host {i} changed across suspend/resume"
+        );
         assert_payload(&fleet, i, c);
     }
 }
