@@ -96,7 +96,7 @@ fn assert_payload(fleet: &Fleet, i: usize, c: &WgClient) {
 }
 
 /// Story: three hosts; alice's `.conf` of each host takes a real client to that very host (its
-/// own payload, byte for byte); bob's addresses differ from hers on every host; removing alice
+/// own payload, byte for byte), and through host 0 another host (forwarded, masqueraded); bob's addresses differ from hers on every host; removing alice
 /// ends her tunnel within 5 s while bob's keeps working; suspending bob ends his, resuming him
 /// brings the same `.conf` back to work.
 #[test]
@@ -138,6 +138,25 @@ fn a_printed_conf_reaches_its_host_and_removal_ends_the_tunnel() {
             );
         }
     }
+
+    // Beyond the host: alice's tunnel to host 0 reaches host 1's server, forwarded and
+    // masqueraded by host 0 (the agent's table): host 1 sees host 0's address.
+    let (h0, h1) = (
+        fleet.agents[0].host.ip.to_string(),
+        fleet.agents[1].host.ip.to_string(),
+    );
+    let body = alice[0]
+        .get(&h1, "/payload", Duration::from_secs(10))
+        .unwrap_or_else(|e| panic!("host 1 not reached through host 0's tunnel: {e:#}"));
+    assert!(
+        body == fleet.agents[1].server.payload,
+        "host 1's payload differs"
+    );
+    let log = tail(&fleet.log("hostserver-1"), 1000);
+    assert!(
+        log.contains(&format!("{h0} - -")),
+        "host 1 did not see host 0's address (no masquerade?):\n{log}"
+    );
 
     let removed = Instant::now();
     fleet.vpn_ok(&["users", "remove", "alice"]);
