@@ -206,7 +206,8 @@ fn a_printed_conf_reaches_its_host_and_removal_ends_the_tunnel() {
 
 /// Story: alice's long download runs while bob is added; her handshake is not redone and her
 /// bytes arrive intact (the peer set changed with `wg set`, not a reconfigure). Then, with the
-/// controller stopped and the agent restarted, both still work (fail-static).
+/// controller stopped, the agent restarted and then the host "rebooted" (containers lost), both
+/// still work (fail-static).
 #[test]
 fn adding_a_user_does_not_disturb_a_running_transfer_and_the_data_plane_is_fail_static() {
     const DRIP_SECS: u64 = 15;
@@ -267,6 +268,15 @@ fn adding_a_user_does_not_disturb_a_running_transfer_and_the_data_plane_is_fail_
     fleet.kill_agent(0);
     fleet.start_agent(0);
     std::thread::sleep(Duration::from_secs(3));
+    assert_payload(&fleet, 0, &alice);
+    assert_payload(&fleet, 0, &bob);
+
+    // The host "reboots" (agent and containers gone), still without the controller: the agent
+    // rebuilds the interface from its own state and re-adds the peers; the clients' next
+    // handshake finds the same server key.
+    fleet.kill_agent(0);
+    fleet.remove_agent_containers(0);
+    fleet.start_agent(0);
     assert_payload(&fleet, 0, &alice);
     assert_payload(&fleet, 0, &bob);
 }

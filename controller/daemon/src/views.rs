@@ -105,11 +105,14 @@ pub fn service(s: &ServiceRow) -> ServiceInfo {
 }
 
 /// A service's options as JSON for operators: everything but secrets (a VLESS service's
-/// Reality private key stays on the controller and its hosts).
+/// Reality private key and a WireGuard host's interface key stay on the controller and its
+/// hosts).
 pub fn public_options(options: &ServiceOptions) -> String {
     let mut value = serde_json::to_value(options).unwrap_or_default();
-    if let Some(v) = value.get_mut("Vless").and_then(|v| v.as_object_mut()) {
-        v.remove("private_key");
+    for protocol in ["Vless", "Wireguard"] {
+        if let Some(v) = value.get_mut(protocol).and_then(|v| v.as_object_mut()) {
+            v.remove("private_key");
+        }
     }
     value.to_string()
 }
