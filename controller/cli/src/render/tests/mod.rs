@@ -7,6 +7,7 @@ mod health;
 mod quota;
 mod table;
 mod usage;
+mod wireguard;
 
 use vpn_shared::model::{Bandwidth, Protocol};
 use vpn_shared::proto::admin::{
