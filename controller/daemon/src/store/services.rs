@@ -101,6 +101,7 @@ impl Store {
             });
         }
         check_overlap(conn, new.port, span).await?;
+        wireguard::check_subnets(conn, &new.name, &new.options).await?;
         let (all, host_ids) = state::resolve_servers(conn, &new.servers).await?;
         sqlx::query(
             "INSERT INTO services (name, protocol, port, port_span, next_port, image, options, \

@@ -220,6 +220,45 @@ pub(crate) fn subnets(
     Ok((subnet, v6))
 }
 
+/// Refuses a WireGuard service whose subnets overlap another WireGuard service's: both would
+/// route the same addresses to different interfaces of a host.
+pub(super) async fn check_subnets(
+    conn: &mut SqliteConnection,
+    name: &str,
+    options: &ServiceOptions,
+) -> Result<()> {
+    if !matches!(options, ServiceOptions::Wireguard(_)) {
+        return Ok(());
+    }
+    let (v4, v6) = subnets(name, options)?;
+    let others: Vec<(String, String)> =
+        sqlx::query_as("SELECT name, options FROM services WHERE protocol = 'wireguard'")
+            .fetch_all(conn)
+            .await?;
+    for (other, raw) in others {
+        let (o4, o6) = subnets(&other, &parse_options(&raw)?)?;
+        let mine = std::iter::once(v4).chain(v6);
+        let theirs: Vec<Subnet> = std::iter::once(o4).chain(o6).collect();
+        for s in mine {
+            if let Some(t) = theirs.iter().find(|t| overlap(&s, t)) {
+                let field = if s.is_ipv4() { "subnet" } else { "ipv6-subnet" };
+                return Err(StoreError::invalid(
+                    field,
+                    format!("{s} overlaps {t} of wireguard service {other}"),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Two subnets overlap when one holds the other's network address.
+fn overlap(a: &Subnet, b: &Subnet) -> bool {
+    let net = |s: &Subnet| s.nth(0);
+    net(b).is_some_and(|n| a.index_of(n).is_some())
+        || net(a).is_some_and(|n| b.index_of(n).is_some())
+}
+
 /// A peer's allowed IPs (host routes) from its index.
 fn allowed_ips(service: &str, options: &ServiceOptions, index: i64) -> Result<Vec<String>> {
     let (subnet, v6) = subnets(service, options)?;

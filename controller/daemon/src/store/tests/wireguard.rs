@@ -206,6 +206,32 @@ async fn bad_options_name_their_field() {
         }
     }
     assert!(store.services().await.unwrap().is_empty());
+
+    store
+        .deploy_service(wg("wg", 51820, "10.66.0.0/16", Servers::All), 0)
+        .await
+        .unwrap();
+    let err = store
+        .deploy_service(wg("wg2", 51821, "10.66.128.0/17", Servers::All), 0)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "invalid subnet: 10.66.128.0/17 overlaps 10.66.0.0/16 of wireguard service wg"
+    );
+    let mut other = wg("wg3", 51822, "10.67.0.0/16", Servers::All);
+    if let ServiceOptions::Wireguard(o) = &mut other.options {
+        o.ipv6_subnet = Some("fd66::/80".into());
+    }
+    match store.deploy_service(other, 0).await {
+        Err(StoreError::Invalid { field, .. }) => assert_eq!(field, "ipv6-subnet"),
+        other => panic!("{other:?}"),
+    }
+    let mut apart = wg("wg4", 51823, "10.67.0.0/16", Servers::All);
+    if let ServiceOptions::Wireguard(o) = &mut apart.options {
+        o.ipv6_subnet = Some("fd67::/64".into());
+    }
+    store.deploy_service(apart, 0).await.unwrap();
 }
 
 #[tokio::test]
