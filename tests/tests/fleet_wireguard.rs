@@ -365,13 +365,49 @@ fn engine_bytes(fleet: &Fleet, public_key: &str) -> u64 {
     total
 }
 
-/// Story: a known download through alice's tunnel is recorded by the controller exactly as the
-/// host's `wg show dump` counted her peer, and at least the payload's size.
+/// Story: bad deploy flags are refused with the exit codes of SPEC §2.7 naming the flag or
+/// field; then a known download through alice's tunnel is recorded by the controller exactly as
+/// the host's `wg show dump` counted her peer, and at least the bytes fetched.
 #[test]
 fn usage_equals_the_peers_own_counters() {
     const BYTES: usize = 4 << 20;
     require_image(WG_IMAGE, "deploy/images/wireguard/build.sh");
     let fleet = Fleet::start_with(1, &["--usage-interval", "1s"]);
+    // Bad operator input first: exit codes of SPEC §2.7, the flag or field named, nothing made.
+    for (args, code, named) in [
+        (&["--subnet", "10.66.0.1/16"][..], 65, "subnet"),
+        (
+            &["--subnet", "10.66.0.0/16", "--dns", "one.one"][..],
+            65,
+            "dns",
+        ),
+        (&["--subnet", "10.66.0.0/16", "--mtu", "99"][..], 2, "--mtu"),
+        (&[][..], 2, "--subnet"),
+    ] {
+        let mut full = vec![
+            "services",
+            "deploy",
+            "wireguard",
+            "--port",
+            "51820",
+            "--all-servers",
+        ];
+        full.extend_from_slice(args);
+        let out = fleet.vpn(&full);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(code), "vpn {full:?}: {stderr}");
+        assert!(
+            stderr.contains(named),
+            "vpn {full:?} does not name {named}: {stderr}"
+        );
+    }
+    assert!(
+        fleet
+            .vpn_ok(&["services", "list", "-o", "plain"])
+            .trim()
+            .is_empty(),
+        "a refused deploy left a service behind"
+    );
     fleet.vpn_ok(&[
         "services",
         "deploy",
