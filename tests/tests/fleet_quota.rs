@@ -17,7 +17,7 @@ use vpn_e2e::client::{SsLocal, assert_refused_by};
 use vpn_e2e::wait::poll_until;
 use vpn_e2e::{Fleet, wait_until};
 
-const SS_PORT: &str = "20000";
+const SS_PORT: u16 = 20000;
 /// Counters are read this often in these stories (the default is 10 s).
 const USAGE_INTERVAL: &str = "1s";
 const CONVERGE: Duration = Duration::from_secs(60);
@@ -33,14 +33,7 @@ const BOB_LIMIT_BYTES: u64 = 8 * MIB;
 
 fn fleet(n: usize) -> Fleet {
     let fleet = Fleet::start_with(n, &["--usage-interval", USAGE_INTERVAL]);
-    fleet.vpn_ok(&[
-        "services",
-        "deploy",
-        "shadowsocks",
-        "--port",
-        SS_PORT,
-        "--all-servers",
-    ]);
+    fleet.deploy_shadowsocks(SS_PORT);
     fleet
 }
 
