@@ -318,14 +318,34 @@ impl Store {
         if per_user.is_empty() {
             return Ok(Default::default());
         }
-        let rows: Vec<_> = per_user
-            .iter()
-            .map(|(id, b)| {
-                json!([
-                    id, b.since[0], b.since[1], b.since[2], b.since[3], b.since[4], b.first
-                ])
-            })
-            .collect();
+        // Usually every entry of a batch ends in the current day, so each user's bytes are
+        // the same from every period start: then one figure per user is enough (each `->>`
+        // parses the row's JSON again; a third of the statement at 1,000 users).
+        let uniform = per_user
+            .values()
+            .all(|b| b.since.iter().all(|&x| x == b.since[0]));
+        let (rows, fields, added): (Vec<_>, _, _) = if uniform {
+            let rows = per_user
+                .iter()
+                .map(|(id, b)| json!([id, b.since[0], b.first]))
+                .collect();
+            let fields = "value ->> 0 AS id, value ->> 1 AS n, value ->> 2 AS first";
+            (rows, fields, "b.n")
+        } else {
+            let rows = per_user
+                .iter()
+                .map(|(id, b)| {
+                    json!([
+                        id, b.since[0], b.since[1], b.since[2], b.since[3], b.since[4], b.first
+                    ])
+                })
+                .collect();
+            let fields = "value ->> 0 AS id, value ->> 1 AS n, value ->> 2 AS d, \
+                 value ->> 3 AS w, value ->> 4 AS m, value ->> 5 AS y, value ->> 6 AS first";
+            let added = "CASE reset WHEN 'day' THEN b.d WHEN 'week' THEN b.w \
+                 WHEN 'month' THEN b.m WHEN 'year' THEN b.y ELSE b.n END";
+            (rows, fields, added)
+        };
         let start = "CASE reset WHEN 'day' THEN ?2 WHEN 'week' THEN ?3 WHEN 'month' THEN ?4 \
                      WHEN 'year' THEN ?5 END";
         // One statement for the batch; the period a user's row counts is picked by its reset.
@@ -334,13 +354,9 @@ impl Store {
         // (a quarter of the ingest's bar at 1,000 users, docs/benchmarks.md).
         let sql = format!(
             "UPDATE user_quota SET \
-                 used = CASE WHEN period_start IS ({start}) THEN used ELSE 0 END + \
-                     CASE reset WHEN 'day' THEN b.d WHEN 'week' THEN b.w \
-                     WHEN 'month' THEN b.m WHEN 'year' THEN b.y ELSE b.n END, \
+                 used = CASE WHEN period_start IS ({start}) THEN used ELSE 0 END + {added}, \
                  period_start = ({start}), first_use = coalesce(first_use, b.first) \
-             FROM (SELECT value ->> 0 AS id, value ->> 1 AS n, value ->> 2 AS d, \
-                 value ->> 3 AS w, value ->> 4 AS m, value ->> 5 AS y, value ->> 6 AS first \
-                 FROM json_each(?1)) AS b \
+             FROM (SELECT {fields} FROM json_each(?1)) AS b \
              WHERE user_quota.user_id = b.id"
         );
         sqlx::query(&sql)
