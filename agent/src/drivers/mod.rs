@@ -8,7 +8,9 @@
 //!
 //! - [`shadowsocks`]: shadowsocks-rust's `ssmanager`, one port per user.
 //! - [`vless`]: VLESS + Reality on Xray-core (production) or shoes (a port per user).
+//! - [`proxy`]: HTTP / SOCKS5 proxy on shoes (a port and a container per user).
 
+pub mod proxy;
 pub mod shadowsocks;
 pub mod vless;
 
@@ -26,6 +28,7 @@ pub fn driver(protocol: Protocol) -> &'static dyn Driver {
     match protocol {
         Protocol::Shadowsocks => &shadowsocks::Shadowsocks,
         Protocol::Vless => &VLESS,
+        Protocol::Proxy => &proxy::Proxy,
     }
 }
 

@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use tracing::{info, warn};
 use vpn_shared::join::JoinString;
-use vpn_shared::model::{Protocol, ServiceOptions, VlessEngine, VlessOptions};
+use vpn_shared::model::{
+    Protocol, ProxyKind, ProxyOptions, ServiceOptions, VlessEngine, VlessOptions,
+};
 use vpn_shared::pki::Identity;
 use vpn_shared::proto::admin::*;
 use vpn_shared::proto::close;
@@ -504,6 +506,11 @@ fn service_options(
                 private_key: keys.private_key.clone(),
                 public_key: keys.public_key.clone(),
                 short_ids,
+            }))
+        }
+        (Protocol::Proxy, DeployOptions::Proxy { kind }) => {
+            Ok(ServiceOptions::Proxy(ProxyOptions {
+                kind: kind.unwrap_or(ProxyKind::Both),
             }))
         }
         (protocol, _) => Err(AdminError::bad(format!(
