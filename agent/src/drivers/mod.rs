@@ -209,6 +209,12 @@ pub enum DriverError {
     /// The engine's API failed.
     #[error("service {service}: {message}")]
     Engine { service: String, message: String },
+    /// The engine keeps no per-user counters; its users' own ports are counted by the agent's
+    /// nftables table instead (`ledger::ports`).
+    #[error(
+        "service {service}: the engine keeps no counters; its users' ports are counted by nftables"
+    )]
+    NoCounters { service: String },
 }
 
 /// Keeps a driver's file name a single path component inside the run directory.

@@ -8,7 +8,8 @@
 //! config file, so a new spec hash and a recreated container: that user's open connections end.
 //!
 //! Per-user limits and counters need no engine support: every user has a port, which tc's port
-//! matcher shapes and the agent's nftables table counts (`firewall::counters`).
+//! matcher shapes and the agent's nftables table counts; [`Driver::read_counters`] says
+//! [`DriverError::NoCounters`] and the session reads those ports instead (`ledger::ports`).
 //!
 //! - [`config`]: the shoes YAML of one user (pure, golden files in `golden/`).
 
@@ -107,11 +108,10 @@ impl Driver for Proxy {
         service: &'a ServiceSpec,
         _ctx: &'a ServiceCtx<'a>,
     ) -> BoxFuture<'a, Result<Counters, DriverError>> {
-        // shoes keeps no per-user counters; its users' ports are counted by nftables.
+        // shoes keeps no per-user counters; the session reads its users' ports from nftables.
         Box::pin(async move {
-            Err(DriverError::Engine {
+            Err(DriverError::NoCounters {
                 service: service.name.clone(),
-                message: "shoes keeps no counters; its users' ports are counted by nftables".into(),
             })
         })
     }

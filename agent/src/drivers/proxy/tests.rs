@@ -181,7 +181,10 @@ fn a_container_per_user_and_adding_one_leaves_the_others_alike() {
     let two = Proxy
         .render(
             &svc,
-            &state(&svc, &[("alice", "alicepw1", 3129), ("bob", "bobpw2", 3130)]),
+            &state(
+                &svc,
+                &[("alice", "alicepw1", 3129), ("bob", "bobpw2", 3130)],
+            ),
             &ctx(),
         )
         .unwrap();
@@ -206,7 +209,10 @@ fn a_container_per_user_and_adding_one_leaves_the_others_alike() {
         ]
     );
     let yaml = String::from_utf8(bob.files[0].contents.clone()).unwrap();
-    assert!(yaml.contains("bobpw2") && !yaml.contains("alicepw1"), "{yaml}");
+    assert!(
+        yaml.contains("bobpw2") && !yaml.contains("alicepw1"),
+        "{yaml}"
+    );
     assert!(yaml.contains("0.0.0.0:3130"), "{yaml}");
 }
 
@@ -216,7 +222,10 @@ fn a_password_change_recreates_only_that_users_container() {
     let before = Proxy
         .render(
             &svc,
-            &state(&svc, &[("alice", "alicepw1", 3129), ("bob", "bobpw2", 3130)]),
+            &state(
+                &svc,
+                &[("alice", "alicepw1", 3129), ("bob", "bobpw2", 3130)],
+            ),
             &ctx(),
         )
         .unwrap();
