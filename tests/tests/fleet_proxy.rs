@@ -378,3 +378,67 @@ fn a_proxy_user_limited_to_8_mbit_measures_within_15_percent() {
         );
     }
 }
+
+/// alice's bytes on `server` as the controller recorded them (`users usage --by server`).
+fn recorded(fleet: &Fleet, user: &str, server: &str) -> u64 {
+    let out = fleet.vpn_ok(&["users", "usage", user, "--by", "server", "-o", "json"]);
+    let v: serde_json::Value = serde_json::from_str(&out)
+        .unwrap_or_else(|e| panic!("users usage is not JSON ({e}): {out}"));
+    v["rows"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|r| r["key"] == server)
+        .filter_map(|r| r["total"].as_u64())
+        .sum()
+}
+
+/// Story (e): accounting. shoes counts nothing, so the agent's per-port nftables counters are
+/// the source: two 4 MiB downloads through alice's links reach the controller's usage once —
+/// at least the payload, at most the payload plus TCP/IP headers — and stay put after settling.
+#[test]
+fn proxy_traffic_is_counted_once_from_the_port_counters() {
+    const BYTES: usize = 4 << 20;
+    prerequisites();
+    let fleet = Fleet::start_with(1, &["--usage-interval", "1s"]);
+    deploy(&fleet, "proxy", PROXY_PORT, "both");
+    fleet.vpn_ok(&["users", "add", "alice", "--all-servers"]);
+    fleet.wait_converged(RECONNECT_BOUND);
+    let (i, socks) = links(&fleet, "alice", "socks5://", PROXY_PORT).remove(0);
+    let (_, http) = links(&fleet, "alice", "http://", PROXY_PORT).remove(0);
+    assert_payload_through(&fleet, i, &socks);
+    // Let the payload fetch (and the first reading, which only starts the baselines) settle.
+    std::thread::sleep(Duration::from_secs(3));
+    let server = fleet.agents[i].name.clone();
+    let before = recorded(&fleet, "alice", &server);
+    for link in [&socks, &http] {
+        let body = curl(
+            link,
+            &url(&fleet, i, &format!("/stream/{BYTES}")),
+            Duration::from_secs(60),
+        )
+        .unwrap_or_else(|e| panic!("bulk download through {link}: {e}"));
+        assert_eq!(body.len(), BYTES);
+    }
+    let payload = 2 * BYTES as u64;
+    let mut seen = 0;
+    let ok = poll_until(Duration::from_secs(30), || {
+        seen = recorded(&fleet, "alice", &server) - before;
+        seen >= payload
+    });
+    assert!(
+        ok.is_some(),
+        "the controller recorded {seen} bytes for alice's {payload} bytes of downloads"
+    );
+    std::thread::sleep(Duration::from_secs(4));
+    let settled = recorded(&fleet, "alice", &server) - before;
+    println!(
+        "proxy usage: {settled} bytes recorded for {payload} bytes of payload ({:+.2} %)",
+        (settled as f64 - payload as f64) * 100.0 / payload as f64
+    );
+    assert!(
+        settled <= payload + payload / 10,
+        "{settled} bytes recorded for {payload} bytes of payload: counted twice?"
+    );
+    assert!(settled >= payload, "{settled} < {payload}");
+}
