@@ -442,3 +442,38 @@ fn proxy_traffic_is_counted_once_from_the_port_counters() {
     );
     assert!(settled >= payload, "{settled} < {payload}");
 }
+
+/// Story (f): the firewall block list covers proxy users' ports: blocking the client's address
+/// on one host refuses alice's links there within 5 s and nowhere else; unblocking restores.
+#[test]
+fn a_blocked_address_is_refused_on_proxy_ports_of_that_host_only() {
+    prerequisites();
+    let fleet = Fleet::start(2);
+    deploy(&fleet, "proxy", PROXY_PORT, "both");
+    fleet.vpn_ok(&["users", "add", "alice", "--all-servers"]);
+    fleet.wait_converged(RECONNECT_BOUND);
+    let socks = links(&fleet, "alice", "socks5://", PROXY_PORT);
+    let http = links(&fleet, "alice", "http://", PROXY_PORT);
+    for (i, l) in socks.iter().chain(&http) {
+        assert_payload_through(&fleet, *i, l);
+    }
+    let me = fleet.network.gateway.to_string();
+    fleet.vpn_ok(&["firewall", "block", &me, "--server", "host-0"]);
+    let start = Instant::now();
+    for (i, l) in socks.iter().chain(&http).filter(|(i, _)| *i == 0) {
+        let took = poll_until(SUSPEND_BOUND.saturating_sub(start.elapsed()), || {
+            refused(l, &fleet, *i)
+        });
+        assert!(took.is_some(), "{me} blocked on host-0, yet {l} works");
+    }
+    for (i, l) in socks.iter().chain(&http).filter(|(i, _)| *i == 1) {
+        assert!(
+            curl(l, &url(&fleet, *i, "/"), Duration::from_secs(3)).is_ok(),
+            "host-1 refused {l} while only host-0 blocks {me}"
+        );
+    }
+    fleet.vpn_ok(&["firewall", "unblock", &me, "--server", "host-0"]);
+    for (i, l) in socks.iter().chain(&http) {
+        assert_payload_through(&fleet, *i, l);
+    }
+}
