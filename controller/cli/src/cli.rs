@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
-use vpn_shared::model::{Protocol, VlessEngine};
+use vpn_shared::model::{Protocol, ProxyKind, VlessEngine};
 use vpn_shared::proto::admin::Reset;
 
 pub use moment::Moment;
@@ -131,7 +131,7 @@ pub enum ServicesCmd {
 
 #[derive(Debug, Args)]
 pub struct DeployArgs {
-    /// Protocol to run (shadowsocks, vless).
+    /// Protocol to run (shadowsocks, vless, proxy).
     #[arg(value_parser = parse_protocol)]
     pub protocol: Protocol,
     /// First port of the service (1-65535).
@@ -158,6 +158,10 @@ pub struct DeployArgs {
     /// VLESS: the engine, xray (production) or shoes (a port per user) [default: xray].
     #[arg(long, value_name = "ENGINE", value_parser = parse_engine)]
     pub engine: Option<VlessEngine>,
+    /// Proxy: what each user's port speaks, http, socks5 or both (one port, two links)
+    /// [default: both].
+    #[arg(long, value_name = "KIND", value_parser = parse_kind)]
+    pub kind: Option<ProxyKind>,
     /// Cap the whole service on each host at RATE in each direction (20mbit, 1.5gbit, 10mbps =
     /// 10 MB/s; a plain number is bit/s).
     #[arg(long, value_name = "RATE", value_parser = parse_rate)]
@@ -511,6 +515,10 @@ fn check_deploy(d: &DeployArgs) -> Result<(), clap::Error> {
         ("--engine", d.engine.is_some()),
     ];
     let fail = |kind, msg: String| Err(usage_error(kind, msg));
+    if d.kind.is_some() && d.protocol != Protocol::Proxy {
+        let msg = "--kind applies to proxy services only".to_owned();
+        return fail(ErrorKind::ArgumentConflict, msg);
+    }
     match d.protocol {
         Protocol::Shadowsocks => {
             if let Some((flag, _)) = vless_flags.iter().find(|(_, set)| *set) {
@@ -532,8 +540,23 @@ fn check_deploy(d: &DeployArgs) -> Result<(), clap::Error> {
                 }
             }
         }
+        Protocol::Proxy => {
+            let other = vless_flags
+                .iter()
+                .find(|(_, set)| *set)
+                .map(|(flag, _)| *flag)
+                .or(d.method.is_some().then_some("--method"));
+            if let Some(flag) = other {
+                let msg = format!("{flag} does not apply to proxy services");
+                return fail(ErrorKind::ArgumentConflict, msg);
+            }
+        }
     }
     Ok(())
+}
+
+fn parse_kind(s: &str) -> Result<ProxyKind, String> {
+    ProxyKind::parse(s).ok_or_else(|| format!("unknown kind `{s}` (expected http, socks5 or both)"))
 }
 
 fn parse_engine(s: &str) -> Result<VlessEngine, String> {

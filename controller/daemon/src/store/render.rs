@@ -35,8 +35,9 @@ pub(crate) struct HeldCredential {
     pub secret: String,
 }
 
-/// The credential as the host's driver needs it.
-pub(crate) fn credential(c: &HeldCredential) -> Credential {
+/// The credential as the host's driver needs it; `user` is the holder's name (a proxy's user
+/// name).
+pub(crate) fn credential(c: &HeldCredential, user: &str) -> Credential {
     match c.protocol {
         Protocol::Shadowsocks => Credential::Shadowsocks {
             service: c.service.clone(),
@@ -47,6 +48,12 @@ pub(crate) fn credential(c: &HeldCredential) -> Credential {
             service: c.service.clone(),
             port: c.port,
             uuid: c.secret.clone(),
+        },
+        Protocol::Proxy => Credential::Proxy {
+            service: c.service.clone(),
+            port: c.port,
+            username: user.to_owned(),
+            password: c.secret.clone(),
         },
     }
 }
@@ -66,7 +73,10 @@ pub(crate) fn user_spec(
     UserSpec {
         name: user.name.to_owned(),
         id: user.id.to_owned(),
-        credentials: on_host.into_iter().map(credential).collect(),
+        credentials: on_host
+            .into_iter()
+            .map(|c| credential(c, user.name))
+            .collect(),
         bandwidth: user.bandwidth,
     }
 }
