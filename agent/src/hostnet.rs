@@ -35,8 +35,9 @@ pub struct HostNet {
     tunnel_setup: Option<(u64, Capabilities)>,
     firewall: Option<Firewall>,
     health: HostHealth,
-    /// Bytes per firewall counter read before each table replacement; kept here until the
-    /// traffic ledger takes them (SPEC §2.6).
+    /// Bytes per firewall counter read before each table replacement (and by
+    /// [`HostNet::port_readings`]); the ledger drains the ports of engines without counters of
+    /// their own (SPEC §2.6).
     traffic: BTreeMap<String, Count>,
 }
 
@@ -227,11 +228,27 @@ impl HostNet {
     }
 
     fn account(&mut self, counters: BTreeMap<String, Count>) {
-        for (name, c) in counters {
-            let t = self.traffic.entry(name).or_default();
-            t.packets += c.packets;
-            t.bytes += c.bytes;
+        crate::ledger::ports::accumulate(&mut self.traffic, counters);
+    }
+
+    /// Ledger readings of `services` (engines without counters, a port per user) from the
+    /// firewall's per-port counters: reads and resets them, then drains those services' ports
+    /// (`ledger::ports`). Empty without a firewall; an `nft` failure keeps what is pending for
+    /// the next reading.
+    pub async fn port_readings(
+        &mut self,
+        state: &DesiredState,
+        services: &[String],
+        baselines: &crate::ledger::delta::Baselines,
+    ) -> Vec<crate::ledger::delta::Reading> {
+        let Some(fw) = &self.firewall else {
+            return Vec::new();
+        };
+        match fw.read_counters().await {
+            Ok(read) => self.account(read),
+            Err(e) => warn!(error = %e, "firewall counters not read"),
         }
+        crate::ledger::ports::readings(state, services, baselines, &mut self.traffic)
     }
 }
 

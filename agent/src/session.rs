@@ -41,6 +41,7 @@ use crate::allowance::Enforcer;
 use crate::apply::Applier;
 use crate::backoff;
 use crate::config::{Config, Paths};
+use crate::drivers::DriverError;
 use crate::hostnet::HostNet;
 use crate::ledger::delta::{Now, Reset};
 use crate::ledger::{self, LEDGER_RESOURCE, Ledger};
@@ -198,12 +199,23 @@ impl Agent {
         }
         let state = self.enforcer.effective(&self.current);
         let mut readings = Vec::new();
+        let mut by_port = Vec::new();
         for (service, read) in self.applier.read_counters(&state).await {
             match read {
                 Ok(c) => readings.push(ledger::reading(&state, &service, c)),
+                Err(DriverError::NoCounters { .. }) => by_port.push(service),
                 // The service's own result says why; its baselines wait for the next reading.
                 Err(e) => debug!(%service, error = %e, "counters not read"),
             }
+        }
+        if !by_port.is_empty()
+            && let Some(l) = self.ledger.as_ref()
+        {
+            let from_ports = self
+                .net
+                .port_readings(&state, &by_port, l.baselines())
+                .await;
+            readings.extend(from_ports);
         }
         let (services, users) = ledger::state_keys(&state);
         drop(state);

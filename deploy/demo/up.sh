@@ -4,7 +4,7 @@
 #   - two simulated VPN hosts, each a `vpn-fleet/pause:local` container with its own network
 #     namespace on the Docker network `vpn-demo`, a vpn-agent running inside that namespace
 #     (nsenter) and the Shadowsocks containers it starts sharing it;
-#   - shadowsocks deployed on both, user `demo` added, and a small web page served on port 8000
+#   - shadowsocks, vless (shoes) and an HTTP/SOCKS5 proxy deployed on both, user `demo` added, and a small web page served on port 8000
 #     inside host 1's namespace, fetched through the tunnel at host 1's own address (the server
 #     refuses to relay to its host's loopback: the page listens there too, and the self-check
 #     shows 127.0.0.1:8000 refused).
@@ -133,12 +133,17 @@ done
 "$BIN/vpn" services deploy vless --port 21000 --engine shoes --sni localhost \
     --dest localhost:8443 --all-servers \
     || say "vless deploy failed (already deployed?)"
+# HTTP and SOCKS5 on each user's own port (shoes, a container per user).
+"$BIN/vpn" services deploy proxy --port 22000 --kind both --all-servers \
+    || say "proxy deploy failed (already deployed?)"
 "$BIN/vpn" users add demo --all-servers || say "users add failed (user exists?)"
 mapfile -t links < <("$BIN/vpn" users link demo -o plain)
 host1_ip="$(docker inspect -f '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}' "vpn-demo-${HOSTS[0]}")"
 first="${links[0]:-}"
+proxy_link=""
 for l in "${links[@]}"; do
     [[ "$l" == ss://* && "$l" == *"@$host1_ip:"* ]] && first="$l"
+    [[ "$l" == socks5://* && "$l" == *"@$host1_ip:"* ]] && proxy_link="$l"
 done
 
 # --- self-check: the very link printed, through the real client, to host 1's page; the same
@@ -186,6 +191,10 @@ The vless:// links are VLESS + Reality (XTLS Vision) served by the shoes engine,
 per user; paste one into any VLESS Reality client (v2rayN, Hiddify, sing-box, shoes) on this
 machine and open http://$host1_ip:8000/ through it. The e2e story tests/tests/fleet_vless.rs does
 exactly that with the shoes client. See docs/VLESS.md.
+
+The http:// and socks5:// links are the HTTP/SOCKS5 proxy (docs/PROXY.md); curl takes them as
+printed:
+  curl --proxy '$proxy_link' http://$host1_ip:8000/
 
 Drive the fleet with the CLI:
   export VPN_CONFIG=$VPN_CONFIG

@@ -3,6 +3,9 @@
 //! Shadowsocks uses SIP002: `ss://BASE64URL(method:password)@host:port#tag`, the form Outline
 //! and the shadowsocks clients accept for AEAD ciphers. VLESS + Reality uses the de-facto
 //! `vless://UUID@host:port?…#tag` form of v2rayN, Xray clients and shoes (SPEC §2.4).
+//! Proxies are plain URLs, `http://user:pass@host:port` and `socks5://user:pass@host:port`, with
+//! the user name and password percent-encoded (RFC 3986 userinfo), as curl, browsers' proxy
+//! settings and proxy-aware apps take them; they carry no `#tag` (curl refuses a fragment).
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -37,6 +40,34 @@ pub fn vless(uuid: &str, host: &str, port: u16, reality: Reality<'_>, tag: &str)
         percent_encode(reality.public_key),
         percent_encode(reality.short_id),
         percent_encode(tag)
+    )
+}
+
+/// The two URL schemes of a proxy link.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProxyScheme {
+    Http,
+    Socks5,
+}
+
+impl ProxyScheme {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProxyScheme::Http => "http",
+            ProxyScheme::Socks5 => "socks5",
+        }
+    }
+}
+
+/// Renders an HTTP or SOCKS5 proxy URL; user name and password are percent-encoded, IPv6
+/// hosts bracketed.
+pub fn proxy(scheme: ProxyScheme, username: &str, password: &str, host: &str, port: u16) -> String {
+    format!(
+        "{}://{}:{}@{}:{port}",
+        scheme.as_str(),
+        percent_encode(username),
+        percent_encode(password),
+        bracket(host)
     )
 }
 
@@ -102,5 +133,23 @@ mod tests {
              #alice%20%40%20h1"
         );
         assert!(vless("u", "2001:db8::1", 1, reality, "t").contains("@[2001:db8::1]:1?"));
+    }
+
+    #[test]
+    fn proxy_links_percent_encode_user_and_password() {
+        assert_eq!(
+            proxy(
+                ProxyScheme::Http,
+                "alice@corp",
+                "p/w:x",
+                "203.0.113.5",
+                3128
+            ),
+            "http://alice%40corp:p%2Fw%3Ax@203.0.113.5:3128"
+        );
+        assert_eq!(
+            proxy(ProxyScheme::Socks5, "bob", "Zm9v-_", "2001:db8::1", 1080),
+            "socks5://bob:Zm9v-_@[2001:db8::1]:1080"
+        );
     }
 }

@@ -20,6 +20,8 @@ pub enum Protocol {
     /// VLESS with XTLS Vision over Reality: Xray-core (one port, users through its gRPC API) or
     /// shoes (one listener, and so one port, per user). See [`VlessEngine`].
     Vless,
+    /// An HTTP and/or SOCKS5 proxy (shoes), one listener and port per user. See [`ProxyKind`].
+    Proxy,
     /// WireGuard (`wireguard-go` or the kernel module, driven with `wg`): one UDP port per host
     /// for every user, peers changed with `wg set`.
     Wireguard,
@@ -31,6 +33,7 @@ impl Protocol {
         match self {
             Protocol::Shadowsocks => "shadowsocks",
             Protocol::Vless => "vless",
+            Protocol::Proxy => "proxy",
             Protocol::Wireguard => "wireguard",
         }
     }
@@ -40,14 +43,19 @@ impl Protocol {
         match s.to_ascii_lowercase().as_str() {
             "shadowsocks" | "ss" => Some(Protocol::Shadowsocks),
             "vless" | "reality" | "vless-reality" => Some(Protocol::Vless),
+            "proxy" | "http" | "socks" | "socks5" => Some(Protocol::Proxy),
             "wireguard" | "wg" => Some(Protocol::Wireguard),
             _ => None,
         }
     }
 
     /// Every protocol, in declaration order.
-    pub const ALL: &'static [Protocol] =
-        &[Protocol::Shadowsocks, Protocol::Vless, Protocol::Wireguard];
+    pub const ALL: &'static [Protocol] = &[
+        Protocol::Shadowsocks,
+        Protocol::Vless,
+        Protocol::Proxy,
+        Protocol::Wireguard,
+    ];
 }
 
 impl std::fmt::Display for Protocol {
@@ -110,6 +118,7 @@ pub enum ServiceOptions {
         method: String,
     },
     Vless(VlessOptions),
+    Proxy(ProxyOptions),
     Wireguard(WireguardOptions),
 }
 
@@ -119,8 +128,65 @@ impl ServiceOptions {
         match self {
             ServiceOptions::Shadowsocks { .. } => true,
             ServiceOptions::Vless(v) => v.engine.port_per_user(),
+            ServiceOptions::Proxy(_) => true,
             ServiceOptions::Wireguard(_) => false,
         }
+    }
+}
+
+/// An HTTP / SOCKS5 proxy service: each user has a listener of their own on their own port,
+/// with their own user name and password.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProxyOptions {
+    pub kind: ProxyKind,
+}
+
+/// What a proxy service speaks on each user's port. Kinds are appended, never inserted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ProxyKind {
+    /// An HTTP proxy (`CONNECT` and plain requests), Basic `Proxy-Authorization`.
+    Http,
+    /// SOCKS5 with user name / password authentication (RFC 1929).
+    Socks5,
+    /// Both on the same port: the engine tells them apart by the first byte of a connection
+    /// (a SOCKS5 greeting starts with 0x05), so a user has one port and two links.
+    Both,
+}
+
+impl ProxyKind {
+    /// The name operators type (`--kind`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProxyKind::Http => "http",
+            ProxyKind::Socks5 => "socks5",
+            ProxyKind::Both => "both",
+        }
+    }
+
+    /// Parses an operator-supplied kind.
+    pub fn parse(s: &str) -> Option<ProxyKind> {
+        match s.to_ascii_lowercase().as_str() {
+            "http" => Some(ProxyKind::Http),
+            "socks5" | "socks" => Some(ProxyKind::Socks5),
+            "both" | "http+socks5" | "mixed" => Some(ProxyKind::Both),
+            _ => None,
+        }
+    }
+
+    /// Whether clients reach the port as an HTTP proxy.
+    pub fn http(self) -> bool {
+        matches!(self, ProxyKind::Http | ProxyKind::Both)
+    }
+
+    /// Whether clients reach the port as a SOCKS5 proxy.
+    pub fn socks5(self) -> bool {
+        matches!(self, ProxyKind::Socks5 | ProxyKind::Both)
+    }
+}
+
+impl std::fmt::Display for ProxyKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -247,6 +313,14 @@ pub enum Credential {
         /// The user's VLESS id.
         uuid: String,
     },
+    Proxy {
+        service: String,
+        /// The user's own port: their listener alone is there.
+        port: u16,
+        /// What the client sends as the user name (the user's name).
+        username: String,
+        password: String,
+    },
     /// A WireGuard peer on this host: the host never sees the peer's private key.
     Wireguard {
         service: String,
@@ -268,6 +342,7 @@ impl Credential {
         match self {
             Credential::Shadowsocks { service, .. }
             | Credential::Vless { service, .. }
+            | Credential::Proxy { service, .. }
             | Credential::Wireguard { service, .. } => service,
         }
     }
@@ -277,6 +352,7 @@ impl Credential {
         match self {
             Credential::Shadowsocks { port, .. }
             | Credential::Vless { port, .. }
+            | Credential::Proxy { port, .. }
             | Credential::Wireguard { port, .. } => *port,
         }
     }

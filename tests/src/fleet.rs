@@ -677,6 +677,19 @@ impl Fleet {
         self.assert_payload_by(i, &link, || client.fetch_payload(target));
     }
 
+    /// `vpn services deploy shadowsocks --port PORT --all-servers`, which must succeed.
+    pub fn deploy_shadowsocks(&self, port: u16) {
+        let port = port.to_string();
+        self.vpn_ok(&[
+            "services",
+            "deploy",
+            "shadowsocks",
+            "--port",
+            &port,
+            "--all-servers",
+        ]);
+    }
+
     /// `user`'s Shadowsocks links, checked to be one `ss://` link per host; with the host index.
     pub fn ss_links_per_host(&self, user: &str) -> Vec<(usize, String)> {
         let links: Vec<String> = self

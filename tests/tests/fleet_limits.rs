@@ -34,7 +34,7 @@ use vpn_e2e::wait::poll_until;
 use vpn_e2e::wait_until;
 
 /// The port `services deploy` is given (users get ports of their own next to it).
-const SS_PORT: &str = "20000";
+const SS_PORT: u16 = 20000;
 /// Agents must be online and acked within this bound.
 const CONVERGE_BOUND: Duration = Duration::from_secs(30);
 
@@ -157,7 +157,7 @@ fn client_of(fleet: &Fleet, user: &str) -> SsLocal {
 #[test]
 fn a_limited_user_gets_her_rate_and_an_unlimited_one_does_not() {
     let fleet = Fleet::start(1);
-    deploy_shadowsocks(&fleet);
+    fleet.deploy_shadowsocks(SS_PORT);
     fleet.vpn_ok(&[
         "users",
         "add",
@@ -503,7 +503,7 @@ fn wait_table_replaced(fleet: &Fleet, i: usize) -> String {
 #[test]
 fn blocked_addresses_are_cut_per_host_and_fleet_wide_and_stay_cut() {
     let mut fleet = Fleet::start(2);
-    deploy_shadowsocks(&fleet);
+    fleet.deploy_shadowsocks(SS_PORT);
     // Two users: one holds the service's own port, the other a user port next to it.
     fleet.vpn_ok(&["users", "add", "alice", "--all-servers"]);
     fleet.vpn_ok(&["users", "add", "bob", "--all-servers"]);
@@ -744,14 +744,3 @@ fn servers_show_reports_what_the_kernel_lacks() {
 }
 
 // ---- shared ------------------------------------------------------------------------------------
-
-fn deploy_shadowsocks(fleet: &Fleet) {
-    fleet.vpn_ok(&[
-        "services",
-        "deploy",
-        "shadowsocks",
-        "--port",
-        SS_PORT,
-        "--all-servers",
-    ]);
-}

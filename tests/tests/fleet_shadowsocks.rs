@@ -14,22 +14,11 @@ use vpn_e2e::proc::tail;
 use vpn_e2e::wait_until;
 
 /// The port `services deploy` is given (users may get ports of their own next to it).
-const SS_PORT: &str = "20000";
+const SS_PORT: u16 = 20000;
 /// Suspension must cut new connections within this bound (the acceptance bar).
 const SUSPEND_BOUND: Duration = Duration::from_secs(5);
 /// Agents must be back online and acked within this bound after the controller returns.
 const RECONNECT_BOUND: Duration = Duration::from_secs(30);
-
-fn deploy_shadowsocks(fleet: &Fleet) {
-    fleet.vpn_ok(&[
-        "services",
-        "deploy",
-        "shadowsocks",
-        "--port",
-        SS_PORT,
-        "--all-servers",
-    ]);
-}
 
 fn add_user(fleet: &Fleet, name: &str) {
     fleet.vpn_ok(&["users", "add", name, "--all-servers"]);
@@ -67,7 +56,7 @@ fn assert_loopback_refused(fleet: &Fleet, i: usize, client: &SsLocal) {
 #[test]
 fn every_link_of_a_new_user_reaches_its_own_host() {
     let fleet = Fleet::start(3);
-    deploy_shadowsocks(&fleet);
+    fleet.deploy_shadowsocks(SS_PORT);
     add_user(&fleet, "alice");
     fleet.wait_converged(RECONNECT_BOUND);
 
@@ -83,7 +72,7 @@ fn every_link_of_a_new_user_reaches_its_own_host() {
 fn suspend_cuts_only_the_suspended_user_and_resume_restores_her() {
     const DRIP_SECS: u64 = 30;
     let fleet = Fleet::start(3);
-    deploy_shadowsocks(&fleet);
+    fleet.deploy_shadowsocks(SS_PORT);
     add_user(&fleet, "alice");
     add_user(&fleet, "bob");
     fleet.wait_converged(RECONNECT_BOUND);
@@ -148,7 +137,7 @@ fn suspend_cuts_only_the_suspended_user_and_resume_restores_her() {
 #[test]
 fn data_plane_survives_controller_outage_and_agent_restarts() {
     let mut fleet = Fleet::start(3);
-    deploy_shadowsocks(&fleet);
+    fleet.deploy_shadowsocks(SS_PORT);
     add_user(&fleet, "alice");
     fleet.wait_converged(RECONNECT_BOUND);
     let alice = fleet.ss_clients("alice");

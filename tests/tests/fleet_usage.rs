@@ -16,7 +16,7 @@ use vpn_e2e::client::SsLocal;
 use vpn_e2e::wait::poll_until;
 use vpn_e2e::{Fleet, wait_until};
 
-const SS_PORT: &str = "20000";
+const SS_PORT: u16 = 20000;
 /// Counters are read this often in these stories (the default is 10 s).
 const USAGE_INTERVAL: &str = "1s";
 /// How long usage may take to reach the controller once traffic stopped: a read, a report and
@@ -28,19 +28,7 @@ const TRANSFER: usize = 8 << 20;
 
 fn fleet(n: usize) -> Fleet {
     let fleet = Fleet::start_with(n, &["--usage-interval", USAGE_INTERVAL]);
-    let out = fleet.vpn(&[
-        "services",
-        "deploy",
-        "shadowsocks",
-        "--port",
-        SS_PORT,
-        "--all-servers",
-    ]);
-    assert!(
-        out.status.success(),
-        "deploy: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    fleet.deploy_shadowsocks(SS_PORT);
     fleet.vpn_ok(&["users", "add", "alice", "--all-servers"]);
     fleet.wait_converged(CONVERGE);
     fleet

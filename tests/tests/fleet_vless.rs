@@ -18,7 +18,7 @@ use vpn_e2e::vless::ShoesClient;
 use vpn_e2e::wait_until;
 
 const VLESS_PORT: &str = "21000";
-const SS_PORT: &str = "20000";
+const SS_PORT: u16 = 20000;
 /// Suspension must cut new connections within this bound (the acceptance bar).
 const SUSPEND_BOUND: Duration = Duration::from_secs(5);
 const RECONNECT_BOUND: Duration = Duration::from_secs(30);
@@ -108,14 +108,7 @@ fn assert_refused_by(client: &ShoesClient, to: SocketAddr, deadline: Instant, wh
 fn every_vless_link_reaches_its_host_and_wrong_credentials_are_refused() {
     let fleet = Fleet::start(3);
     deploy_vless(&fleet);
-    fleet.vpn_ok(&[
-        "services",
-        "deploy",
-        "shadowsocks",
-        "--port",
-        SS_PORT,
-        "--all-servers",
-    ]);
+    fleet.deploy_shadowsocks(SS_PORT);
     fleet.vpn_ok(&["users", "add", "alice", "--all-servers"]);
     fleet.wait_converged(RECONNECT_BOUND);
 

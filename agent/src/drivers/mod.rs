@@ -8,8 +8,10 @@
 //!
 //! - [`shadowsocks`]: shadowsocks-rust's `ssmanager`, one port per user.
 //! - [`vless`]: VLESS + Reality on Xray-core (production) or shoes (a port per user).
+//! - [`proxy`]: HTTP / SOCKS5 proxy on shoes (a port and a container per user).
 //! - [`wireguard`]: WireGuard (kernel or wireguard-go), peers changed with `wg set`.
 
+pub mod proxy;
 pub mod shadowsocks;
 pub mod vless;
 pub mod wireguard;
@@ -28,6 +30,7 @@ pub fn driver(protocol: Protocol) -> &'static dyn Driver {
     match protocol {
         Protocol::Shadowsocks => &shadowsocks::Shadowsocks,
         Protocol::Vless => &VLESS,
+        Protocol::Proxy => &proxy::Proxy,
         Protocol::Wireguard => &WIREGUARD,
     }
 }
@@ -212,6 +215,12 @@ pub enum DriverError {
     /// The engine's API failed.
     #[error("service {service}: {message}")]
     Engine { service: String, message: String },
+    /// The engine keeps no per-user counters; its users' own ports are counted by the agent's
+    /// nftables table instead (`ledger::ports`).
+    #[error(
+        "service {service}: the engine keeps no counters; its users' ports are counted by nftables"
+    )]
+    NoCounters { service: String },
 }
 
 /// Keeps a driver's file name a single path component inside the run directory.

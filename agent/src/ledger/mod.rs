@@ -7,6 +7,7 @@
 //! - [`backlog`]: the unacked entries, batches, and the merge rule that bounds them.
 //! - [`store`]: the files (framed records, torn tails, the `sent` mark, atomic compaction).
 //! - [`Ledger`] (here): the three together; what the session calls.
+//! - [`ports`]: readings from the agent's per-port nft counters, for engines without counters.
 //!
 //! One reading is one record holding its entries *and* the baseline changes they come with,
 //! fsynced before the baselines move in memory: "entry written" and "baseline moved" are one
@@ -16,6 +17,7 @@
 
 pub mod backlog;
 pub mod delta;
+pub mod ports;
 pub mod store;
 
 use std::collections::BTreeSet;

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
-use vpn_shared::model::{Protocol, VlessEngine};
+use vpn_shared::model::{Protocol, ProxyKind, VlessEngine};
 use vpn_shared::proto::admin::Reset;
 
 pub use moment::Moment;
@@ -131,6 +131,7 @@ pub enum ServicesCmd {
 
 #[derive(Debug, Args)]
 pub struct DeployArgs {
+    /// Protocol to run (shadowsocks, vless, proxy).
     /// Protocol to run (shadowsocks, vless, wireguard).
     #[arg(value_parser = parse_protocol)]
     pub protocol: Protocol,
@@ -158,6 +159,10 @@ pub struct DeployArgs {
     /// VLESS: the engine, xray (production) or shoes (a port per user) [default: xray].
     #[arg(long, value_name = "ENGINE", value_parser = parse_engine)]
     pub engine: Option<VlessEngine>,
+    /// Proxy: what each user's port speaks, http, socks5 or both (one port, two links)
+    /// [default: both].
+    #[arg(long, value_name = "KIND", value_parser = parse_kind)]
+    pub kind: Option<ProxyKind>,
     /// WireGuard: the IPv4 tunnel subnet, e.g. 10.66.0.0/16 (each host's server takes its first
     /// address, users the next ones).
     #[arg(long, value_name = "CIDR")]
@@ -533,6 +538,10 @@ fn check_deploy(d: &DeployArgs) -> Result<(), clap::Error> {
         ("--mtu", d.mtu.is_some()),
     ];
     let fail = |kind, msg: String| Err(usage_error(kind, msg));
+    if d.kind.is_some() && d.protocol != Protocol::Proxy {
+        let msg = "--kind applies to proxy services only".to_owned();
+        return fail(ErrorKind::ArgumentConflict, msg);
+    }
     if d.protocol != Protocol::Wireguard
         && let Some((flag, _)) = wireguard_flags.iter().find(|(_, set)| *set)
     {
@@ -578,8 +587,23 @@ fn check_deploy(d: &DeployArgs) -> Result<(), clap::Error> {
                 }
             }
         }
+        Protocol::Proxy => {
+            let other = vless_flags
+                .iter()
+                .find(|(_, set)| *set)
+                .map(|(flag, _)| *flag)
+                .or(d.method.is_some().then_some("--method"));
+            if let Some(flag) = other {
+                let msg = format!("{flag} does not apply to proxy services");
+                return fail(ErrorKind::ArgumentConflict, msg);
+            }
+        }
     }
     Ok(())
+}
+
+fn parse_kind(s: &str) -> Result<ProxyKind, String> {
+    ProxyKind::parse(s).ok_or_else(|| format!("unknown kind `{s}` (expected http, socks5 or both)"))
 }
 
 fn parse_engine(s: &str) -> Result<VlessEngine, String> {

@@ -174,6 +174,10 @@ fn deploy(a: &DeployArgs) -> AdminRequest {
                 short_ids: a.short_ids,
             }),
         },
+        Protocol::Proxy => AdminRequest::ServicesDeployWith {
+            deploy,
+            options: DeployOptions::Proxy { kind: a.kind },
+        },
         Protocol::Wireguard => AdminRequest::ServicesDeployWith {
             deploy,
             options: DeployOptions::Wireguard(DeployWireguard {

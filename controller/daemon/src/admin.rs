@@ -8,7 +8,10 @@ use std::time::Duration;
 
 use tracing::{info, warn};
 use vpn_shared::join::JoinString;
-use vpn_shared::model::{Protocol, ServiceOptions, VlessEngine, VlessOptions, WireguardOptions};
+use vpn_shared::model::WireguardOptions;
+use vpn_shared::model::{
+    Protocol, ProxyKind, ProxyOptions, ServiceOptions, VlessEngine, VlessOptions,
+};
 use vpn_shared::pki::Identity;
 use vpn_shared::proto::admin::*;
 use vpn_shared::proto::close;
@@ -507,6 +510,11 @@ fn service_options(
                 short_ids,
             }))
         }
+        (Protocol::Proxy, DeployOptions::Proxy { kind }) => {
+            Ok(ServiceOptions::Proxy(ProxyOptions {
+                kind: kind.unwrap_or(ProxyKind::Both),
+            }))
+        }
         (Protocol::Wireguard, DeployOptions::Wireguard(w)) => {
             // The interface keys are made per host by the store; the service holds none.
             Ok(ServiceOptions::Wireguard(WireguardOptions {
@@ -568,4 +576,42 @@ async fn mutate_quota<T>(
     };
     info!(%summary, hosts = pushes.len(), "change stored");
     Ok(AdminResponse::Applied(Applied { summary, hosts }))
+}
+
+#[cfg(test)]
+mod proxy_tests {
+    use super::*;
+
+    #[test]
+    fn a_proxy_deploy_defaults_to_both_and_foreign_options_are_bad_data() {
+        let opts = service_options(Protocol::Proxy, DeployOptions::Proxy { kind: None })
+            .unwrap_or_else(|e| panic!("{}", e.message));
+        assert_eq!(
+            opts,
+            ServiceOptions::Proxy(ProxyOptions {
+                kind: ProxyKind::Both
+            })
+        );
+        let socks = DeployOptions::Proxy {
+            kind: Some(ProxyKind::Socks5),
+        };
+        let opts = service_options(Protocol::Proxy, socks.clone())
+            .unwrap_or_else(|e| panic!("{}", e.message));
+        assert_eq!(
+            opts,
+            ServiceOptions::Proxy(ProxyOptions {
+                kind: ProxyKind::Socks5
+            })
+        );
+        for (protocol, options) in [
+            (Protocol::Shadowsocks, socks),
+            (Protocol::Proxy, DeployOptions::Shadowsocks { method: None }),
+        ] {
+            let Err(err) = service_options(protocol, options) else {
+                panic!("{protocol} took foreign options");
+            };
+            assert_eq!(err.kind, ErrorKind::BadData, "exit 65");
+            assert!(err.message.contains("invalid options"), "{}", err.message);
+        }
+    }
 }

@@ -287,6 +287,7 @@ pub async fn links(
             if !placed_on(&svc.servers, &host.name) {
                 continue;
             }
+            let tag = format!("{name}@{}", host.name);
             let url = match &cred.options {
                 ServiceOptions::Shadowsocks { method } => links::shadowsocks(
                     method,
@@ -306,8 +307,29 @@ pub async fn links(
                         public_key: &v.public_key,
                         short_id: v.short_ids.first().map(String::as_str).unwrap_or_default(),
                     };
-                    let tag = format!("{name}@{}", host.name);
                     links::vless(&cred.secret, host_part(address), port, reality, &tag)
+                }
+                ServiceOptions::Proxy(p) => {
+                    // One port, one or two links (`--kind both` serves both on it).
+                    let schemes = [
+                        (p.kind.http(), links::ProxyScheme::Http),
+                        (p.kind.socks5(), links::ProxyScheme::Socks5),
+                    ];
+                    for (_, scheme) in schemes.into_iter().filter(|(on, _)| *on) {
+                        out.push(LinkInfo {
+                            server: host.name.clone(),
+                            service: cred.service.clone(),
+                            protocol: cred.protocol,
+                            url: links::proxy(
+                                scheme,
+                                name,
+                                &cred.secret,
+                                host_part(address),
+                                cred.port,
+                            ),
+                        });
+                    }
+                    continue;
                 }
                 ServiceOptions::Wireguard(_) => {
                     let client = ctl

@@ -386,7 +386,37 @@ async fn ingest_through_the_protocol_from_many_agents() {
         "{hosts} agents enrolled and connected in {:.1} s",
         started.elapsed().as_secs_f64()
     );
-    let users: Vec<String> = (0..USERS).map(|u| format!("bench-user-{u:04}")).collect();
+    // Real users, each with its quota row; every other one with a monthly limit far above
+    // what the run moves, so every batch updates every row and evaluates nobody. On no
+    // server: their adds push nothing to the sessions.
+    let mut users = Vec::new();
+    for u in 0..USERS {
+        let quota = vpn_controller::store::QuotaSettings {
+            data_limit: (u % 2 == 0).then_some(1 << 40),
+            reset: if u % 2 == 0 {
+                vpn_controller::quota::Reset::Month
+            } else {
+                vpn_controller::quota::Reset::Never
+            },
+            ..Default::default()
+        };
+        let new = vpn_controller::store::NewUser {
+            name: format!("bench-user-{u:04}"),
+            email: None,
+            note: None,
+            servers: vpn_controller::store::Servers::Named(vec![]),
+            protocols: None,
+            bandwidth: Default::default(),
+            quota,
+        };
+        let added = tc
+            .ctl
+            .store
+            .add_user(new, common::now_ms() / 1_000)
+            .await
+            .unwrap();
+        users.push(added.value.id);
+    }
     let mut latencies = Vec::new();
     for period in 0..PERIODS {
         let to = common::now_ms() / 1_000;

@@ -5,7 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{Bandwidth, Protocol, VlessEngine};
+use crate::model::{Bandwidth, Protocol, ProxyKind, VlessEngine};
 
 /// Which hosts a service or a user is placed on.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -279,6 +279,10 @@ pub enum DeployOptions {
         method: Option<String>,
     },
     Vless(DeployVless),
+    /// `kind` `None`: both HTTP and SOCKS5 on each user's port.
+    Proxy {
+        kind: Option<ProxyKind>,
+    },
     Wireguard(DeployWireguard),
 }
 

@@ -11,6 +11,7 @@ use crate::model::{
     Bandwidth, Change, Credential, Digest, FirewallSpec, Protocol, ServiceOptions, ServiceSpec,
     UserSpec, VlessEngine, VlessOptions, WireguardOptions,
 };
+use crate::model::{ProxyKind, ProxyOptions};
 
 fn service() -> ServiceSpec {
     ServiceSpec {
@@ -440,6 +441,55 @@ fn samples() -> Vec<(&'static str, Vec<u8>)> {
             })),
         ),
         ("admin_quota", enc(&admin_quota())),
+        (
+            "ctl_delta_proxy",
+            enc(&ControllerMsg::Delta {
+                base_generation: 8,
+                generation: 9,
+                digest: d,
+                changes: vec![
+                    Change::UpsertService(ServiceSpec {
+                        name: "proxy".into(),
+                        protocol: Protocol::Proxy,
+                        port: 3128,
+                        image: None,
+                        options: ServiceOptions::Proxy(ProxyOptions {
+                            kind: ProxyKind::Both,
+                        }),
+                        bandwidth: Bandwidth::default(),
+                        new_conn_rate: None,
+                    }),
+                    Change::UpsertUser(UserSpec {
+                        credentials: vec![Credential::Proxy {
+                            service: "proxy".into(),
+                            port: 3129,
+                            username: "alice".into(),
+                            password: "pw".into(),
+                        }],
+                        ..user()
+                    }),
+                ],
+            }),
+        ),
+        (
+            "admin_deploy_proxy",
+            enc(&vec![AdminRequest::ServicesDeployWith {
+                deploy: DeployService {
+                    protocol: Protocol::Proxy,
+                    name: None,
+                    port: 3128,
+                    servers: Servers::All,
+                    image: None,
+                    method: None,
+                    bandwidth: Bandwidth::default(),
+                    new_conn_rate: None,
+                    wait: true,
+                },
+                options: DeployOptions::Proxy {
+                    kind: Some(ProxyKind::Socks5),
+                },
+            }]),
+        ),
     ]
 }
 
@@ -864,6 +914,7 @@ fn every_golden_sample_decodes_back() {
             n if n.starts_with("enroll_") => postcard::from_bytes::<EnrollResponse>(&bytes).is_ok(),
             "admin_requests"
             | "admin_deploy_with"
+            | "admin_deploy_proxy"
             | "admin_deploy_wireguard"
             | "admin_health_requests"
             | "admin_edit_with" => postcard::from_bytes::<Vec<AdminRequest>>(&bytes).is_ok(),

@@ -91,7 +91,7 @@ pub fn users_of<'a>(state: &'a DesiredState, service: &'a ServiceSpec) -> Vec<Vl
 }
 
 /// Docker's bind syntax splits on `:`.
-fn bind_of(ctx: &ServiceCtx<'_>) -> Result<String, DriverError> {
+pub(crate) fn bind_of(ctx: &ServiceCtx<'_>) -> Result<String, DriverError> {
     let dir = ctx.run_dir.display().to_string();
     if dir.contains(':') {
         return Err(DriverError::BadPath(ctx.run_dir.to_owned()));
@@ -100,7 +100,7 @@ fn bind_of(ctx: &ServiceCtx<'_>) -> Result<String, DriverError> {
 }
 
 /// Hex SHA-256 (first 8 bytes) of what an engine reads at start.
-fn config_digest(contents: &[u8]) -> String {
+pub(crate) fn config_digest(contents: &[u8]) -> String {
     let d = ring::digest::digest(&ring::digest::SHA256, contents);
     hex::encode(&d.as_ref()[..8])
 }
@@ -286,7 +286,10 @@ async fn check_shoes(
 }
 
 /// Connects to `addr` until it accepts or `deadline` passes (then the last error).
-async fn listening(addr: SocketAddr, deadline: tokio::time::Instant) -> std::io::Result<()> {
+pub(crate) async fn listening(
+    addr: SocketAddr,
+    deadline: tokio::time::Instant,
+) -> std::io::Result<()> {
     loop {
         let attempt = tokio::time::timeout(
             Duration::from_millis(500),

@@ -446,6 +446,49 @@ fn services_deploy_vless_carries_reality_settings() {
 }
 
 #[test]
+fn services_deploy_proxy_carries_its_kind() {
+    use vpn_shared::model::ProxyKind;
+    use vpn_shared::proto::admin::DeployOptions;
+    for (flag, want) in [
+        ("", None),
+        ("--kind http", Some(ProxyKind::Http)),
+        ("--kind socks5", Some(ProxyKind::Socks5)),
+        ("--kind both", Some(ProxyKind::Both)),
+    ] {
+        let args = format!("services deploy proxy --port 3128 {flag} --server h1 --server h2");
+        let AdminRequest::ServicesDeployWith { deploy, options } = request(&args) else {
+            panic!("proxy deploys carry their options");
+        };
+        assert_eq!((deploy.protocol, deploy.port), (Protocol::Proxy, 3128));
+        assert_eq!(
+            deploy.servers,
+            Servers::Named(vec!["h1".into(), "h2".into()])
+        );
+        assert_eq!(options, DeployOptions::Proxy { kind: want }, "{flag}");
+    }
+}
+
+#[test]
+fn a_bad_proxy_kind_or_a_foreign_flag_is_a_usage_error_naming_the_flag() {
+    let base = "services deploy proxy --port 3128 --all-servers";
+    let (kind, text) = usage_error(&format!("{base} --kind ftp"));
+    assert_eq!(kind, ErrorKind::ValueValidation);
+    assert!(
+        text.contains("--kind") && text.contains("http, socks5 or both"),
+        "{text}"
+    );
+    for flag in ["--method aes-256-gcm", "--sni a.example", "--engine shoes"] {
+        let (kind, text) = usage_error(&format!("{base} {flag}"));
+        assert_eq!(kind, ErrorKind::ArgumentConflict, "{flag}");
+        let name = flag.split(' ').next().unwrap_or_default();
+        assert!(text.contains(name), "{text}");
+    }
+    let (kind, text) = usage_error("services deploy ss --port 8388 --all-servers --kind http");
+    assert_eq!(kind, ErrorKind::ArgumentConflict);
+    assert!(text.contains("--kind"), "{text}");
+}
+
+#[test]
 fn vless_and_shadowsocks_flags_do_not_mix_and_vless_needs_sni_and_dest() {
     let base = "services deploy vless --port 443 --all-servers";
     let (kind, text) = usage_error(&format!("{base} --dest a.example:443"));

@@ -33,17 +33,32 @@ fn old_controller(req: &AdminRequest) -> Option<AdminResponse> {
     })
 }
 
-#[tokio::test]
-async fn an_older_controller_is_asked_again_with_the_request_it_knows() {
-    let (client, server, dir) = fake_client(old_controller).await;
-    let resp = ask(&client, &AdminRequest::StatusDetail).await.unwrap();
-    assert_eq!(resp, AdminResponse::Status(status_info()));
-    let resp = ask(&client, &AdminRequest::ServersListDetail)
-        .await
-        .unwrap();
-    assert_eq!(resp, AdminResponse::Servers(vec![]));
+/// What one CLI connection to a fake controller answering `answer` got for each of `asked`,
+/// and every request that controller saw (retries with an older form included).
+async fn exchange(
+    answer: fn(&AdminRequest) -> Option<AdminResponse>,
+    asked: &[AdminRequest],
+) -> (Vec<Result<AdminResponse, CliError>>, Vec<AdminRequest>) {
+    let (client, server, dir) = fake_client(answer).await;
+    let mut got = Vec::with_capacity(asked.len());
+    for req in asked {
+        got.push(ask(&client, req).await);
+    }
     client.close().await;
     let seen = server.await.unwrap();
+    let _ = std::fs::remove_dir_all(dir);
+    (got, seen)
+}
+
+#[tokio::test]
+async fn an_older_controller_is_asked_again_with_the_request_it_knows() {
+    let asked = [AdminRequest::StatusDetail, AdminRequest::ServersListDetail];
+    let (got, seen) = exchange(old_controller, &asked).await;
+    assert_eq!(
+        got[0].as_ref().unwrap(),
+        &AdminResponse::Status(status_info())
+    );
+    assert_eq!(got[1].as_ref().unwrap(), &AdminResponse::Servers(vec![]));
     assert_eq!(
         seen,
         vec![
@@ -53,12 +68,11 @@ async fn an_older_controller_is_asked_again_with_the_request_it_knows() {
             AdminRequest::ServersList,
         ]
     );
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[tokio::test]
 async fn a_controller_that_does_not_serve_health_yet_is_asked_as_before() {
-    let (client, server, dir) = fake_client(|req| {
+    let answer = |req: &AdminRequest| {
         Some(match req {
             AdminRequest::ServersShow { name } => AdminResponse::Error {
                 kind: ErrorKind::BadData,
@@ -69,31 +83,28 @@ async fn a_controller_that_does_not_serve_health_yet_is_asked_as_before() {
                 message: "this controller does not serve host health yet".into(),
             },
         })
-    })
-    .await;
+    };
     let req = AdminRequest::ServersShowDetail {
         name: "fra-9".into(),
     };
+    let (got, seen) = exchange(answer, std::slice::from_ref(&req)).await;
     // The older answer is what the operator gets, refusal included.
-    let resp = ask(&client, &req).await.unwrap();
     assert_eq!(
-        resp,
-        AdminResponse::Error {
+        got[0].as_ref().unwrap(),
+        &AdminResponse::Error {
             kind: ErrorKind::BadData,
             message: "server fra-9 not found".into()
         }
     );
-    client.close().await;
     let old = AdminRequest::ServersShow {
         name: "fra-9".into(),
     };
-    assert_eq!(server.await.unwrap(), vec![req, old]);
-    let _ = std::fs::remove_dir_all(dir);
+    assert_eq!(seen, vec![req, old]);
 }
 
 #[tokio::test]
 async fn a_current_controller_is_asked_once_and_its_refusals_stand() {
-    let (client, server, dir) = fake_client(|req| {
+    let answer = |req: &AdminRequest| {
         Some(match req {
             AdminRequest::ServicesShowDetail { name } => AdminResponse::Error {
                 kind: ErrorKind::BadData,
@@ -101,31 +112,27 @@ async fn a_current_controller_is_asked_once_and_its_refusals_stand() {
             },
             _ => AdminResponse::Doctor(DoctorReport { checks: vec![] }),
         })
-    })
-    .await;
+    };
     let req = AdminRequest::ServicesShowDetail { name: "ss".into() };
-    let resp = ask(&client, &req).await.unwrap();
-    assert!(!not_served(&req, &resp), "{resp:?}");
-    let doctor = ask(&client, &AdminRequest::Doctor).await.unwrap();
+    let asked = [req.clone(), AdminRequest::Doctor];
+    let (got, seen) = exchange(answer, &asked).await;
+    let resp = got[0].as_ref().unwrap();
+    assert!(!not_served(&req, resp), "{resp:?}");
     assert_eq!(
-        doctor,
-        AdminResponse::Doctor(DoctorReport { checks: vec![] })
+        got[1].as_ref().unwrap(),
+        &AdminResponse::Doctor(DoctorReport { checks: vec![] })
     );
-    client.close().await;
-    assert_eq!(server.await.unwrap(), vec![req, AdminRequest::Doctor]);
-    let _ = std::fs::remove_dir_all(dir);
+    assert_eq!(seen, asked);
 }
 
 #[tokio::test]
 async fn doctor_against_an_older_controller_says_to_upgrade_it() {
-    let (client, server, dir) = fake_client(old_controller).await;
-    let err = ask(&client, &AdminRequest::Doctor).await.unwrap_err();
+    let (mut got, seen) = exchange(old_controller, &[AdminRequest::Doctor]).await;
+    let err = got.remove(0).unwrap_err();
     assert!(matches!(err, CliError::Unsupported(_)), "{err:?}");
     assert_eq!(err.exit_code(), 76);
     assert!(err.to_string().contains("upgrade it"), "{err}");
-    client.close().await;
-    assert_eq!(server.await.unwrap(), vec![AdminRequest::Doctor]);
-    let _ = std::fs::remove_dir_all(dir);
+    assert_eq!(seen, vec![AdminRequest::Doctor]);
 }
 
 #[test]
@@ -194,8 +201,8 @@ async fn usage_from_a_controller_that_does_not_record_traffic_says_so_and_exits_
         })
     };
     for answer in [old_controller as fn(&AdminRequest) -> _, not_yet] {
-        let (client, server, dir) = fake_client(answer).await;
-        let err = ask(&client, &usage_query()).await.unwrap_err();
+        let (mut got, seen) = exchange(answer, &[usage_query()]).await;
+        let err = got.remove(0).unwrap_err();
         assert!(matches!(err, CliError::Unsupported(_)), "{err:?}");
         assert_eq!(err.exit_code(), 76, "as for doctor");
         let text = err.to_string();
@@ -203,33 +210,28 @@ async fn usage_from_a_controller_that_does_not_record_traffic_says_so_and_exits_
             text.starts_with("this controller does not record traffic; upgrade it (it answered: "),
             "{text}"
         );
-        client.close().await;
-        assert_eq!(server.await.unwrap(), vec![usage_query()], "asked once");
-        let _ = std::fs::remove_dir_all(dir);
+        assert_eq!(seen, vec![usage_query()], "asked once");
     }
 }
 
 #[tokio::test]
 async fn usage_refusals_of_a_current_controller_stand() {
-    let (client, server, dir) = fake_client(|_| {
+    let answer = |_: &AdminRequest| {
         Some(AdminResponse::Error {
             kind: ErrorKind::BadData,
             message: "user alice not found".into(),
         })
-    })
-    .await;
-    let resp = ask(&client, &usage_query()).await.unwrap();
+    };
+    let (got, seen) = exchange(answer, &[usage_query()]).await;
     assert_eq!(
-        resp,
-        AdminResponse::Error {
+        got[0].as_ref().unwrap(),
+        &AdminResponse::Error {
             kind: ErrorKind::BadData,
             message: "user alice not found".into()
         },
         "rendered later as exit 65"
     );
-    client.close().await;
-    assert_eq!(server.await.unwrap(), vec![usage_query()]);
-    let _ = std::fs::remove_dir_all(dir);
+    assert_eq!(seen, vec![usage_query()]);
 }
 
 #[test]
@@ -301,8 +303,8 @@ fn quotas_not_yet(_: &AdminRequest) -> Option<AdminResponse> {
 async fn quota_flags_against_a_controller_without_quotas_say_it_is_too_old_and_exit_76() {
     for answer in [old_controller as fn(&AdminRequest) -> _, quotas_not_yet] {
         for req in [add_with_limit(), edit_expiry()] {
-            let (client, server, dir) = fake_client(answer).await;
-            let err = ask(&client, &req).await.unwrap_err();
+            let (mut got, seen) = exchange(answer, std::slice::from_ref(&req)).await;
+            let err = got.remove(0).unwrap_err();
             assert!(matches!(err, CliError::Unsupported(_)), "{err:?}");
             assert_eq!(err.exit_code(), 76);
             let text = err.to_string();
@@ -313,13 +315,11 @@ async fn quota_flags_against_a_controller_without_quotas_say_it_is_too_old_and_e
                 ),
                 "{text}"
             );
-            client.close().await;
             assert_eq!(
-                server.await.unwrap(),
+                seen,
                 vec![req],
                 "not retried without the flags: the operator asked for them"
             );
-            let _ = std::fs::remove_dir_all(dir);
         }
     }
 }
@@ -343,13 +343,11 @@ async fn users_list_and_show_fall_back_to_the_requests_an_older_controller_knows
         (quotas_not_yet, false),
     ];
     for (answer, knows_users_show) in answers {
-        let (client, server, dir) = fake_client(answer).await;
-        let list = ask(&client, &AdminRequest::UsersListDetail).await.unwrap();
         let show_detail = AdminRequest::UsersShowDetail { name: "bob".into() };
-        let show = ask(&client, &show_detail).await.unwrap();
-        client.close().await;
-        let seen = server.await.unwrap();
-        let _ = std::fs::remove_dir_all(dir);
+        let asked = [AdminRequest::UsersListDetail, show_detail.clone()];
+        let (mut got, seen) = exchange(answer, &asked).await;
+        let show = got.remove(1).unwrap();
+        let list = got.remove(0).unwrap();
         assert_eq!(
             seen,
             vec![

@@ -68,13 +68,14 @@ pub(super) async fn allocate(
 }
 
 /// A fresh secret for a credential of `protocol`: a Shadowsocks password is 16 random bytes,
-/// base64url without padding; a VLESS id is a random (version 4) UUID. A WireGuard credential
-/// has no secret of its own: its keys are per host (`wireguard`), so the column stays empty.
+/// base64url without padding, and so is a proxy password; a VLESS id is a random (version 4)
+/// UUID. A WireGuard credential has no secret of its own: its keys are per host
+/// (`wireguard`), so the column stays empty.
 pub(super) fn secret(rng: &SystemRandom, protocol: Protocol) -> Result<String> {
     let mut bytes = [0u8; SECRET_BYTES];
     rng.fill(&mut bytes).map_err(|_| StoreError::Random)?;
     Ok(match protocol {
-        Protocol::Shadowsocks => URL_SAFE_NO_PAD.encode(bytes),
+        Protocol::Shadowsocks | Protocol::Proxy => URL_SAFE_NO_PAD.encode(bytes),
         Protocol::Vless => uuid::Builder::from_random_bytes(bytes)
             .into_uuid()
             .to_string(),

@@ -35,9 +35,10 @@ pub(crate) struct HeldCredential {
     pub secret: String,
 }
 
-/// The credential as the host's driver needs it; `None` for protocols whose credential is per
-/// host (WireGuard), which the caller looks up for the host instead.
-pub(crate) fn credential(c: &HeldCredential) -> Option<Credential> {
+/// The credential as the host's driver needs it; `user` is the holder's name (a proxy's user
+/// name). `None` for protocols whose credential is per host (WireGuard), which the caller looks
+/// up for the host instead.
+pub(crate) fn credential(c: &HeldCredential, user: &str) -> Option<Credential> {
     Some(match c.protocol {
         Protocol::Shadowsocks => Credential::Shadowsocks {
             service: c.service.clone(),
@@ -48,6 +49,12 @@ pub(crate) fn credential(c: &HeldCredential) -> Option<Credential> {
             service: c.service.clone(),
             port: c.port,
             uuid: c.secret.clone(),
+        },
+        Protocol::Proxy => Credential::Proxy {
+            service: c.service.clone(),
+            port: c.port,
+            username: user.to_owned(),
+            password: c.secret.clone(),
         },
         Protocol::Wireguard => return None,
     })
@@ -82,7 +89,7 @@ pub(crate) fn user_spec(
         id: user.id.to_owned(),
         credentials: on_host
             .into_iter()
-            .filter_map(|c| credential(c).or_else(|| per_host(user.id, c)))
+            .filter_map(|c| credential(c, user.name).or_else(|| per_host(user.id, c)))
             .collect(),
         bandwidth: user.bandwidth,
     }

@@ -140,6 +140,7 @@ pub(crate) fn options(protocol: Protocol, options: &ServiceOptions) -> Result<()
             Ok(())
         }
         (Protocol::Vless, ServiceOptions::Vless(v)) => vless(v),
+        (Protocol::Proxy, ServiceOptions::Proxy(_)) => Ok(()),
         (Protocol::Wireguard, ServiceOptions::Wireguard(w)) => wireguard(w),
         (protocol, _) => Err(StoreError::invalid(
             "options",

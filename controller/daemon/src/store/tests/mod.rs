@@ -7,6 +7,7 @@ mod hosts;
 mod ingest_scale;
 mod invariant;
 mod limits;
+mod proxy;
 mod quota;
 mod scale;
 mod usage;
