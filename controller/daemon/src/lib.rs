@@ -2,6 +2,7 @@
 //!
 //! # Layout
 //! - [`config`]: layered configuration (file, env, flags).
+//! - [`ingest`]: group commit of agents' usage batches (one transaction for those that queue).
 //! - [`init`]: `vpn-controller init` — CA, certificates, context file.
 //! - [`server`]: the QUIC endpoint; connections dispatched by ALPN.
 //! - [`session`]: one agent's session — full state, deltas, acks, reports and health moves.
@@ -20,6 +21,7 @@ pub mod backlog;
 pub mod config;
 pub mod enroll;
 pub mod fleet;
+pub mod ingest;
 pub mod init;
 pub mod metrics;
 pub mod quota;

@@ -64,6 +64,7 @@ pub struct Metrics {
     usage_entries: IntCounterVec,
     usage_bytes: IntCounter,
     usage_ingest: Histogram,
+    usage_group: Histogram,
     /// Which refusal WARN lines are written: a peer without credentials must not be able to
     /// fill the log (the counters above keep the exact numbers).
     refusal_log: Mutex<Throttle>,
@@ -161,9 +162,18 @@ impl Metrics {
             usage_ingest: Histogram::with_opts(
                 HistogramOpts::new(
                     "vpn_controller_usage_ingest_duration_seconds",
-                    "One usage batch: its store transaction from the writer lock to the commit.",
+                    "One usage group (batches of every session that queued together): its store \
+                     transaction from the writer lock to the commit.",
                 )
                 .buckets(INGEST_BUCKETS.to_vec()),
+            )
+            .expect(DEFINED),
+            usage_group: Histogram::with_opts(
+                HistogramOpts::new(
+                    "vpn_controller_usage_group_batches",
+                    "Usage batches written together in one store transaction.",
+                )
+                .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0]),
             )
             .expect(DEFINED),
             refusals,
@@ -197,6 +207,7 @@ impl Metrics {
         m.register(Box::new(m.usage_entries.clone()));
         m.register(Box::new(m.usage_bytes.clone()));
         m.register(Box::new(m.usage_ingest.clone()));
+        m.register(Box::new(m.usage_group.clone()));
         m.register(Box::new(build));
         m
     }
@@ -283,7 +294,7 @@ impl Metrics {
     }
 
     /// Counts one usage batch stored in `took`.
-    pub fn usage_ingested(&self, done: &crate::store::Ingested, took: Duration) {
+    pub fn usage_ingested(&self, done: &crate::store::Ingested) {
         let count = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
         self.usage_entries
             .with_label_values(&["applied"])
@@ -292,6 +303,11 @@ impl Metrics {
             .with_label_values(&["duplicate"])
             .inc_by(count(done.skipped));
         self.usage_bytes.inc_by(done.bytes);
+    }
+
+    /// One group of usage batches written (`ingest.rs`): how many, and how long it took.
+    pub fn usage_group(&self, batches: usize, took: Duration) {
+        self.usage_group.observe(batches as f64);
         self.usage_ingest.observe(took.as_secs_f64());
     }
 

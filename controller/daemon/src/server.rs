@@ -40,6 +40,8 @@ pub struct Controller {
     /// Bumped when users' allowances changed other than by an agent's own usage (an edit, a
     /// reset, a status change): every session sends its host the fresh set.
     allowances: tokio::sync::watch::Sender<u64>,
+    /// Agents' usage batches waiting to be written together (`ingest.rs`).
+    pub ingest: crate::ingest::Ingest,
 }
 
 impl Controller {
@@ -71,6 +73,7 @@ impl Controller {
             metrics_addr: None,
             metrics_listener: Mutex::new(None),
             allowances: tokio::sync::watch::channel(0).0,
+            ingest: crate::ingest::Ingest::default(),
         })
     }
 

@@ -18,7 +18,8 @@
 //! replaced by a newer one of the same host moves nothing: the host never went offline.
 //!
 //! Usage (SPEC §2.6, protocol 4): each `Usage` batch is applied by the store in one transaction
-//! with the host's watermark, and `UsageAck` goes out only after the commit. Batches are
+//! with the host's watermark (shared with other sessions' batches that queued at the same time,
+//! `ingest.rs`), and `UsageAck` goes out only after the commit. Batches are
 //! applied in the order they came, never one past another that failed: the watermark is a
 //! single seq, so applying a later batch first would make the earlier one look like a replay.
 //! A batch the store could not write (its lock held too long, say) is therefore kept and tried
@@ -339,7 +340,7 @@ enum End {
 /// This session's usage batches not yet applied, in arrival order.
 #[derive(Default)]
 struct Usage {
-    pending: std::collections::VecDeque<UsageReport>,
+    pending: std::collections::VecDeque<Arc<UsageReport>>,
     /// Entries in `pending`.
     entries: usize,
     /// Why a batch of this session was refused: later ones are not applied either.
@@ -578,31 +579,14 @@ impl Session {
             return Ok(());
         }
         self.usage.entries += report.entries.len();
-        self.usage.pending.push_back(report);
-        while let Some(batch) = self.usage.pending.front() {
-            let started = std::time::Instant::now();
-            // Under the change lock: an ingest may change statuses, whose pushes must reach
-            // the fleet in generation order with every other change.
-            let result = {
-                let _guard = self.ctl.fleet.change_lock.lock().await;
-                let result = self
-                    .ctl
-                    .store
-                    .ingest_usage(&self.host_id, batch, now())
-                    .await;
-                if let Ok(done) = &result
-                    && !done.changes.is_empty()
-                {
-                    // A started hold gives the user an expiry every host must know.
-                    self.ctl.allowances_changed();
-                    self.ctl.fleet.dispatch(&done.pushes);
-                }
-                result
-            };
+        self.usage.pending.push_back(Arc::new(report));
+        while let Some(batch) = self.usage.pending.front().cloned() {
+            // Grouped with other sessions' batches into one transaction (`ingest.rs`), which
+            // also dispatches the status changes it caused.
+            let result = crate::ingest::apply(&self.ctl, &self.host_id, batch.clone()).await;
             let (epoch, entries) = (batch.epoch, batch.entries.len());
             match result {
                 Ok(done) => {
-                    self.ctl.metrics.usage_ingested(&done, started.elapsed());
                     if done.skipped > 0 {
                         info!(host = %self.host_name, epoch, up_to = done.up_to, applied = done.applied, duplicates = done.skipped, "usage batch replayed: duplicates skipped");
                     } else {
@@ -613,9 +597,6 @@ impl Session {
                     }
                     self.usage.entries -= entries;
                     self.usage.pending.pop_front();
-                    for c in &done.changes {
-                        info!(host = %self.host_name, user = %c.user, from = %c.from, to = %c.to, "quota: status changed by usage");
-                    }
                     let ack = ControllerMsg::UsageAck {
                         epoch,
                         up_to: done.up_to,

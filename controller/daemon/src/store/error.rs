@@ -27,6 +27,11 @@ pub enum StoreError {
     /// A usage batch an agent sent that cannot be applied as it is (nothing of it was).
     #[error("usage batch refused: {0}")]
     Batch(#[from] super::usage::BatchError),
+    /// A usage batch's group ended without an answer (the task writing it panicked): whether
+    /// it was written is unknown, so it is not acked; the agent resends and the watermark
+    /// makes it a replay if it was.
+    #[error("usage batch abandoned: its group ended without an answer")]
+    Abandoned,
     /// The operating system's random generator failed.
     #[error("the system random generator failed")]
     Random,

@@ -103,13 +103,22 @@ const PERIODS: [crate::quota::Reset; 5] = [
     crate::quota::Reset::Year,
 ];
 
+/// Also returns every user id the entries name, with traffic or not.
 fn user_bytes<'a>(
-    entries: &'a [vpn_shared::proto::UsageEntry],
+    entries: impl Iterator<Item = &'a vpn_shared::proto::UsageEntry>,
     starts: &[Option<i64>; 5],
     now: i64,
-) -> BTreeMap<&'a str, UserBytes> {
+) -> (
+    BTreeMap<&'a str, UserBytes>,
+    std::collections::BTreeSet<&'a str>,
+) {
     let mut out: BTreeMap<&'a str, UserBytes> = BTreeMap::new();
-    for e in entries.iter().filter(|e| e.total() > 0) {
+    let mut users = std::collections::BTreeSet::new();
+    for e in entries {
+        users.insert(e.user.as_str());
+        if e.total() == 0 {
+            continue;
+        }
         let b = out.entry(e.user.as_str()).or_default();
         let at = e.to.min(now);
         for (i, start) in starts.iter().enumerate() {
@@ -120,7 +129,7 @@ fn user_bytes<'a>(
         let from = e.from.min(now);
         b.first = Some(b.first.map_or(from, |f| f.min(from)));
     }
-    out
+    (out, users)
 }
 
 /// Checks a batch before anything is read or written; see [`BatchError`].
@@ -203,6 +212,106 @@ fn buckets<'a>(
     Ok(out)
 }
 
+/// Inside a group's transaction: skips `report`'s entries at or below `host_id`'s watermark
+/// for its epoch, adds the others to their hour rows and moves the watermark past them.
+async fn apply_batch<'a>(
+    conn: &mut sqlx::SqliteConnection,
+    host_id: &str,
+    report: &'a UsageReport,
+    now: i64,
+) -> Result<Applied<'a>> {
+    // Stored bit for bit: a random u64 epoch past 2^63 reads back negative.
+    let epoch = report.epoch as i64;
+    let last: Option<i64> = sqlx::query_scalar(
+        "SELECT last_seq FROM usage_watermarks WHERE host_id = ?1 AND epoch = ?2",
+    )
+    .bind(host_id)
+    .bind(epoch)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let watermark = match last {
+        None => 0,
+        Some(s) => u64::try_from(s).map_err(|_| StoreError::corrupt("usage watermark", s))?,
+    };
+    // Ascending (checked): the replayed entries are a prefix.
+    let start = report.entries.partition_point(|e| e.seq <= watermark);
+    let fresh = &report.entries[start..];
+    let Some(highest) = fresh.last().map(|e| e.seq) else {
+        return Ok(Applied {
+            fresh,
+            done: Ingested {
+                up_to: watermark,
+                skipped: report.entries.len(),
+                ..Ingested::default()
+            },
+        });
+    };
+    let sums = buckets(fresh, now)?;
+    let rows: Vec<_> = sums
+        .iter()
+        .map(|((user, service, hour), [up, down, undirected])| {
+            json!([user, service, hour, up, down, undirected])
+        })
+        .collect();
+    sqlx::query(
+        "INSERT INTO usage_hours (user_id, host_id, service, hour, up, down, undirected) \
+         SELECT value ->> 0, ?1, value ->> 1, value ->> 2, value ->> 3, value ->> 4, \
+                value ->> 5 \
+         FROM json_each(?2) WHERE true \
+         ON CONFLICT (host_id, hour, user_id, service) DO UPDATE SET \
+           up = up + excluded.up, down = down + excluded.down, \
+           undirected = undirected + excluded.undirected",
+    )
+    .bind(host_id)
+    .bind(serde_json::Value::Array(rows).to_string())
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query(
+        "INSERT INTO usage_watermarks (host_id, epoch, last_seq, updated_at) \
+         VALUES (?1, ?2, ?3, ?4) ON CONFLICT (host_id, epoch) \
+         DO UPDATE SET last_seq = excluded.last_seq, updated_at = excluded.updated_at",
+    )
+    .bind(host_id)
+    .bind(epoch)
+    .bind(i64::try_from(highest).map_err(|_| BatchError::Seq(highest))?)
+    .bind(now)
+    .execute(&mut *conn)
+    .await?;
+    let bytes = sums
+        .values()
+        .flat_map(|s| s.iter())
+        .fold(0u64, |a, b| a.saturating_add(*b));
+    Ok(Applied {
+        fresh,
+        done: Ingested {
+            up_to: highest,
+            applied: fresh.len(),
+            skipped: start,
+            bytes,
+            ..Ingested::default()
+        },
+    })
+}
+
+/// What ingesting several hosts' batches in one transaction did ([`Store::ingest_usage_group`]).
+#[derive(Debug, Default)]
+pub struct GroupIngested {
+    /// One per batch, in the order given: what to ack, or why nothing of that batch was
+    /// applied ([`StoreError::Batch`] for a malformed batch, or the store's failure). The
+    /// `changes` and `pushes` of each are empty: the group's are below.
+    pub results: Vec<Result<Ingested>>,
+    /// Users whose status the group changed (over the limit, a hold started).
+    pub changes: Vec<super::StatusChange>,
+    /// What those changes do to hosts' desired states.
+    pub pushes: Vec<super::HostPush>,
+}
+
+/// One batch inside a group's transaction: its fresh entries and what to ack.
+struct Applied<'a> {
+    fresh: &'a [vpn_shared::proto::UsageEntry],
+    done: Ingested,
+}
+
 impl Store {
     /// Applies one batch of `host_id`'s ledger entries exactly once, at the controller's
     /// `now`: entries at or below the (host, epoch) watermark are skipped, the others added to
@@ -215,102 +324,135 @@ impl Store {
         report: &UsageReport,
         now: i64,
     ) -> Result<Ingested> {
-        check_batch(report)?;
-        // Stored bit for bit: a random u64 epoch past 2^63 reads back negative.
-        let epoch = report.epoch as i64;
-        let mut w = self.write().await?;
-        let last: Option<i64> = sqlx::query_scalar(
-            "SELECT last_seq FROM usage_watermarks WHERE host_id = ?1 AND epoch = ?2",
-        )
-        .bind(host_id)
-        .bind(epoch)
-        .fetch_optional(&mut *w.tx)
-        .await?;
-        let watermark = match last {
-            None => 0,
-            Some(s) => u64::try_from(s).map_err(|_| StoreError::corrupt("usage watermark", s))?,
-        };
-        // Ascending (checked): the replayed entries are a prefix.
-        let start = report.entries.partition_point(|e| e.seq <= watermark);
-        let fresh = &report.entries[start..];
-        let Some(highest) = fresh.last().map(|e| e.seq) else {
-            // Nothing new: leave the transaction unwritten (dropping it rolls back).
-            return Ok(Ingested {
-                up_to: watermark,
-                skipped: report.entries.len(),
-                ..Ingested::default()
-            });
-        };
-        let sums = buckets(fresh, now)?;
-        let rows: Vec<_> = sums
-            .iter()
-            .map(|((user, service, hour), [up, down, undirected])| {
-                json!([user, service, hour, up, down, undirected])
-            })
-            .collect();
-        sqlx::query(
-            "INSERT INTO usage_hours (user_id, host_id, service, hour, up, down, undirected) \
-             SELECT value ->> 0, ?1, value ->> 1, value ->> 2, value ->> 3, value ->> 4, \
-                    value ->> 5 \
-             FROM json_each(?2) WHERE true \
-             ON CONFLICT (host_id, hour, user_id, service) DO UPDATE SET \
-               up = up + excluded.up, down = down + excluded.down, \
-               undirected = undirected + excluded.undirected",
-        )
-        .bind(host_id)
-        .bind(serde_json::Value::Array(rows).to_string())
-        .execute(&mut *w.tx)
-        .await?;
-        let users: std::collections::BTreeSet<&str> = sums.keys().map(|(u, _, _)| *u).collect();
-        let users = json!(users).to_string();
-        let (unknown, changes, pushes) = self.count_quotas(&mut w.tx, fresh, &users, now).await?;
-        sqlx::query(
-            "INSERT INTO usage_watermarks (host_id, epoch, last_seq, updated_at) \
-             VALUES (?1, ?2, ?3, ?4) ON CONFLICT (host_id, epoch) \
-             DO UPDATE SET last_seq = excluded.last_seq, updated_at = excluded.updated_at",
-        )
-        .bind(host_id)
-        .bind(epoch)
-        .bind(i64::try_from(highest).map_err(|_| BatchError::Seq(highest))?)
-        .bind(now)
-        .execute(&mut *w.tx)
-        .await?;
-        w.commit().await?;
-        let bytes = sums
-            .values()
-            .flat_map(|s| s.iter())
-            .fold(0u64, |a, b| a.saturating_add(*b));
-        Ok(Ingested {
-            up_to: highest,
-            applied: fresh.len(),
-            skipped: start,
-            bytes,
-            unknown_users: unknown,
-            changes,
-            pushes,
-        })
+        let mut group = self.ingest_usage_group(&[(host_id, report)], now).await;
+        let mut done = group
+            .results
+            .pop()
+            .unwrap_or_else(|| Ok(Ingested::default()))?;
+        done.changes = group.changes;
+        done.pushes = group.pushes;
+        Ok(done)
     }
 
-    /// Adds a batch to its users' quota counters (rolling a stale period over), then evaluates
-    /// the users it moved past their limit or whose hold it started. Inside the ingest's
-    /// transaction: the counters move exactly when the watermark does. `users`: the batch's
-    /// user ids as a JSON array; also returns how many of them name no user (every user has
-    /// a quota row, removed with it).
+    /// Applies several hosts' batches (as [`Store::ingest_usage`] does one) in **one** write
+    /// transaction: one commit, and one update of the quota counters of every user the group
+    /// carries instead of one per batch — what lets a single writer keep up with a thousand
+    /// hosts reporting at once (docs/benchmarks.md). Each batch keeps its own watermark, so
+    /// exactly once is unchanged; two batches of one host and epoch apply in the order given.
+    ///
+    /// A malformed batch is refused alone. If the group's transaction fails (a host removed
+    /// while its batch waited, say), nothing of it is written and each batch is tried again in
+    /// a transaction of its own, so one host's failure never holds back the others' acks.
+    pub async fn ingest_usage_group(
+        &self,
+        batches: &[(&str, &UsageReport)],
+        now: i64,
+    ) -> GroupIngested {
+        let mut results: Vec<Option<Result<Ingested>>> = batches
+            .iter()
+            .map(|(_, report)| check_batch(report).err().map(|e| Err(e.into())))
+            .collect();
+        let accepted: Vec<usize> = (0..batches.len())
+            .filter(|i| results[*i].is_none())
+            .collect();
+        let mut group = GroupIngested::default();
+        let picked: Vec<_> = accepted.iter().map(|&i| batches[i]).collect();
+        match self.ingest_checked(&picked, now).await {
+            Ok((done, changes, pushes)) => {
+                for (&i, d) in accepted.iter().zip(done) {
+                    results[i] = Some(Ok(d));
+                }
+                group.changes = changes;
+                group.pushes = pushes;
+            }
+            Err(e) if accepted.len() == 1 => results[accepted[0]] = Some(Err(e)),
+            Err(e) => {
+                tracing::warn!(batches = accepted.len(), error = %e, "usage group not written; applying its batches one by one");
+                for &i in &accepted {
+                    results[i] = Some(match self.ingest_checked(&[batches[i]], now).await {
+                        Ok((mut done, changes, pushes)) => {
+                            group.changes.extend(changes);
+                            group.pushes.extend(pushes);
+                            Ok(done.pop().unwrap_or_default())
+                        }
+                        Err(e) => Err(e),
+                    });
+                }
+            }
+        }
+        group.results = results
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| Ok(Ingested::default())))
+            .collect();
+        group
+    }
+
+    /// The transaction of [`Store::ingest_usage_group`] for batches [`check_batch`] passed.
+    async fn ingest_checked(
+        &self,
+        batches: &[(&str, &UsageReport)],
+        now: i64,
+    ) -> Result<(
+        Vec<Ingested>,
+        Vec<super::StatusChange>,
+        Vec<super::HostPush>,
+    )> {
+        if batches.is_empty() {
+            return Ok(Default::default());
+        }
+        let mut w = self.write().await?;
+        let mut applied = Vec::with_capacity(batches.len());
+        for (host_id, report) in batches {
+            applied.push(apply_batch(&mut w.tx, host_id, report, now).await?);
+        }
+        let written: Vec<_> = applied.iter().filter(|a| !a.fresh.is_empty()).collect();
+        if written.is_empty() {
+            // Nothing new anywhere (replays): leave the transaction unwritten (dropping it
+            // rolls back).
+            return Ok((
+                applied.into_iter().map(|a| a.done).collect(),
+                vec![],
+                vec![],
+            ));
+        }
+        let fresh = written.iter().flat_map(|a| a.fresh.iter());
+        let (unknown, changes, pushes) = self.count_quotas(&mut w.tx, fresh, now).await?;
+        w.commit().await?;
+        let done = applied
+            .into_iter()
+            .map(|mut a| {
+                let users: std::collections::BTreeSet<&str> =
+                    a.fresh.iter().map(|e| e.user.as_str()).collect();
+                a.done.unknown_users = users.iter().filter(|u| unknown.contains(**u)).count();
+                a.done
+            })
+            .collect();
+        Ok((done, changes, pushes))
+    }
+
+    /// Adds a group's fresh entries to their users' quota counters (rolling a stale period
+    /// over), then evaluates the users it moved past their limit or whose hold it started.
+    /// Inside the ingest's transaction: the counters move exactly when the watermarks do. Also
+    /// returns the user ids that name no user (every user has a quota row, removed with it).
     ///
     /// Nothing is read back for the users the batch left within their limits: the ingesting
     /// agent folds its own acked entries into its figures (`agent/src/allowance.rs`), and the
     /// other hosts learn of these bytes from their next complete allowances. Reading every
     /// counted row back cost more than the rest of the ingest (docs/benchmarks.md).
-    async fn count_quotas(
+    async fn count_quotas<'a>(
         &self,
         conn: &mut sqlx::SqliteConnection,
-        fresh: &[vpn_shared::proto::UsageEntry],
-        users: &str,
+        fresh: impl Iterator<Item = &'a vpn_shared::proto::UsageEntry>,
         now: i64,
-    ) -> Result<(usize, Vec<super::StatusChange>, Vec<super::HostPush>)> {
+    ) -> Result<(
+        std::collections::BTreeSet<String>,
+        Vec<super::StatusChange>,
+        Vec<super::HostPush>,
+    )> {
         let offset = self.offset;
         let starts = PERIODS.map(|r| crate::quota::period_start(r, now, offset));
-        let per_user = user_bytes(fresh, &starts, now);
+        let (per_user, users) = user_bytes(fresh, &starts, now);
+        let users = json!(users).to_string();
         // Usually every entry of a batch ends in the current day, so each user's bytes are
         // the same from every period start: then one figure per user is enough (each `->>`
         // parses the row's JSON again; a third of the statement at 1,000 users).
@@ -362,11 +504,12 @@ impl Store {
                 .execute(&mut *conn)
                 .await?;
         }
-        // One row back: how many ids have no user, and who the batch may have moved — over a
+        // One row back: which ids have no user, and who the batch may have moved — over a
         // limit (of the period just written), or on hold without an expiry yet (its first
-        // traffic starts the hold); usually nobody. (User ids are UUIDs: no commas.)
-        let (unknown, due): (i64, Option<String>) = sqlx::query_as(
-            "SELECT count(*) FILTER (WHERE q.user_id IS NULL), \
+        // traffic starts the hold); usually nobody. (User ids are UUIDs: no commas; an id of
+        // a removed user with a comma in it would only be miscounted in a log line.)
+        let (unknown, due): (Option<String>, Option<String>) = sqlx::query_as(
+            "SELECT group_concat(CASE WHEN q.user_id IS NULL THEN j.value END), \
                  group_concat(CASE WHEN (q.data_limit IS NOT NULL AND q.used >= q.data_limit) \
                      OR (q.on_hold_duration IS NOT NULL AND q.expires_at IS NULL) \
                      THEN q.user_id END) \
@@ -392,7 +535,12 @@ impl Store {
             }
             pushes.extend(p);
         }
-        Ok((usize::try_from(unknown).unwrap_or(0), changes, pushes))
+        let unknown = unknown
+            .iter()
+            .flat_map(|u| u.split(','))
+            .map(str::to_owned)
+            .collect();
+        Ok((unknown, changes, pushes))
     }
 
     /// The highest seq applied for `host_id`'s ledger `epoch`, if any.

@@ -231,6 +231,81 @@ async fn bytes_of_removed_users_and_hosts_are_kept_and_named() {
 }
 
 #[tokio::test]
+async fn a_group_of_hosts_batches_is_one_transaction_and_a_bad_batch_spoils_only_itself() {
+    let (_dir, store) = store().await;
+    let a = host(&store, "edge-a", 1).await;
+    let b = host(&store, "edge-b", 2).await;
+    let gone = host(&store, "edge-gone", 3).await;
+    let alice = user_id(&store, "alice").await;
+    let bob = user_id(&store, "bob").await;
+    // Two batches of one host and epoch in one group apply in order: the second is not taken
+    // for a replay of the first, and the watermark ends at the second's highest seq.
+    let a1 = report(1, vec![entry(1, &alice, "ss", 10, 100, T0 + 10)]);
+    let a2 = report(1, vec![entry(2, &alice, "ss", 20, 200, T0 + 20)]);
+    let b1 = report(9, vec![entry(1, &bob, "ss", 1, 2, T0 + 10)]);
+    // Malformed: refused alone, the others are written.
+    let broken = report(
+        4,
+        vec![
+            entry(3, &bob, "ss", 1, 1, T0),
+            entry(2, &bob, "ss", 1, 1, T0),
+        ],
+    );
+    let group = store
+        .ingest_usage_group(
+            &[(&a.id, &a1), (&b.id, &broken), (&a.id, &a2), (&b.id, &b1)],
+            T0 + 30,
+        )
+        .await;
+    let acks: Vec<_> = group
+        .results
+        .iter()
+        .map(|r| r.as_ref().map(|d| (d.up_to, d.applied, d.skipped)))
+        .collect();
+    assert_eq!(acks[0].as_ref().unwrap(), &(1, 1, 0));
+    assert!(matches!(
+        group.results[1],
+        Err(StoreError::Batch(BatchError::NotAscending {
+            after: 3,
+            seq: 2
+        }))
+    ));
+    assert_eq!(acks[2].as_ref().unwrap(), &(2, 1, 0));
+    assert_eq!(acks[3].as_ref().unwrap(), &(1, 1, 0));
+    assert_eq!(store.usage_watermark(&a.id, 1).await.unwrap(), Some(2));
+    assert_eq!(store.usage_watermark(&b.id, 4).await.unwrap(), None);
+    // The quota counters summed the group once per user.
+    let quotas = store.quotas().await.unwrap();
+    assert_eq!((quotas[&alice].used, quotas[&bob].used), (330, 3));
+
+    // A host removed while its batch waited fails the group's transaction; the group is then
+    // written batch by batch, so only that host's batch is unacked.
+    store.remove_host("edge-gone", T0 + 31).await.unwrap();
+    let late = report(1, vec![entry(1, &alice, "ss", 5, 5, T0 + 30)]);
+    let a3 = report(1, vec![entry(3, &alice, "ss", 1, 1, T0 + 30)]);
+    let group = store
+        .ingest_usage_group(&[(&gone.id, &late), (&a.id, &a3), (&a.id, &a1)], T0 + 40)
+        .await;
+    assert!(
+        matches!(group.results[0], Err(StoreError::Database(_))),
+        "{:?}",
+        group.results[0]
+    );
+    let a3_done = group.results[1].as_ref().unwrap();
+    assert_eq!((a3_done.up_to, a3_done.applied), (3, 1));
+    // a1 again (its ack was lost): a replay, acked up to the watermark.
+    let replay = group.results[2].as_ref().unwrap();
+    assert_eq!((replay.up_to, replay.applied, replay.skipped), (3, 0, 1));
+    assert_eq!(
+        totals(&store, UsageBy::User).await,
+        vec![
+            ("alice".into(), None, 31, 301, 332),
+            ("bob".into(), None, 1, 2, 3),
+        ]
+    );
+}
+
+#[tokio::test]
 async fn totals_per_user_server_service_and_day_since_an_hour() {
     let (_dir, store) = store().await;
     let fra = host(&store, "fra-1", 1).await;
