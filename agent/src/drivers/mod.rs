@@ -10,9 +10,11 @@
 //! - [`vless`]: VLESS + Reality on Xray-core (production) or shoes (a port per user).
 //! - [`proxy`]: HTTP / SOCKS5 proxy on shoes (a port and a container per user).
 //! - [`wireguard`]: WireGuard (kernel or wireguard-go), peers changed with `wg set`.
+//! - [`shoes_user`]: a shoes container per user, shared by VLESS-on-shoes and the proxy.
 
 pub mod proxy;
 pub mod shadowsocks;
+pub mod shoes_user;
 pub mod vless;
 pub mod wireguard;
 
@@ -181,6 +183,25 @@ pub fn user_mark(uuid: &str) -> u32 {
     let h = ring::digest::digest(&ring::digest::SHA256, uuid.as_bytes());
     let b = h.as_ref();
     0x7a00_0000 | u32::from(b[0]) << 16 | u32::from(b[1]) << 8 | u32::from(b[2])
+}
+
+/// Label with a digest of what an engine reads only at start.
+pub const LABEL_CONFIG: &str = "vpn-fleet.config-sha256";
+
+/// The run directory's bind mount, `DIR:DIR`; Docker's bind syntax splits on `:`, so a run
+/// directory with one is refused.
+pub(crate) fn bind_of(ctx: &ServiceCtx<'_>) -> Result<String, DriverError> {
+    let dir = ctx.run_dir.display().to_string();
+    if dir.contains(':') {
+        return Err(DriverError::BadPath(ctx.run_dir.to_owned()));
+    }
+    Ok(format!("{dir}:{dir}"))
+}
+
+/// Hex SHA-256 (first 8 bytes) of what an engine reads at start.
+pub(crate) fn config_digest(contents: &[u8]) -> String {
+    let d = ring::digest::digest(&ring::digest::SHA256, contents);
+    hex::encode(&d.as_ref()[..8])
 }
 
 /// Resource name of a service in [`ResourceResult`]s.

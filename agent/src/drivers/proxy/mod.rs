@@ -3,8 +3,8 @@
 //!
 //! shoes holds one user name and password per listener, and reloading its config stops every
 //! listener for three seconds, so — as for VLESS on shoes — each user runs in a container of
-//! their own (`vpn-<host>-<service>.<port>`): adding, changing or removing a user creates or
-//! removes that user's container only, and nobody else notices. A password change is a new
+//! their own ([`super::shoes_user`]): adding, changing or removing a user creates or removes
+//! that user's container only, and nobody else notices. A password change is a new
 //! config file, so a new spec hash and a recreated container: that user's open connections end.
 //!
 //! Per-user limits and counters need no engine support: every user has a port, which tc's port
@@ -15,21 +15,14 @@
 
 pub mod config;
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 use vpn_shared::model::{
     Credential, DesiredState, Protocol, ProxyKind, ServiceOptions, ServiceSpec,
 };
-use vpn_shared::proto::ResourceResult;
 
-use super::vless::{LABEL_CONFIG, SHOES_IMAGE, bind_of, config_digest, listening};
-use super::{
-    Counters, Driver, DriverError, Rendered, RunFile, ServiceCtx, UsersReport, service_resource,
-    user_resource,
-};
-use crate::apply::docker::ContainerSpec;
+use super::{Counters, Driver, DriverError, Rendered, ServiceCtx, UsersReport, shoes_user};
 
 /// The proxy driver (stateless: shoes has no API; the containers are the state).
 #[derive(Debug, Default)]
@@ -97,9 +90,11 @@ impl Driver for Proxy {
         _ctx: &'a ServiceCtx<'a>,
         ready_within: Duration,
     ) -> BoxFuture<'a, UsersReport> {
-        Box::pin(
-            async move { check_listeners(service, &users_of(state, service), ready_within).await },
-        )
+        Box::pin(async move {
+            let users = users_of(state, service);
+            let ports: Vec<(&str, u16)> = users.iter().map(|u| (u.name, u.port)).collect();
+            shoes_user::check_ports(service, &ports, ready_within).await
+        })
     }
 
     fn read_counters<'a>(
@@ -117,91 +112,36 @@ impl Driver for Proxy {
     }
 }
 
-/// One container per user: `shoes --no-reload --threads 1 <run dir>/user-<port>.yaml`.
+/// One container per user (`shoes_user`), each with that user's listener of `kind`.
 fn render_users(
     service: &ServiceSpec,
     kind: ProxyKind,
     users: &[ProxyUser<'_>],
     ctx: &ServiceCtx<'_>,
 ) -> Result<Vec<Rendered>, DriverError> {
-    let bind = bind_of(ctx)?;
-    let mut out = Vec::with_capacity(users.len());
+    let mut configs = Vec::with_capacity(users.len());
     for u in users {
         let user = config::ProxyUser {
             username: u.username,
             password: u.password,
             port: u.port,
         };
-        let text = config::render(kind, &user, "0.0.0.0").map_err(|e| DriverError::Invalid {
+        let config = config::render(kind, &user, "0.0.0.0").map_err(|e| DriverError::Invalid {
             service: service.name.clone(),
             field: "shoes config",
             reason: e.to_string(),
         })?;
-        let file = format!("user-{}.yaml", u.port);
-        let path = ctx.run_dir.join(&file).display().to_string();
-        let spec = ContainerSpec {
-            name: format!("{}.{}", ctx.container, u.port),
-            image: service.image.clone().unwrap_or_else(|| SHOES_IMAGE.into()),
-            // The config never changes under a running container (a change is a new one), and
-            // one thread serves one user.
-            cmd: vec![
-                "shoes".into(),
-                "--no-reload".into(),
-                "--threads".into(),
-                "1".into(),
-                path,
-            ],
-            env: Vec::new(),
-            binds: vec![bind.clone()],
-            network_mode: ctx.network_mode.to_owned(),
-            labels: BTreeMap::from([
-                ("vpn-fleet.service".into(), service.name.clone()),
-                ("vpn-fleet.protocol".into(), "proxy".into()),
-                ("vpn-fleet.engine".into(), "shoes".into()),
-                ("vpn-fleet.proxy-kind".into(), kind.as_str().into()),
-                ("vpn-fleet.user".into(), u.name.to_owned()),
-                (LABEL_CONFIG.into(), config_digest(text.as_bytes())),
-            ]),
-            cap_add: Vec::new(),
-            devices: Vec::new(),
-        };
-        out.push(Rendered {
-            spec,
-            files: vec![RunFile {
-                name: file,
-                contents: text.into_bytes(),
-            }],
-            user: Some(u.name.to_owned()),
+        configs.push(shoes_user::UserConfig {
+            name: u.name,
+            port: u.port,
+            config,
         });
     }
-    Ok(out)
-}
-
-/// A user is served when their port accepts connections; the applier has already created (or
-/// kept) each user's container and reports the ones that failed.
-async fn check_listeners(
-    service: &ServiceSpec,
-    users: &[ProxyUser<'_>],
-    ready_within: Duration,
-) -> UsersReport {
-    let deadline = tokio::time::Instant::now() + ready_within;
-    let mut results = Vec::with_capacity(users.len() + 1);
-    for u in users {
-        let addr = std::net::SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, u.port));
-        let resource = user_resource(u.name, &service.name);
-        results.push(match listening(addr, deadline).await {
-            Ok(()) => ResourceResult::ok(resource),
-            Err(e) => ResourceResult::error(
-                resource,
-                format!("port {} is not accepting connections: {e}", u.port),
-            ),
-        });
-    }
-    results.push(ResourceResult::ok(service_resource(&service.name)));
-    UsersReport {
-        results,
-        ..Default::default()
-    }
+    let labels = [
+        ("vpn-fleet.protocol", "proxy"),
+        ("vpn-fleet.proxy-kind", kind.as_str()),
+    ];
+    shoes_user::render(service, ctx, &labels, configs)
 }
 
 #[cfg(test)]

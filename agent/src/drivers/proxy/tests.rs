@@ -10,6 +10,7 @@ use vpn_shared::model::{
 
 use super::config::{self, ProxyUser as ConfigUser};
 use super::*;
+use crate::drivers::shoes_user::SHOES_IMAGE;
 
 fn service(kind: ProxyKind) -> ServiceSpec {
     ServiceSpec {
@@ -252,5 +253,27 @@ fn options_of_another_protocol_are_refused() {
     assert!(
         err.to_string().contains("options of another protocol"),
         "{err}"
+    );
+}
+
+/// The users' container specs are pinned by their hashes: a change recreates every proxy
+/// user's container when agents are upgraded (their open connections end), so it must be a
+/// deliberate one. (Pinned when the container render moved to `shoes_user`, unchanged.)
+#[test]
+fn container_spec_hashes_are_pinned() {
+    let svc = service(ProxyKind::Both);
+    let users = [("alice", "alicepw1", 3129), ("bob", "bobpw2", 3130)];
+    let hashes: Vec<String> = Proxy
+        .render(&svc, &state(&svc, &users), &ctx())
+        .unwrap()
+        .iter()
+        .map(|r| r.spec.spec_hash())
+        .collect();
+    assert_eq!(
+        hashes,
+        [
+            "6fe687d6d592b59d01cc5aea64cd67922ee1feb1123ec9908a8511600caea6e8",
+            "5a3d25bb58c797eb021f2816a5c48d63483f9f0845cab46da218ffc3b80775e7",
+        ]
     );
 }

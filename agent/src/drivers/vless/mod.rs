@@ -12,8 +12,6 @@
 pub mod shoes;
 pub mod xray;
 
-use std::collections::BTreeMap;
-use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
@@ -23,15 +21,9 @@ use vpn_shared::model::{
 use vpn_shared::proto::ResourceResult;
 
 use super::{
-    Counters, Driver, DriverError, Rendered, RunFile, ServiceCtx, UsersReport, service_resource,
+    Counters, Driver, DriverError, Rendered, ServiceCtx, UsersReport, service_resource, shoes_user,
     user_resource,
 };
-use crate::apply::docker::ContainerSpec;
-
-/// Image of the shoes engine when the service names none; built by `deploy/images/shoes`.
-pub const SHOES_IMAGE: &str = "vpn-fleet/shoes:local";
-/// Label with a digest of what an engine reads only at start.
-pub const LABEL_CONFIG: &str = "vpn-fleet.config-sha256";
 
 /// The VLESS driver.
 #[derive(Debug, Default)]
@@ -90,21 +82,6 @@ pub fn users_of<'a>(state: &'a DesiredState, service: &'a ServiceSpec) -> Vec<Vl
         .collect()
 }
 
-/// Docker's bind syntax splits on `:`.
-pub(crate) fn bind_of(ctx: &ServiceCtx<'_>) -> Result<String, DriverError> {
-    let dir = ctx.run_dir.display().to_string();
-    if dir.contains(':') {
-        return Err(DriverError::BadPath(ctx.run_dir.to_owned()));
-    }
-    Ok(format!("{dir}:{dir}"))
-}
-
-/// Hex SHA-256 (first 8 bytes) of what an engine reads at start.
-pub(crate) fn config_digest(contents: &[u8]) -> String {
-    let d = ring::digest::digest(&ring::digest::SHA256, contents);
-    hex::encode(&d.as_ref()[..8])
-}
-
 impl Driver for Vless {
     fn protocol(&self) -> Protocol {
         Protocol::Vless
@@ -143,7 +120,10 @@ impl Driver for Vless {
                         .apply_users(service, &users, ctx, ready_within)
                         .await
                 }
-                VlessEngine::Shoes => check_shoes(service, &users, ready_within).await,
+                VlessEngine::Shoes => {
+                    let ports: Vec<(&str, u16)> = users.iter().map(|u| (u.name, u.port)).collect();
+                    shoes_user::check_ports(service, &ports, ready_within).await
+                }
             }
         })
     }
@@ -189,21 +169,20 @@ fn failed(service: &ServiceSpec, users: &[VlessUser<'_>], msg: &str) -> UsersRep
     }
 }
 
-/// One container per user: `shoes --no-reload <run dir>/user-<port>.yaml` on the user's port.
+/// One container per user (`shoes_user`), each with that user's Reality listener.
 fn render_shoes(
     service: &ServiceSpec,
     options: &VlessOptions,
     users: &[VlessUser<'_>],
     ctx: &ServiceCtx<'_>,
 ) -> Result<Vec<Rendered>, DriverError> {
-    let bind = bind_of(ctx)?;
     let reality = shoes::RealityServer {
         private_key: &options.private_key,
         short_ids: &options.short_ids,
         sni: &options.sni,
         dest: &options.dest,
     };
-    let mut out = Vec::with_capacity(users.len());
+    let mut configs = Vec::with_capacity(users.len());
     for u in users {
         let user = shoes::ShoesUser {
             email: u.name,
@@ -217,95 +196,13 @@ fn render_shoes(
                 reason: e.to_string(),
             }
         })?;
-        let file = format!("user-{}.yaml", u.port);
-        let path = ctx.run_dir.join(&file).display().to_string();
-        let spec = ContainerSpec {
-            name: format!("{}.{}", ctx.container, u.port),
-            image: service.image.clone().unwrap_or_else(|| SHOES_IMAGE.into()),
-            // shoes watches its config and restarts every listener on a change; ours never
-            // changes under a running container (a change is a new container).
-            // One thread: a process serves one user (9 MiB instead of one thread per core).
-            cmd: vec![
-                "shoes".into(),
-                "--no-reload".into(),
-                "--threads".into(),
-                "1".into(),
-                path,
-            ],
-            env: Vec::new(),
-            binds: vec![bind.clone()],
-            network_mode: ctx.network_mode.to_owned(),
-            labels: BTreeMap::from([
-                ("vpn-fleet.service".into(), service.name.clone()),
-                ("vpn-fleet.protocol".into(), "vless".into()),
-                ("vpn-fleet.engine".into(), "shoes".into()),
-                ("vpn-fleet.user".into(), u.name.to_owned()),
-                (LABEL_CONFIG.into(), config_digest(config.as_bytes())),
-            ]),
-            cap_add: Vec::new(),
-            devices: Vec::new(),
-        };
-        out.push(Rendered {
-            spec,
-            files: vec![RunFile {
-                name: file,
-                contents: config.into_bytes(),
-            }],
-            user: Some(u.name.to_owned()),
+        configs.push(shoes_user::UserConfig {
+            name: u.name,
+            port: u.port,
+            config,
         });
     }
-    Ok(out)
-}
-
-/// shoes has no API: a user is served when their port accepts connections. The applier has
-/// already created (or kept) each user's container; users whose container failed are reported
-/// by the applier instead of here.
-async fn check_shoes(
-    service: &ServiceSpec,
-    users: &[VlessUser<'_>],
-    ready_within: Duration,
-) -> UsersReport {
-    let deadline = tokio::time::Instant::now() + ready_within;
-    let mut results = Vec::with_capacity(users.len() + 1);
-    for u in users {
-        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, u.port));
-        let resource = user_resource(u.name, &service.name);
-        results.push(match listening(addr, deadline).await {
-            Ok(()) => ResourceResult::ok(resource),
-            Err(e) => ResourceResult::error(
-                resource,
-                format!("port {} is not accepting connections: {e}", u.port),
-            ),
-        });
-    }
-    results.push(ResourceResult::ok(service_resource(&service.name)));
-    UsersReport {
-        results,
-        ..Default::default()
-    }
-}
-
-/// Connects to `addr` until it accepts or `deadline` passes (then the last error).
-pub(crate) async fn listening(
-    addr: SocketAddr,
-    deadline: tokio::time::Instant,
-) -> std::io::Result<()> {
-    loop {
-        let attempt = tokio::time::timeout(
-            Duration::from_millis(500),
-            tokio::net::TcpStream::connect(addr),
-        )
-        .await;
-        let err = match attempt {
-            Ok(Ok(_)) => return Ok(()),
-            Ok(Err(e)) => e,
-            Err(_) => std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"),
-        };
-        if tokio::time::Instant::now() >= deadline {
-            return Err(err);
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    shoes_user::render(service, ctx, &[("vpn-fleet.protocol", "vless")], configs)
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@ use vpn_shared::model::{
 };
 
 use super::*;
+use crate::drivers::shoes_user::SHOES_IMAGE;
 
 fn service(engine: VlessEngine) -> ServiceSpec {
     ServiceSpec {
@@ -135,5 +136,27 @@ fn options_of_another_protocol_are_refused() {
     assert!(
         err.to_string().contains("options of another protocol"),
         "{err}"
+    );
+}
+
+/// The shoes users' container specs are pinned by their hashes: a change recreates every
+/// VLESS-on-shoes user's container when agents are upgraded, so it must be a deliberate one.
+/// (Pinned when the container render moved to `shoes_user`, unchanged.)
+#[test]
+fn shoes_container_spec_hashes_are_pinned() {
+    let svc = service(VlessEngine::Shoes);
+    let users = [("alice", ALICE, 20000), ("bob", BOB, 20001)];
+    let hashes: Vec<String> = Vless::new()
+        .render(&svc, &state(&svc, &users), &ctx())
+        .unwrap()
+        .iter()
+        .map(|r| r.spec.spec_hash())
+        .collect();
+    assert_eq!(
+        hashes,
+        [
+            "52c12397c214c08f078b8c7eda14f4cd29639fa99e0e8e62c5d78dd43026b8e2",
+            "de0e0cce4e13f6fe4f09f9837a78a6aadd0024ea3a97f1f3edc3134b865cd48f",
+        ]
     );
 }

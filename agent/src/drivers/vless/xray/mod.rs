@@ -28,12 +28,13 @@ use vpn_shared::model::{ServiceSpec, VLESS_FLOW, VlessOptions};
 use vpn_shared::proto::ResourceResult;
 
 use self::api::{ApiAddress, Flavor, XrayApi};
-use super::{LABEL_CONFIG, VlessUser, bind_of, config_digest};
+use super::VlessUser;
 use crate::apply::docker::ContainerSpec;
 use crate::drivers::{
     Bytes, Counters, DriverError, EndSessions, Rendered, RunFile, ServiceCtx, UserCounter,
     UsersReport, service_resource, user_mark, user_resource,
 };
+use crate::drivers::{LABEL_CONFIG, bind_of, config_digest};
 
 /// Image used when the service names none (SPEC §2.4); its entrypoint is the `xray` binary.
 pub const DEFAULT_IMAGE: &str = "ghcr.io/xtls/xray-core:latest";
