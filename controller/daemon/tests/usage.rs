@@ -360,19 +360,32 @@ async fn a_batch_the_store_could_not_take_is_applied_before_the_next_one() {
     .await;
 }
 
+/// Many agents reporting in the same instant (their batches queue behind one another and are
+/// written in groups, `ingest.rs`): every batch is acked up to its own highest seq and the
+/// totals are exact. The benchmark below is the same story at 1,000 × 1,000.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agents_reporting_at_once_are_each_acked_and_counted_exactly() {
+    many_agents_report_at_once(24, 200, 2, false).await;
+}
+
 /// The ingest bar through the real protocol: `USAGE_BENCH_HOSTS` (default 1,000) agent sessions
 /// in this process, each sending a 1,000-entry batch per simulated 10 s period as fast as acks
-/// come back; prints entries/s and ack latency (send to `UsageAck`), checks exact totals.
+/// come back; prints entries/s, ack latency (send to `UsageAck`) and how the batches were
+/// grouped into transactions, checks exact totals.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "prints ingest figures through QUIC; run in release with --ignored --nocapture"]
-#[allow(clippy::print_stdout)] // a benchmark prints its figures (SPEC §3); it asserts only exactness
 async fn ingest_through_the_protocol_from_many_agents() {
     let hosts: usize = std::env::var("USAGE_BENCH_HOSTS")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(1_000);
-    const USERS: u64 = 1_000;
-    const PERIODS: u64 = 3;
+    many_agents_report_at_once(hosts, 1_000, 3, true).await;
+}
+
+/// `hosts` enrolled agents, `users` users, each agent reporting every user once per period,
+/// all at the same instant; `print`: the benchmark's figures.
+#[allow(clippy::print_stdout)] // a benchmark prints its figures (SPEC §3); it asserts only exactness
+async fn many_agents_report_at_once(hosts: usize, users_n: u64, periods: u64, print: bool) {
     let tc = TestController::start().await;
     let admin = tc.admin().await;
     let mut sessions = Vec::new();
@@ -382,15 +395,17 @@ async fn ingest_through_the_protocol_from_many_agents() {
         let (s, _, _) = AgentSession::start(&tc, &id).await.unwrap();
         sessions.push(s);
     }
-    println!(
-        "{hosts} agents enrolled and connected in {:.1} s",
-        started.elapsed().as_secs_f64()
-    );
+    if print {
+        println!(
+            "{hosts} agents enrolled and connected in {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
+    }
     // Real users, each with its quota row; every other one with a monthly limit far above
     // what the run moves, so every batch updates every row and evaluates nobody. On no
     // server: their adds push nothing to the sessions.
     let mut users = Vec::new();
-    for u in 0..USERS {
+    for u in 0..users_n {
         let quota = vpn_controller::store::QuotaSettings {
             data_limit: (u % 2 == 0).then_some(1 << 40),
             reset: if u % 2 == 0 {
@@ -418,7 +433,7 @@ async fn ingest_through_the_protocol_from_many_agents() {
         users.push(added.value.id);
     }
     let mut latencies = Vec::new();
-    for period in 0..PERIODS {
+    for period in 0..periods {
         let to = common::now_ms() / 1_000;
         let begun = std::time::Instant::now();
         let mut tasks = Vec::new();
@@ -427,7 +442,7 @@ async fn ingest_through_the_protocol_from_many_agents() {
                 .iter()
                 .enumerate()
                 .map(|(u, user)| UsageEntry {
-                    seq: period * USERS + u as u64 + 1,
+                    seq: period * users_n + u as u64 + 1,
                     user: user.clone(),
                     service: "ss".into(),
                     up: 1,
@@ -445,7 +460,7 @@ async fn ingest_through_the_protocol_from_many_agents() {
                 let sent = std::time::Instant::now();
                 s.send(&msg).await.unwrap();
                 let (_, up_to) = usage_ack(&mut s).await;
-                assert_eq!(up_to, (period + 1) * USERS);
+                assert_eq!(up_to, (period + 1) * users_n);
                 (s, sent.elapsed())
             }));
         }
@@ -455,30 +470,55 @@ async fn ingest_through_the_protocol_from_many_agents() {
             latencies.push(latency);
         }
         let wall = begun.elapsed();
-        println!(
-            "period {period}: {} entries from {hosts} agents acked in {:.2} s = {:.0} entries/s \
-             ({:.0} % of 10 s)",
-            hosts as u64 * USERS,
-            wall.as_secs_f64(),
-            (hosts as u64 * USERS) as f64 / wall.as_secs_f64(),
-            wall.as_secs_f64() * 10.0,
-        );
+        if print {
+            println!(
+                "period {period}: {} entries from {hosts} agents acked in {:.2} s = {:.0} entries/s \
+                 ({:.0} % of 10 s)",
+                hosts as u64 * users_n,
+                wall.as_secs_f64(),
+                (hosts as u64 * users_n) as f64 / wall.as_secs_f64(),
+                wall.as_secs_f64() * 10.0,
+            );
+        }
     }
     latencies.sort();
     let at = |p: f64| latencies[((latencies.len() - 1) as f64 * p).round() as usize];
-    println!(
-        "send-to-ack latency over {} batches: p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
-        latencies.len(),
-        at(0.5).as_secs_f64() * 1e3,
-        at(0.99).as_secs_f64() * 1e3,
-        at(1.0).as_secs_f64() * 1e3,
-    );
+    let groups = metric(&tc, "vpn_controller_usage_group_batches_count");
+    let grouped = metric(&tc, "vpn_controller_usage_group_batches_sum");
+    let write = metric(&tc, "vpn_controller_usage_ingest_duration_seconds_sum");
+    if print {
+        println!(
+            "send-to-ack latency over {} batches: p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms; \
+             store transactions: {groups}, {grouped}, {write}",
+            latencies.len(),
+            at(0.5).as_secs_f64() * 1e3,
+            at(0.99).as_secs_f64() * 1e3,
+            at(1.0).as_secs_f64() * 1e3,
+        );
+    }
     let rows = users_usage(&admin, None, UsageBy::User).await;
-    assert_eq!(rows.len(), USERS as usize);
+    assert_eq!(rows.len(), users_n as usize);
     for r in &rows {
         assert_eq!(
             (r.up, r.down),
-            (hosts as u64 * PERIODS, 10 * hosts as u64 * PERIODS)
+            (hosts as u64 * periods, 10 * hosts as u64 * periods)
         );
     }
+    // The quota counters moved with the totals, once per entry.
+    let quotas = tc.ctl.store.quotas().await.unwrap();
+    for id in &users {
+        assert_eq!(
+            quotas[id].used,
+            11 * hosts as u64 * periods,
+            "quota counter of {id}"
+        );
+    }
+    // Every batch was written exactly once, however they were grouped.
+    assert_eq!(
+        grouped,
+        format!(
+            "vpn_controller_usage_group_batches_sum {}",
+            hosts as u64 * periods
+        )
+    );
 }
