@@ -127,7 +127,7 @@ async fn ingest_of_one_thousand_hosts_by_one_thousand_users() {
         let wall = begun.elapsed();
         times.sort();
         println!(
-            "period {period}: {} entries in {:.2} s = {:.0} entries/s; batch commit p50 {:.2} ms, \
+            "period {period}: {} entries in {:.2} s = {:.0} entries/s; wait for commit p50 {:.2} ms, \
              p99 {:.2} ms, max {:.2} ms; {:.0} % of the 10 s period",
             HOSTS * USERS,
             wall.as_secs_f64(),
