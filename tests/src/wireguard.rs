@@ -6,6 +6,7 @@
 //! still reach the endpoint — and everything else, the client's LAN included, goes through the
 //! tunnel. `DNS` is read but not applied (the payload is fetched by address).
 
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -272,6 +273,12 @@ impl WgClient {
         let out = self.run("wg", &["show", &self.iface, "latest-handshakes"])?;
         let field = out.split_whitespace().nth(1).unwrap_or("0");
         Ok(field.parse()?)
+    }
+
+    /// The address the client's namespace has on the fleet network: the source of its
+    /// encrypted packets, as the hosts (and their firewall) see them.
+    pub fn address(&self) -> Ipv4Addr {
+        self.ns.ip
     }
 
     pub fn is_running(&mut self) -> bool {
