@@ -369,7 +369,8 @@ async fn agents_reporting_at_once_are_each_acked_and_counted_exactly() {
 }
 
 /// The ingest bar through the real protocol: `USAGE_BENCH_HOSTS` (default 1,000) agent sessions
-/// in this process, each sending a 1,000-entry batch per simulated 10 s period as fast as acks
+/// in this process, each sending a 1,000-entry batch per simulated 10 s period
+/// (`USAGE_BENCH_PERIODS`, default 3) as fast as acks
 /// come back; prints entries/s, ack latency (send to `UsageAck`) and how the batches were
 /// grouped into transactions, checks exact totals.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -379,7 +380,11 @@ async fn ingest_through_the_protocol_from_many_agents() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(1_000);
-    many_agents_report_at_once(hosts, 1_000, 3, true).await;
+    let periods: u64 = std::env::var("USAGE_BENCH_PERIODS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3);
+    many_agents_report_at_once(hosts, 1_000, periods, true).await;
 }
 
 /// `hosts` enrolled agents, `users` users, each agent reporting every user once per period,
