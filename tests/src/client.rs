@@ -26,6 +26,51 @@ use crate::wait::poll_until;
 pub const FETCH_TIMEOUT: Duration = Duration::from_secs(30);
 const MAX_HEAD: usize = 64 * 1024;
 
+/// The bar of SPEC §2.5: a limited user's measured rate lies within ±15 % of the limit.
+pub const RATE_TOLERANCE: f64 = 0.15;
+
+/// Prints `what`'s measured rate (bit/s) and how far it is from `limit` (bit/s), and asserts
+/// it within [`RATE_TOLERANCE`].
+#[allow(
+    clippy::print_stdout,
+    reason = "the measured rate is part of the story's output, as docs quote it"
+)]
+pub fn assert_rate_near(what: &str, measured: f64, limit: f64) {
+    let err = (measured - limit) / limit;
+    println!(
+        "{what}: {:.2} Mbit/s ({:+.1} % of the {:.0} mbit limit)",
+        measured / 1e6,
+        err * 100.0,
+        limit / 1e6
+    );
+    assert!(
+        err.abs() <= RATE_TOLERANCE,
+        "{what}: measured {:.2} Mbit/s, {:+.1} % off the {:.0} mbit limit (bar ±{:.0} %)",
+        measured / 1e6,
+        err * 100.0,
+        limit / 1e6,
+        RATE_TOLERANCE * 100.0
+    );
+}
+
+/// Asserts that `transfers` (each `who`'s on host `k`) all outlasted the story — a transfer that
+/// ended early proves nothing about being undisturbed — and then that each arrived intact.
+pub fn assert_transfers_intact(transfers: Vec<LongTransfer>, who: &str) {
+    for (k, t) in transfers.iter().enumerate() {
+        assert!(
+            !t.is_finished(),
+            "{who}'s download {k} ended before the story did: the drip is too short to tell"
+        );
+    }
+    for (k, t) in transfers.into_iter().enumerate() {
+        let report = t.wait();
+        assert!(
+            report.intact,
+            "{who}'s long download on host {k} was disturbed: {report:?}"
+        );
+    }
+}
+
 /// A free TCP port on 127.0.0.1 (bound then released; good enough for tests).
 pub fn free_tcp_port() -> Result<u16> {
     Ok(TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?

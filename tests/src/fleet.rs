@@ -208,8 +208,10 @@ impl Fleet {
         self.assert_payload_by(i, &client.link, || client.fetch_payload());
     }
 
-    /// Retries `fetch` for [`DATA_PLANE_SETTLE`] until it returns host `i`'s payload exactly.
-    fn assert_payload_by(&self, i: usize, link: &str, fetch: impl Fn() -> Result<Vec<u8>>) {
+    /// Retries `fetch` for [`DATA_PLANE_SETTLE`] until it returns host `i`'s payload exactly;
+    /// `link` names the way it went in the failure message. Every client of every protocol
+    /// proves its tunnel through this one check.
+    pub fn assert_payload_by(&self, i: usize, link: &str, fetch: impl Fn() -> Result<Vec<u8>>) {
         let expected = &self.agents[i].server.payload;
         let mut last = String::new();
         let ok = poll_until(DATA_PLANE_SETTLE, || match fetch() {
@@ -692,16 +694,20 @@ impl Fleet {
 
     /// `user`'s Shadowsocks links, checked to be one `ss://` link per host; with the host index.
     pub fn ss_links_per_host(&self, user: &str) -> Vec<(usize, String)> {
-        let links: Vec<String> = self
+        let links = self
             .links(user)
             .into_iter()
-            .filter(|l| l.starts_with("ss://"))
-            .collect();
-        assert_eq!(
-            links.len(),
-            self.agents.len(),
-            "expected one ss:// link per host for {user}, got {links:#?}"
-        );
+            .filter(|l| l.starts_with("ss://"));
+        self.one_per_host(links, &format!("{user}'s ss:// links"))
+    }
+
+    /// `links` with the index of the host each points at, in host order; panics (naming
+    /// `what`) unless they cover every host exactly once.
+    pub fn one_per_host(
+        &self,
+        links: impl IntoIterator<Item = String>,
+        what: &str,
+    ) -> Vec<(usize, String)> {
         let mut out: Vec<(usize, String)> = links
             .into_iter()
             .map(|l| (self.agent_for_link(&l).index, l))
@@ -711,9 +717,23 @@ impl Fleet {
         let expected: Vec<usize> = (0..self.agents.len()).collect();
         assert_eq!(
             hosts, expected,
-            "{user}'s links do not cover every host once"
+            "{what} do not cover every host once: {out:#?}"
         );
         out
+    }
+
+    /// `user`'s bytes on `server` as the controller recorded them (`users usage --by server`).
+    pub fn recorded_usage(&self, user: &str, server: &str) -> u64 {
+        let out = self.vpn_ok(&["users", "usage", user, "--by", "server", "-o", "json"]);
+        let v: serde_json::Value = serde_json::from_str(&out)
+            .unwrap_or_else(|e| panic!("users usage is not JSON ({e}): {out}"));
+        v["rows"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|r| r["key"] == server)
+            .filter_map(|r| r["total"].as_u64())
+            .sum()
     }
 
     /// One `sslocal` per Shadowsocks link of `user`, indexed by host.

@@ -16,6 +16,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use vpn_e2e::Fleet;
+use vpn_e2e::client::assert_rate_near;
 use vpn_e2e::env::{require_image, require_tool};
 use vpn_e2e::wait::poll_until;
 
@@ -24,8 +25,6 @@ const SOCKS_ONLY_PORT: &str = "23000";
 /// Suspension must cut new connections within this bound (the acceptance bar).
 const SUSPEND_BOUND: Duration = Duration::from_secs(5);
 const RECONNECT_BOUND: Duration = Duration::from_secs(30);
-/// How long a new user's container may take to accept connections.
-const SETTLE: Duration = Duration::from_secs(30);
 
 fn prerequisites() {
     require_tool("curl", "apt-get install curl");
@@ -55,7 +54,7 @@ fn links(fleet: &Fleet, user: &str, scheme: &str, first_port: &str) -> Vec<(usiz
     let Ok(first) = first_port.parse::<u16>() else {
         panic!("{first_port} is not a port");
     };
-    let mut out: Vec<(usize, String)> = printed
+    let links = printed
         .lines()
         .map(str::trim)
         .filter(|l| l.starts_with(scheme))
@@ -64,16 +63,8 @@ fn links(fleet: &Fleet, user: &str, scheme: &str, first_port: &str) -> Vec<(usiz
             // A service's users get ports from its first port up (1000 of them by default).
             port.is_some_and(|p| p >= first && p < first.saturating_add(1000))
         })
-        .map(|l| (fleet.agent_for_link(l).index, l.to_owned()))
-        .collect();
-    out.sort();
-    let hosts: Vec<usize> = out.iter().map(|(i, _)| *i).collect();
-    let expected: Vec<usize> = (0..fleet.agents.len()).collect();
-    assert_eq!(
-        hosts, expected,
-        "{user}'s {scheme} links do not cover every host once:\n{printed}"
-    );
-    out
+        .map(str::to_owned);
+    fleet.one_per_host(links, &format!("{user}'s {scheme} links in\n{printed}\n"))
 }
 
 /// `http://HOST:PORT/PATH` of host `i`'s server (an IP: remote DNS is not needed).
@@ -104,29 +95,9 @@ fn curl(proxy: &str, url: &str, timeout: Duration) -> Result<Vec<u8>, String> {
 /// Fetches host `i`'s payload through `link` (retrying while the user's container starts) and
 /// checks it byte for byte.
 fn assert_payload_through(fleet: &Fleet, i: usize, link: &str) {
-    let expected = &fleet.agents[i].server.payload;
-    let mut last = String::new();
-    let ok = poll_until(SETTLE, || {
-        match curl(link, &url(fleet, i, "/payload"), Duration::from_secs(5)) {
-            Ok(body) if body == *expected => true,
-            Ok(body) => {
-                last = format!(
-                    "{} bytes that differ from the {} expected",
-                    body.len(),
-                    expected.len()
-                );
-                false
-            }
-            Err(e) => {
-                last = e;
-                false
-            }
-        }
+    fleet.assert_payload_by(i, link, || {
+        curl(link, &url(fleet, i, "/payload"), Duration::from_secs(5)).map_err(anyhow::Error::msg)
     });
-    assert!(
-        ok.is_some(),
-        "payload of host {i} not fetched through {link} within {SETTLE:?}: {last}"
-    );
 }
 
 fn refused(link: &str, fleet: &Fleet, i: usize) -> bool {
@@ -364,33 +335,8 @@ fn a_proxy_user_limited_to_8_mbit_measures_within_15_percent() {
         };
         assert_eq!(size as usize, BYTES, "the whole stream arrived");
         let measured = size * 8.0 / (total - pretransfer);
-        let err = (measured - LIMIT_BPS) / LIMIT_BPS;
-        println!(
-            "proxy {scheme} alice at 8 mbit: {:.2} Mbit/s ({:+.1} %)",
-            measured / 1e6,
-            err * 100.0
-        );
-        assert!(
-            err.abs() <= 0.15,
-            "alice measured {:.2} Mbit/s through {scheme}, {:+.1} % off 8 mbit (bar ±15 %)",
-            measured / 1e6,
-            err * 100.0
-        );
+        assert_rate_near(&format!("proxy {scheme} alice"), measured, LIMIT_BPS);
     }
-}
-
-/// alice's bytes on `server` as the controller recorded them (`users usage --by server`).
-fn recorded(fleet: &Fleet, user: &str, server: &str) -> u64 {
-    let out = fleet.vpn_ok(&["users", "usage", user, "--by", "server", "-o", "json"]);
-    let v: serde_json::Value = serde_json::from_str(&out)
-        .unwrap_or_else(|e| panic!("users usage is not JSON ({e}): {out}"));
-    v["rows"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|r| r["key"] == server)
-        .filter_map(|r| r["total"].as_u64())
-        .sum()
 }
 
 /// Story (e): accounting. shoes counts nothing, so the agent's per-port nftables counters are
@@ -410,7 +356,7 @@ fn proxy_traffic_is_counted_once_from_the_port_counters() {
     // Let the payload fetch (and the first reading, which only starts the baselines) settle.
     std::thread::sleep(Duration::from_secs(3));
     let server = fleet.agents[i].name.clone();
-    let before = recorded(&fleet, "alice", &server);
+    let before = fleet.recorded_usage("alice", &server);
     for link in [&socks, &http] {
         let body = curl(
             link,
@@ -423,7 +369,7 @@ fn proxy_traffic_is_counted_once_from_the_port_counters() {
     let payload = 2 * BYTES as u64;
     let mut seen = 0;
     let ok = poll_until(Duration::from_secs(30), || {
-        seen = recorded(&fleet, "alice", &server) - before;
+        seen = fleet.recorded_usage("alice", &server) - before;
         seen >= payload
     });
     assert!(
@@ -431,7 +377,7 @@ fn proxy_traffic_is_counted_once_from_the_port_counters() {
         "the controller recorded {seen} bytes for alice's {payload} bytes of downloads"
     );
     std::thread::sleep(Duration::from_secs(4));
-    let settled = recorded(&fleet, "alice", &server) - before;
+    let settled = fleet.recorded_usage("alice", &server) - before;
     println!(
         "proxy usage: {settled} bytes recorded for {payload} bytes of payload ({:+.2} %)",
         (settled as f64 - payload as f64) * 100.0 / payload as f64

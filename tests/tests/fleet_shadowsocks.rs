@@ -9,7 +9,7 @@
 use std::time::{Duration, Instant};
 
 use vpn_e2e::Fleet;
-use vpn_e2e::client::{SsLocal, assert_refused_by};
+use vpn_e2e::client::{SsLocal, assert_refused_by, assert_transfers_intact};
 use vpn_e2e::proc::tail;
 use vpn_e2e::wait_until;
 
@@ -116,19 +116,7 @@ fn suspend_cuts_only_the_suspended_user_and_resume_restores_her() {
         fleet.assert_payload_through(*i, c);
     }
 
-    for (k, t) in transfers.iter().enumerate() {
-        assert!(
-            !t.is_finished(),
-            "bob's download {k} ended before alice was resumed: DRIP_SECS is too short to tell the story"
-        );
-    }
-    for (k, t) in transfers.into_iter().enumerate() {
-        let report = t.wait();
-        assert!(
-            report.intact,
-            "bob's long download on host {k} was disturbed: {report:?}"
-        );
-    }
+    assert_transfers_intact(transfers, "bob");
 }
 
 /// Story (c): with the controller down, clients keep working; an agent that crashes comes back

@@ -68,27 +68,13 @@ fn engine_bytes(fleet: &Fleet, i: usize, port: u16) -> u64 {
     })
 }
 
-/// alice's bytes on `server` as the controller recorded them.
-fn recorded(fleet: &Fleet, server: &str) -> u64 {
-    let out = fleet.vpn_ok(&["users", "usage", "alice", "--by", "server", "-o", "json"]);
-    let v: serde_json::Value = serde_json::from_str(&out)
-        .unwrap_or_else(|e| panic!("users usage is not JSON ({e}): {out}"));
-    v["rows"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|r| r["key"] == server)
-        .filter_map(|r| r["total"].as_u64())
-        .sum()
-}
-
 /// Waits until the controller's figure for host `i` equals the engine's and stays so; returns it.
 fn assert_exact(fleet: &Fleet, i: usize, port: u16, what: &str) -> u64 {
     let server = fleet.agents[i].name.clone();
     let (mut engine, mut seen) = (0, 0);
     let ok = poll_until(SETTLE, || {
         engine = engine_bytes(fleet, i, port);
-        seen = recorded(fleet, &server);
+        seen = fleet.recorded_usage("alice", &server);
         engine > 0 && seen == engine
     });
     assert!(
@@ -100,7 +86,7 @@ fn assert_exact(fleet: &Fleet, i: usize, port: u16, what: &str) -> u64 {
     // And not more later (a replayed batch must change nothing).
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(
-        recorded(fleet, &server),
+        fleet.recorded_usage("alice", &server),
         engine_bytes(fleet, i, port),
         "{what}: figures moved apart after settling"
     );

@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use vpn_e2e::Fleet;
-use vpn_e2e::client::LongTransfer;
+use vpn_e2e::client::{LongTransfer, assert_rate_near, assert_transfers_intact};
 use vpn_e2e::vless::ShoesClient;
 use vpn_e2e::wait_until;
 
@@ -44,20 +44,11 @@ fn deploy_vless(fleet: &Fleet) {
 
 /// `user`'s `vless://` links, one per host, with the host index.
 fn vless_links(fleet: &Fleet, user: &str) -> Vec<(usize, String)> {
-    let mut out: Vec<(usize, String)> = fleet
+    let links = fleet
         .links(user)
         .into_iter()
-        .filter(|l| l.starts_with("vless://"))
-        .map(|l| (fleet.agent_for_link(&l).index, l))
-        .collect();
-    out.sort();
-    let hosts: Vec<usize> = out.iter().map(|(i, _)| *i).collect();
-    let expected: Vec<usize> = (0..fleet.agents.len()).collect();
-    assert_eq!(
-        hosts, expected,
-        "{user}'s vless links do not cover every host once: {out:#?}"
-    );
-    out
+        .filter(|l| l.starts_with("vless://"));
+    fleet.one_per_host(links, &format!("{user}'s vless links"))
 }
 
 fn clients_for(fleet: &Fleet, user: &str) -> Vec<(usize, ShoesClient)> {
@@ -255,19 +246,7 @@ fn suspend_cuts_only_that_user_and_other_containers_stay_as_they_are() {
         );
     }
 
-    for (k, t) in transfers.iter().enumerate() {
-        assert!(
-            !t.is_finished(),
-            "bob's download {k} ended before the story did: DRIP_SECS too short"
-        );
-    }
-    for (k, t) in transfers.into_iter().enumerate() {
-        let report = t.wait();
-        assert!(
-            report.intact,
-            "bob's long download on host {k} was disturbed: {report:?}"
-        );
-    }
+    assert_transfers_intact(transfers, "bob");
 }
 
 /// Story (c): fail-static for VLESS: with the controller stopped, an agent restarted keeps
@@ -317,17 +296,5 @@ fn a_vless_user_limited_to_8_mbit_measures_within_15_percent() {
         vpn_e2e::client::BulkDownload::start(client.addr, &host, BYTES, Duration::from_secs(60))
             .wait();
     assert!(report.intact, "alice's download broke: {report:?}");
-    let measured = report.bits_per_sec();
-    let err = (measured - LIMIT_BPS) / LIMIT_BPS;
-    println!(
-        "vless alice at 8 mbit: {:.2} Mbit/s ({:+.1} %)",
-        measured / 1e6,
-        err * 100.0
-    );
-    assert!(
-        err.abs() <= 0.15,
-        "alice measured {:.2} Mbit/s, {:+.1} % off 8 mbit (bar ±15 %)",
-        measured / 1e6,
-        err * 100.0
-    );
+    assert_rate_near("vless alice", report.bits_per_sec(), LIMIT_BPS);
 }

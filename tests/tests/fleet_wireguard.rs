@@ -13,8 +13,10 @@
 )]
 
 use std::collections::BTreeSet;
+use std::process::Output;
 use std::time::{Duration, Instant};
 
+use vpn_e2e::client::assert_rate_near;
 use vpn_e2e::env::require_image;
 use vpn_e2e::proc::tail;
 use vpn_e2e::wait::poll_until;
@@ -25,18 +27,26 @@ const WG_IMAGE: &str = "vpn-fleet/wireguard:local";
 /// Removal must end a tunnel within this bound (the acceptance bar).
 const REMOVE_BOUND: Duration = Duration::from_secs(5);
 const CONVERGE: Duration = Duration::from_secs(60);
-/// How long a freshly deployed tunnel may take to carry the payload.
-const SETTLE: Duration = Duration::from_secs(30);
 
-fn fleet(n: usize) -> Fleet {
-    require_image(WG_IMAGE, "deploy/images/wireguard/build.sh");
-    let fleet = Fleet::start(n);
-    fleet.vpn_ok(&[
+/// `vpn services deploy wireguard --port 51820 --all-servers FLAGS…`, as it exited.
+fn deploy(fleet: &Fleet, flags: &[&str]) -> Output {
+    let mut args = vec![
         "services",
         "deploy",
         "wireguard",
         "--port",
         "51820",
+        "--all-servers",
+    ];
+    args.extend_from_slice(flags);
+    fleet.vpn(&args)
+}
+
+/// `n` hosts with the WireGuard service: a /16 and an IPv6 subnet, DNS and MTU.
+fn fleet(n: usize) -> Fleet {
+    require_image(WG_IMAGE, "deploy/images/wireguard/build.sh");
+    let fleet = Fleet::start(n);
+    let flags = [
         "--subnet",
         "10.66.0.0/16",
         "--ipv6-subnet",
@@ -45,8 +55,13 @@ fn fleet(n: usize) -> Fleet {
         "1.1.1.1",
         "--mtu",
         "1380",
-        "--all-servers",
-    ]);
+    ];
+    let out = deploy(&fleet, &flags);
+    assert!(
+        out.status.success(),
+        "deploying wireguard {flags:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     fleet
 }
 
@@ -73,31 +88,19 @@ fn client(fleet: &Fleet, text: &str) -> WgClient {
 /// Fetches host `i`'s payload through `c` (retrying while the tunnel settles), byte for byte.
 fn assert_payload(fleet: &Fleet, i: usize, c: &WgClient) {
     let host = fleet.agents[i].host.ip.to_string();
-    let expected = &fleet.agents[i].server.payload;
-    let mut last = String::new();
-    let ok = poll_until(SETTLE, || {
-        match c.get(&host, "/payload", Duration::from_secs(5)) {
-            Ok(body) if body == *expected => true,
-            Ok(body) => {
-                last = format!(
-                    "{} bytes that differ from the {}",
-                    body.len(),
-                    expected.len()
-                );
-                false
-            }
-            Err(e) => {
-                last = format!("{e:#}");
-                false
-            }
-        }
+    fleet.assert_payload_by(i, &format!("the tunnel {}", c.iface), || {
+        c.get(&host, "/payload", Duration::from_secs(5))
     });
-    assert!(
-        ok.is_some(),
-        "payload of host {i} not fetched through {} within {SETTLE:?}: {last}\n{}",
-        c.iface,
-        fleet.agent_log_since_start(i)
-    );
+}
+
+/// A client per user from their printed `.conf` of host `i`, each tunnel proven with the
+/// payload.
+fn connected<const N: usize>(fleet: &Fleet, i: usize, users: [&str; N]) -> [WgClient; N] {
+    users.map(|user| {
+        let c = client(fleet, &conf(fleet, user, i));
+        assert_payload(fleet, i, &c);
+        c
+    })
 }
 
 /// Waits until a fetch through each `(host index, client)` fails, each within [`REMOVE_BOUND`]
@@ -228,8 +231,7 @@ fn adding_a_user_does_not_disturb_a_running_transfer_and_the_data_plane_is_fail_
     let mut fleet = fleet(1);
     fleet.vpn_ok(&["users", "add", "alice", "--all-servers"]);
     fleet.wait_converged(CONVERGE);
-    let alice = client(&fleet, &conf(&fleet, "alice", 0));
-    assert_payload(&fleet, 0, &alice);
+    let [alice] = connected(&fleet, 0, ["alice"]);
     let handshake = alice.latest_handshake().unwrap();
     assert!(handshake > 0, "no handshake after a fetch");
 
@@ -248,8 +250,7 @@ fn adding_a_user_does_not_disturb_a_running_transfer_and_the_data_plane_is_fail_
     std::thread::sleep(Duration::from_secs(2));
     fleet.vpn_ok(&["users", "add", "bob", "--all-servers"]);
     fleet.wait_converged(CONVERGE);
-    let bob = client(&fleet, &conf(&fleet, "bob", 0));
-    assert_payload(&fleet, 0, &bob);
+    let [bob] = connected(&fleet, 0, ["bob"]);
     assert!(
         started.elapsed() < Duration::from_secs(DRIP_SECS),
         "bob was ready only after alice's transfer ended: DRIP_SECS is too short to tell"
@@ -301,7 +302,6 @@ fn adding_a_user_does_not_disturb_a_running_transfer_and_the_data_plane_is_fail_
 #[test]
 fn a_limited_user_gets_her_rate_through_the_tunnel() {
     const LIMIT_BPS: f64 = 8_000_000.0;
-    const TOLERANCE: f64 = 0.15;
     const BYTES: usize = 3_500_000;
     const LIMIT: Duration = Duration::from_secs(60);
     let fleet = fleet(1);
@@ -315,28 +315,18 @@ fn a_limited_user_gets_her_rate_through_the_tunnel() {
     ]);
     fleet.vpn_ok(&["users", "add", "bob", "--all-servers"]);
     fleet.wait_converged(CONVERGE);
-    let alice = client(&fleet, &conf(&fleet, "alice", 0));
-    let bob = client(&fleet, &conf(&fleet, "bob", 0));
-    assert_payload(&fleet, 0, &alice);
-    assert_payload(&fleet, 0, &bob);
+    let [alice, bob] = connected(&fleet, 0, ["alice", "bob"]);
     let host = fleet.agents[0].host.ip.to_string();
 
-    let near = |what: &str, bps: f64| {
-        println!("{what}: {:.2} mbit/s (limit 8)", bps / 1e6);
-        assert!(
-            (bps - LIMIT_BPS).abs() <= TOLERANCE * LIMIT_BPS,
-            "{what}: {:.2} mbit/s is not within 15 % of 8 mbit/s\n{}",
-            bps / 1e6,
-            fleet.agent_log_since_start(0)
-        );
-    };
-    near(
-        "alice download",
+    assert_rate_near(
+        "wireguard alice download",
         alice.download_rate(&host, BYTES, LIMIT).unwrap(),
+        LIMIT_BPS,
     );
-    near(
-        "alice upload",
+    assert_rate_near(
+        "wireguard alice upload",
         alice.upload_rate(&host, BYTES, LIMIT).unwrap(),
+        LIMIT_BPS,
     );
     let bob_bps = bob.download_rate(&host, 4 * BYTES, LIMIT).unwrap();
     println!("bob download: {:.2} mbit/s (unlimited)", bob_bps / 1e6);
@@ -345,20 +335,6 @@ fn a_limited_user_gets_her_rate_through_the_tunnel() {
         "bob is not limited, yet got {:.2} mbit/s",
         bob_bps / 1e6
     );
-}
-
-/// alice's bytes on host 0 as the controller recorded them (`users usage --by server`).
-fn recorded(fleet: &Fleet) -> u64 {
-    let out = fleet.vpn_ok(&["users", "usage", "alice", "--by", "server", "-o", "json"]);
-    let v: serde_json::Value = serde_json::from_str(&out)
-        .unwrap_or_else(|e| panic!("users usage is not JSON ({e}): {out}"));
-    v["rows"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|r| r["key"] == fleet.agents[0].name.as_str())
-        .filter_map(|r| r["total"].as_u64())
-        .sum()
 }
 
 /// rx + tx of the peer `public_key` as the host's own `wg show dump` counts it.
@@ -398,21 +374,12 @@ fn usage_equals_the_peers_own_counters() {
         (&["--subnet", "10.66.0.0/16", "--mtu", "99"][..], 2, "--mtu"),
         (&[][..], 2, "--subnet"),
     ] {
-        let mut full = vec![
-            "services",
-            "deploy",
-            "wireguard",
-            "--port",
-            "51820",
-            "--all-servers",
-        ];
-        full.extend_from_slice(args);
-        let out = fleet.vpn(&full);
+        let out = deploy(&fleet, args);
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(code), "vpn {full:?}: {stderr}");
+        assert_eq!(out.status.code(), Some(code), "deploy {args:?}: {stderr}");
         assert!(
             stderr.contains(named),
-            "vpn {full:?} does not name {named}: {stderr}"
+            "deploy {args:?} does not name {named}: {stderr}"
         );
     }
     assert!(
@@ -422,20 +389,11 @@ fn usage_equals_the_peers_own_counters() {
             .is_empty(),
         "a refused deploy left a service behind"
     );
-    fleet.vpn_ok(&[
-        "services",
-        "deploy",
-        "wireguard",
-        "--port",
-        "51820",
-        "--subnet",
-        "10.66.0.0/16",
-        "--all-servers",
-    ]);
+    let out = deploy(&fleet, &["--subnet", "10.66.0.0/16"]);
+    assert!(out.status.success(), "{out:?}");
     fleet.vpn_ok(&["users", "add", "alice", "--all-servers"]);
     fleet.wait_converged(CONVERGE);
-    let alice = client(&fleet, &conf(&fleet, "alice", 0));
-    assert_payload(&fleet, 0, &alice);
+    let [alice] = connected(&fleet, 0, ["alice"]);
     let host = fleet.agents[0].host.ip.to_string();
     alice
         .download_rate(&host, BYTES, Duration::from_secs(60))
@@ -444,7 +402,7 @@ fn usage_equals_the_peers_own_counters() {
     let (mut engine, mut seen) = (0, 0);
     let ok = poll_until(Duration::from_secs(30), || {
         engine = engine_bytes(&fleet, &key);
-        seen = recorded(&fleet);
+        seen = fleet.recorded_usage("alice", &fleet.agents[0].name);
         engine > 0 && seen == engine
     });
     assert!(
@@ -475,10 +433,7 @@ fn a_blocked_client_address_loses_its_tunnel_and_unblocking_restores_it() {
     fleet.vpn_ok(&["users", "add", "alice", "--all-servers"]);
     fleet.vpn_ok(&["users", "add", "bob", "--all-servers"]);
     fleet.wait_converged(CONVERGE);
-    let alice = client(&fleet, &conf(&fleet, "alice", 0));
-    let bob = client(&fleet, &conf(&fleet, "bob", 0));
-    assert_payload(&fleet, 0, &alice);
-    assert_payload(&fleet, 0, &bob);
+    let [alice, bob] = connected(&fleet, 0, ["alice", "bob"]);
     assert_ne!(
         alice.address(),
         bob.address(),
