@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 use vpn_shared::join::JoinString;
 use vpn_shared::model::WireguardOptions;
 use vpn_shared::model::{
@@ -103,7 +103,19 @@ pub async fn serve(ctl: Arc<Controller>, conn: quinn::Connection) {
     };
     // Starts the webhooks (and their periodic certificate check) if no agent did yet.
     crate::webhooks::hub(&ctl);
-    while let Ok((mut send, mut recv)) = conn.accept_bi().await {
+    loop {
+        let (mut send, mut recv) = match conn.accept_bi().await {
+            Ok(streams) => streams,
+            // The CLI closes with code 0 once it has its answers: that is the normal end.
+            Err(quinn::ConnectionError::ApplicationClosed(c)) if c.error_code == 0u32.into() => {
+                debug!(%admin, %remote, "admin connection closed by the client");
+                return;
+            }
+            Err(e) => {
+                debug!(%admin, %remote, reason = %e, "admin connection ended");
+                return;
+            }
+        };
         let ctl = ctl.clone();
         let admin = admin.clone();
         tokio::spawn(async move {

@@ -175,3 +175,52 @@ async fn bad_context_contents_are_configuration_errors() {
     );
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// The CLI exits right after its answer, without waiting out QUIC's draining period, yet the
+/// controller still learns at once that the connection is over: it sees the client's close
+/// (code 0), not an idle timeout seconds later.
+#[tokio::test]
+async fn the_close_reaches_the_controller_although_the_client_does_not_wait_for_it() {
+    let ca = Ca::generate("test ca").unwrap();
+    let dns = vec![transport::SERVER_NAME.to_string()];
+    let (cert, key) = ca.issue(&Identity::Controller, &dns, DAY).unwrap();
+    let config = transport::server_config(ca.cert_pem(), &cert.cert_pem, &key).unwrap();
+    let endpoint = quinn::Endpoint::server(config, "127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = endpoint.local_addr().unwrap();
+    // The server runs on a runtime of its own: the client's runtime is single-threaded, as
+    // the CLI's is, and nothing but the client's own tasks may run on it before it returns.
+    let server = std::thread::spawn(move || {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(async move {
+            let conn = endpoint.accept().await.unwrap().await.unwrap();
+            let (mut send, mut recv) = conn.accept_bi().await.unwrap();
+            let _: AdminRequest = frame::read_frame(&mut recv, frame::MAX_FRAME)
+                .await
+                .unwrap()
+                .unwrap();
+            frame::write_frame(&mut send, &AdminResponse::Servers(vec![]))
+                .await
+                .unwrap();
+            send.finish().unwrap();
+            // Far below the idle timeout: only the client's close frame ends it this soon.
+            tokio::time::timeout(Duration::from_secs(2), conn.closed()).await
+        })
+    });
+    let dir = scratch_dir();
+    let (ctx, path) = context(&dir, &ca, &addr.to_string());
+    let client = Client::connect(&ctx, &path).await.unwrap();
+    client.request(&AdminRequest::Status).await.unwrap();
+    client.close().await;
+    let closed = server
+        .join()
+        .unwrap()
+        .expect("the controller never saw the close");
+    match closed {
+        quinn::ConnectionError::ApplicationClosed(c) => {
+            assert_eq!(c.error_code, 0u32.into());
+            assert_eq!(&c.reason[..], b"done");
+        }
+        other => panic!("the connection ended otherwise: {other}"),
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
