@@ -464,3 +464,46 @@ fn a_blocked_client_address_loses_its_tunnel_and_unblocking_restores_it() {
     assert_payload(&fleet, 0, &alice);
     assert_payload(&fleet, 0, &bob);
 }
+
+/// Story: the WireGuard container removed by hand (`docker rm -f`, its agent still running) is
+/// recreated by the agent's own reconcile with the same interface key, and alice's peer is
+/// added again: `servers show` records the repair of `service/wireguard`, and her very same
+/// tunnel carries the payload again without anyone touching the fleet.
+#[test]
+fn a_wireguard_container_removed_by_hand_is_rebuilt_with_its_peers() {
+    /// A reconcile runs every 10 s; a repair has two of them and a report to show up.
+    const REPAIR_BOUND: Duration = Duration::from_secs(45);
+    let fleet = fleet(1);
+    fleet.vpn_ok(&["users", "add", "alice", "--all-servers"]);
+    fleet.wait_converged(CONVERGE);
+    let [alice] = connected(&fleet, 0, ["alice"]);
+    let before = fleet.agent_containers(0);
+
+    let removed = Instant::now();
+    fleet.remove_agent_containers(0);
+    let mut events = Vec::new();
+    let took = poll_until(REPAIR_BOUND, || {
+        let out = fleet.vpn_ok(&["servers", "show", &fleet.agents[0].name, "-o", "json"]);
+        let show: serde_json::Value = serde_json::from_str(&out)
+            .unwrap_or_else(|e| panic!("servers show is not JSON ({e}): {out}"));
+        events = show["events"].as_array().cloned().unwrap_or_default();
+        events
+            .iter()
+            .any(|e| e["kind"] == "repaired" && e["resource"] == "service/wireguard")
+    });
+    assert!(
+        took.is_some(),
+        "no repair of service/wireguard recorded within {REPAIR_BOUND:?}: {events:#?}"
+    );
+    println!("wireguard: repair recorded {took:?} after docker rm -f");
+    let after = fleet.agent_containers(0);
+    assert!(
+        !after.is_empty() && after.iter().all(|c| !before.contains(c)),
+        "the container was not recreated: before {before:?}, after {after:?}"
+    );
+    assert_payload(&fleet, 0, &alice);
+    println!(
+        "wireguard: alice's tunnel carried the payload again {:?} after the removal",
+        removed.elapsed()
+    );
+}
