@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Stops the demo fleet started by deploy/demo/up.sh: the processes recorded in .demo/run/*.pid,
-# the containers the agents started in the demo hosts' namespaces, the host containers, the
-# network, and (unless --keep) the state in .demo/.
+# Stops the demo fleet started by deploy/demo/up.sh: the processes recorded in .demo/run/*.pid
+# (the WireGuard client's wireguard-go too), the containers the agents started in the demo hosts'
+# namespaces, the host and client containers (label vpn-demo=1), the network, and (unless --keep)
+# the state in .demo/.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -13,7 +14,8 @@ KEEP=0
 say() { echo "demo: $*"; }
 
 # Agents first (so nothing recreates containers), then the rest; each by its recorded pid.
-for f in "$DEMO"/run/agent-*.pid "$DEMO"/run/www.pid "$DEMO"/run/dest-*.pid "$DEMO"/run/controller.pid; do
+for f in "$DEMO"/run/agent-*.pid "$DEMO"/run/wgclient.pid "$DEMO"/run/www.pid "$DEMO"/run/dest-*.pid \
+    "$DEMO"/run/controller.pid; do
     [[ -f "$f" ]] || continue
     pid="$(cat "$f")"
     if kill -0 "$pid" 2>/dev/null; then

@@ -3,12 +3,17 @@
 #   - vpn-controller on UDP $VPN_DEMO_PORT (default 7443), data in .demo/controller;
 #   - two simulated VPN hosts, each a `vpn-fleet/pause:local` container with its own network
 #     namespace on the Docker network `vpn-demo`, a vpn-agent running inside that namespace
-#     (nsenter) and the Shadowsocks containers it starts sharing it;
-#   - shadowsocks, vless (shoes) and an HTTP/SOCKS5 proxy deployed on both, user `demo` added, and a small web page served on port 8000
-#     inside host 1's namespace, fetched through the tunnel at host 1's own address (the server
-#     refuses to relay to its host's loopback: the page listens there too, and the self-check
-#     shows 127.0.0.1:8000 refused).
-# Then prints the user's links and how to try one. Stop everything with deploy/demo/down.sh.
+#     (nsenter) and the service containers it starts sharing it;
+#   - Shadowsocks (TCP 20000 up), VLESS + Reality on shoes (21000 up), an HTTP/SOCKS5 proxy
+#     (22000 up) and WireGuard (UDP 51820, tunnel subnet 10.66.0.0/24) deployed on both, user
+#     `demo` added, and a small web page served on port 8000 inside host 1's namespace;
+#   - self-checks with real clients from the exact printed artefacts, each fetching that page at
+#     host 1's own address: sslocal from the ss:// link (and 127.0.0.1:8000 refused: the server
+#     does not relay to its host's loopback), curl with the socks5:// link, and a WireGuard
+#     client in a namespace of its own (deploy/demo/wg-client.sh, wireguard-go + wg) from
+#     host 1's `.conf`, left up for you to try.
+# Then prints the user's links, the `.conf` and how to try each. Stop everything with
+# deploy/demo/down.sh.
 #
 # Env: VPN_DEMO_PORT (controller UDP port), VPN_DEMO_PROFILE (debug|release, default debug).
 set -euo pipefail
@@ -101,7 +106,7 @@ say "agents online: ${HOSTS[*]}"
 
 # --- a web page inside host 1's namespace, on all its addresses (loopback too, so the
 # self-check can show the tunnel refusing 127.0.0.1).
-echo "Hello from inside ${HOSTS[0]}: you came through the Shadowsocks tunnel." >"$DEMO/www/index.html"
+echo "Hello from inside ${HOSTS[0]}: you came through the tunnel." >"$DEMO/www/index.html"
 nohup nsenter --net="$(netns "${HOSTS[0]}")" -- python3 -m http.server 8000 --bind 0.0.0.0 \
     --directory "$DEMO/www" >"$DEMO/logs/www.log" 2>&1 &
 echo $! >"$DEMO/run/www.pid"
@@ -136,8 +141,15 @@ done
 # HTTP and SOCKS5 on each user's own port (shoes, a container per user).
 "$BIN/vpn" services deploy proxy --port 22000 --kind both --all-servers \
     || say "proxy deploy failed (already deployed?)"
+"$BIN/vpn" services deploy wireguard --port 51820 --subnet 10.66.0.0/24 --all-servers \
+    || say "wireguard deploy failed (already deployed?)"
 "$BIN/vpn" users add demo --all-servers || say "users add failed (user exists?)"
-mapfile -t links < <("$BIN/vpn" users link demo -o plain)
+wait_for 60 "$BIN/vpn" users link demo --protocol wireguard --server "${HOSTS[0]}" --conf \
+    || die "no WireGuard .conf for demo on ${HOSTS[0]} within 60 s"
+conf="$DEMO/demo-${HOSTS[0]}.conf"
+(umask 077 && "$BIN/vpn" users link demo --protocol wireguard --server "${HOSTS[0]}" --conf >"$conf")
+# URL links only: `-o plain` folds a WireGuard .conf onto one line; the .conf is shown below.
+mapfile -t links < <("$BIN/vpn" users link demo -o plain | grep -E '^[a-z0-9]+://')
 host1_ip="$(docker inspect -f '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}' "vpn-demo-${HOSTS[0]}")"
 first="${links[0]:-}"
 proxy_link=""
@@ -172,13 +184,50 @@ if command -v sslocal >/dev/null && command -v curl >/dev/null && [[ -n "$first"
     kill "$spid" 2>/dev/null || true
 fi
 
+# --- the proxy: curl with the socks5:// link as printed.
+proxy_check="not run (curl missing or no socks5:// link)"
+if command -v curl >/dev/null && [[ -n "$proxy_link" ]]; then
+    proxy_check="FAILED (see .demo/logs/agent-${HOSTS[0]}.log)"
+    for _ in $(seq 1 15); do
+        if page="$(curl -sS --max-time 3 --proxy "$proxy_link" "http://$host1_ip:8000/" 2>/dev/null)"; then
+            proxy_check="OK: $page"
+            break
+        fi
+        sleep 1
+    done
+fi
+
+# --- WireGuard: a client namespace from host 1's .conf; the page must see a tunnel address.
+wg_check="not run (wireguard-go or wg missing)"
+wgns=""
+if command -v wireguard-go >/dev/null && command -v wg >/dev/null && command -v curl >/dev/null; then
+    wg_check="FAILED (see .demo/logs/wgclient.log and agent-${HOSTS[0]}.log)"
+    if deploy/demo/wg-client.sh "$conf" >"$DEMO/logs/wgclient-setup.log" 2>&1; then
+        wgns="$(deploy/demo/wg-client.sh --netns)"
+        for _ in $(seq 1 15); do
+            if page="$(nsenter --net="$wgns" -- curl -sS --max-time 3 "http://$host1_ip:8000/" 2>/dev/null)"; then
+                seen="$(grep -o '^10\.66\.0\.[0-9]*' "$DEMO/logs/www.log" | tail -n1 || true)"
+                if [[ -n "$seen" ]]; then
+                    wg_check="OK: $page (${HOSTS[0]} saw the tunnel address $seen)"
+                else
+                    wg_check="FAILED: the page was fetched around the tunnel"
+                fi
+                break
+            fi
+            sleep 1
+        done
+    fi
+fi
+
 cat <<MSG
 
 The demo fleet is up (state and logs in .demo/).
-Self-check through the tunnel: $check
+Self-check through the Shadowsocks tunnel: $check
 Host loopback through the tunnel: $loopback
+Self-check through the SOCKS5 proxy: $proxy_check
+Self-check through the WireGuard tunnel: $wg_check
 
-User "demo" has these links, one per host:
+User "demo" has these links, one per host (and a WireGuard .conf per host, below):
 $(printf '  %s\n' "${links[@]}")
 
 Try the one of ${HOSTS[0]} ($host1_ip) with the real Shadowsocks client:
@@ -195,6 +244,14 @@ exactly that with the shoes client. See docs/VLESS.md.
 The http:// and socks5:// links are the HTTP/SOCKS5 proxy (docs/PROXY.md); curl takes them as
 printed:
   curl --proxy '$proxy_link' http://$host1_ip:8000/
+
+WireGuard: demo's .conf for ${HOSTS[0]} (also in $conf, printed by
+\`vpn users link demo --protocol wireguard --server ${HOSTS[0]} --conf\`; --qr for a QR code):
+$(sed 's/^/  /' "$conf")
+A client from it (wireguard-go + wg in a namespace of its own) is up; fetch through it:
+  nsenter --net=${wgns:-\$(deploy/demo/wg-client.sh --netns)} -- curl http://$host1_ip:8000/
+(${HOSTS[0]}'s web server logs the tunnel address, 10.66.0.x, as the client: .demo/logs/www.log.)
+Bring it up again from any .conf with deploy/demo/wg-client.sh FILE, down with --down.
 
 Drive the fleet with the CLI:
   export VPN_CONFIG=$VPN_CONFIG
