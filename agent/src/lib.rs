@@ -14,7 +14,7 @@
 //! - [`ledger`]: the traffic ledger: counter deltas (pure), the append-only file, the backlog.
 //! - [`allowance`]: offline enforcement of quotas (pure): the controller's figures less what
 //!   this host measured since, who is cut off, the state the host runs without them.
-//! - [`backoff`]: reconnect delays.
+//! - [`backoff`]: reconnect delays (in `vpn-shared`: the agent simulator waits the same).
 //! - [`apply`]: the applier and its thin Docker layer (labelled containers, spec-hash recreate).
 //! - [`drivers`]: per-protocol container specs and hot user changes (ssmanager for Shadowsocks).
 //! - [`firewall`]: our own nftables table `inet vpn_agent` (block list, rate limits, counters).
@@ -22,7 +22,7 @@
 
 pub mod allowance;
 pub mod apply;
-pub mod backoff;
+pub use vpn_shared::backoff;
 pub mod config;
 pub mod drivers;
 pub mod enroll;

@@ -6,6 +6,7 @@
 //! - [`pki`]: the private CA, certificates, CSRs and identities in SANs.
 //! - [`transport`]: QUIC endpoint configuration (rustls, ring, mTLS) and framed streams.
 //! - [`join`]: the join string an operator hands to a new host.
+//! - [`backoff`]: reconnect delays with full jitter (agents and the agent simulator).
 //! - [`rate`]: parsing and showing bit rates (`20mbit`, `20 Mbit/s`).
 //! - [`size`]: parsing and showing byte sizes (`50GiB`, `10kB`, `50.0 GiB`).
 //! - [`links`]: client links (SIP002 `ss://`).
@@ -13,6 +14,7 @@
 //! - [`reality`]: Reality X25519 key pairs and short ids (base64url, as Xray and shoes read them).
 //! - [`wireguard`]: WireGuard keys (standard base64), tunnel subnets and the address allocator.
 
+pub mod backoff;
 pub mod context;
 pub mod fsutil;
 pub mod join;
