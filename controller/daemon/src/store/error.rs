@@ -18,9 +18,16 @@ pub enum StoreError {
     /// A join token that cannot enroll a host.
     #[error("join token refused: {0}")]
     TokenRefused(TokenRefusal),
-    /// Every port of the service's range is held by a user.
-    #[error("no free port left in the range of service {service}")]
-    PortsExhausted { service: String },
+    /// Every port of the service's range `first..=last` is held by a user.
+    #[error(
+        "no free port left in the range of service {service} ({first}-{last}, every port held); \
+         grow it with `vpn services edit {service} --ports N`"
+    )]
+    PortsExhausted {
+        service: String,
+        first: u16,
+        last: u16,
+    },
     /// A stored value that this version cannot read (edited by hand or by a newer version).
     #[error("stored {what} is unreadable: {reason}")]
     Corrupt { what: &'static str, reason: String },

@@ -52,8 +52,11 @@ pub(super) async fn allocate(
         let end = first + span; // one past the last port of the range
         let wanted = u32::try_from(missing).unwrap_or(u32::MAX);
         if next.saturating_add(wanted) > end {
+            // The range was validated to end at 65535 or below, so these fit.
             return Err(StoreError::PortsExhausted {
                 service: service.to_owned(),
+                first: u16::try_from(first).unwrap_or(u16::MAX),
+                last: u16::try_from(end - 1).unwrap_or(u16::MAX),
             });
         }
         sqlx::query("UPDATE services SET next_port = ?1 WHERE name = ?2")
@@ -65,6 +68,49 @@ pub(super) async fn allocate(
         ports.extend((next..next + wanted).filter_map(|p| u16::try_from(p).ok()));
     }
     Ok(ports)
+}
+
+/// Makes `service`'s range `first ..= first + span - 1`. Refused (naming `ports`) while a user
+/// holds a port past the new end; otherwise ports past it leave the free list and the
+/// high-water mark, so they are never handed out.
+pub(super) async fn resize(
+    conn: &mut SqliteConnection,
+    service: &str,
+    first: u16,
+    span: u16,
+) -> Result<()> {
+    let end = u32::from(first) + u32::from(span); // one past the last port of the range
+    let held: Option<u32> =
+        sqlx::query_scalar("SELECT MAX(port) FROM credentials WHERE service = ?1")
+            .bind(service)
+            .fetch_one(&mut *conn)
+            .await?;
+    if let Some(top) = held.filter(|top| *top >= end) {
+        let needed = top - u32::from(first) + 1;
+        return Err(StoreError::invalid(
+            "ports",
+            format!(
+                "a user of service {service} holds port {top}, past {}; the range must keep at \
+                 least {needed} ports",
+                end - 1
+            ),
+        ));
+    }
+    // Below the mark every port is held or listed free; past the new end none is held.
+    sqlx::query("DELETE FROM free_ports WHERE service = ?1 AND port >= ?2")
+        .bind(service)
+        .bind(end)
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query(
+        "UPDATE services SET port_span = ?1, next_port = MIN(next_port, ?2) WHERE name = ?3",
+    )
+    .bind(span)
+    .bind(end)
+    .bind(service)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
 }
 
 /// A fresh secret for a credential of `protocol`: a Shadowsocks password is 16 random bytes,

@@ -78,13 +78,9 @@ impl Store {
     /// Deploys a new service on its servers and gives every user whose protocols allow it a
     /// credential. Its hosts get the service and the updated specs of their active users.
     pub async fn deploy_service(&self, new: NewService, now: i64) -> Result<Mutation<ServiceRow>> {
-        let span = new.port_span.unwrap_or(if new.options.port_per_user() {
-            DEFAULT_PORT_SPAN
-        } else {
-            SHARED_PORT_SPAN
-        });
         validate::service_name(&new.name)?;
-        validate::port_range(new.port, span)?;
+        let (span, span_field) = span_of(&new)?;
+        validate::port_range(new.port, span, span_field)?;
         validate::image(new.image.as_deref())?;
         validate::options(new.protocol, &new.options)?;
         validate::bandwidth(&new.bandwidth)?;
@@ -100,7 +96,7 @@ impl Store {
                 name: new.name,
             });
         }
-        check_overlap(conn, new.port, span).await?;
+        check_overlap(conn, None, new.port, span, span_field).await?;
         wireguard::check_subnets(conn, &new.name, &new.options).await?;
         let (all, host_ids) = state::resolve_servers(conn, &new.servers).await?;
         sqlx::query(
@@ -207,6 +203,23 @@ impl Store {
         new_conn_rate: Option<Option<u32>>,
         image: Option<Option<String>>,
     ) -> Result<Mutation<ServiceRow>> {
+        self.edit_service_ports(name, bandwidth, new_conn_rate, image, None)
+            .await
+    }
+
+    /// Like [`edit_service_with`](Self::edit_service_with), also resizing the port range to
+    /// `ports` ports from the first, which never moves (users hold ports from it). Growing is
+    /// always safe; shrinking is refused while a user holds a port past the new end. A new size
+    /// alone pushes nothing: hosts open the ports users hold, never the range. Everything is
+    /// one transaction: a refused part writes nothing.
+    pub async fn edit_service_ports(
+        &self,
+        name: &str,
+        bandwidth: Option<Bandwidth>,
+        new_conn_rate: Option<Option<u32>>,
+        image: Option<Option<String>>,
+        ports: Option<u16>,
+    ) -> Result<Mutation<ServiceRow>> {
         if let Some(i) = &image {
             validate::image(i.as_deref())?;
         }
@@ -219,7 +232,11 @@ impl Store {
         let mut w = self.write().await?;
         let conn = &mut *w.tx;
         let service = load_services(conn, Some(name)).await?.pop();
-        let service = service.ok_or_else(|| StoreError::not_found("service", name))?;
+        let mut service = service.ok_or_else(|| StoreError::not_found("service", name))?;
+        if let Some(span) = ports.filter(|span| *span != service.port_span) {
+            resize(conn, &service, span).await?;
+            service.port_span = span;
+        }
         let bandwidth = bandwidth.unwrap_or(service.bandwidth);
         let new_conn_rate = new_conn_rate.unwrap_or(service.new_conn_rate);
         let image = image.unwrap_or_else(|| service.image.clone());
@@ -227,6 +244,7 @@ impl Store {
             && new_conn_rate == service.new_conn_rate
             && image == service.image
         {
+            w.commit().await?;
             return Ok(Mutation {
                 value: service,
                 pushes: Vec::new(),
@@ -292,24 +310,80 @@ impl Store {
     }
 }
 
-/// Refuses a port range that overlaps another service's.
-async fn check_overlap(conn: &mut SqliteConnection, port: u16, span: u16) -> Result<()> {
+/// The span of a new service and the field to blame if its range does not fit: the operator's
+/// `--ports`, or else the default (a range for a port per user, the port alone otherwise).
+fn span_of(new: &NewService) -> Result<(u16, &'static str)> {
+    let per_user = new.options.port_per_user();
+    match new.port_span {
+        Some(span) if !per_user && span != SHARED_PORT_SPAN => Err(StoreError::invalid(
+            "ports",
+            format!(
+                "the users of a {} service share its one port; a range of ports is for services \
+                 with a port per user (shadowsocks, proxy, vless on shoes)",
+                new.protocol
+            ),
+        )),
+        Some(span) => Ok((span, "ports")),
+        None if per_user => Ok((DEFAULT_PORT_SPAN, "port")),
+        None => Ok((SHARED_PORT_SPAN, "port")),
+    }
+}
+
+/// Refuses a port range that overlaps another service's (on any host: a service placed on
+/// other hosts today may be placed on every host tomorrow). `except` skips the service itself
+/// when its range is resized; `field` is the flag the error names.
+async fn check_overlap(
+    conn: &mut SqliteConnection,
+    except: Option<&str>,
+    port: u16,
+    span: u16,
+    field: &'static str,
+) -> Result<()> {
     let last = u32::from(port) + u32::from(span) - 1;
     let other: Option<(String, u32, u32)> = sqlx::query_as(
         "SELECT name, port, port + port_span - 1 FROM services \
-         WHERE port <= ?2 AND port + port_span - 1 >= ?1 ORDER BY port LIMIT 1",
+         WHERE port <= ?2 AND port + port_span - 1 >= ?1 AND (?3 IS NULL OR name <> ?3) \
+         ORDER BY port LIMIT 1",
     )
     .bind(port)
     .bind(last)
+    .bind(except)
     .fetch_optional(conn)
     .await?;
     match other {
         Some((name, first, end)) => Err(StoreError::invalid(
-            "port",
-            format!("ports {port}..={last} overlap service {name} ({first}..={end})"),
+            field,
+            format!("ports {port}-{last} overlap service {name} ({first}-{end})"),
         )),
         None => Ok(()),
     }
+}
+
+/// Gives `service` (a port per user) a range of `span` ports from its first port, checked
+/// against 65535 and the other services' ranges.
+async fn resize(conn: &mut SqliteConnection, service: &ServiceRow, span: u16) -> Result<()> {
+    let name = service.name.as_str();
+    if !service.options.port_per_user() {
+        return Err(StoreError::invalid(
+            "ports",
+            format!(
+                "the users of service {name} ({}) share its one port {}; a range of ports is for \
+                 services with a port per user",
+                service.protocol, service.port
+            ),
+        ));
+    }
+    validate::port_range(service.port, span, "ports")?;
+    check_overlap(conn, Some(name), service.port, span, "ports").await?;
+    ports::resize(conn, name, service.port, span).await?;
+    tracing::info!(
+        service = name,
+        first = service.port,
+        from = service.port_span,
+        to = span,
+        "service port range resized"
+    );
+    Ok(())
 }
 
 /// A holder's `users` row: id, name, all servers, bandwidth down and up.

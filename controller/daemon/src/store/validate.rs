@@ -99,19 +99,21 @@ pub(crate) fn note(note: Option<&str>) -> Result<()> {
     Ok(())
 }
 
-/// A service's port range `port ..= port + span - 1` must fit in 1..=65535.
-pub(crate) fn port_range(port: u16, span: u16) -> Result<()> {
+/// A service's port range `port ..= port + span - 1` must fit in 1..=65535. `span_field` names
+/// where the span came from (`ports` when the operator chose it, `port` for the default span),
+/// so a range pushed past 65535 is blamed on the flag that did it.
+pub(crate) fn port_range(port: u16, span: u16, span_field: &'static str) -> Result<()> {
     if port == 0 {
         return Err(StoreError::invalid("port", "must be between 1 and 65535"));
     }
     if span == 0 {
-        return Err(StoreError::invalid("port_span", "must be at least 1"));
+        return Err(StoreError::invalid("ports", "must be at least 1"));
     }
     let last = u32::from(port) + u32::from(span) - 1;
     if last > u32::from(u16::MAX) {
         return Err(StoreError::invalid(
-            "port",
-            format!("the range {port}..={last} of {span} ports goes past 65535"),
+            span_field,
+            format!("the range {port}-{last} ({span} ports) goes past 65535"),
         ));
     }
     Ok(())
@@ -502,11 +504,19 @@ mod tests {
 
     #[test]
     fn port_ranges_fit_in_sixteen_bits() {
-        port_range(8388, 1000).unwrap();
-        port_range(65535, 1).unwrap();
-        assert!(reason(port_range(0, 1)).starts_with("invalid port"));
-        assert!(reason(port_range(1, 0)).starts_with("invalid port_span"));
-        assert!(reason(port_range(65000, 1000)).contains("65000..=65999"));
+        port_range(8388, 1000, "port").unwrap();
+        port_range(65535, 1, "port").unwrap();
+        port_range(1, u16::MAX, "ports").unwrap();
+        assert!(reason(port_range(0, 1, "port")).starts_with("invalid port:"));
+        assert!(reason(port_range(1, 0, "port")).starts_with("invalid ports: must be at least 1"));
+        assert_eq!(
+            reason(port_range(65000, 1000, "port")),
+            "invalid port: the range 65000-65999 (1000 ports) goes past 65535"
+        );
+        assert_eq!(
+            reason(port_range(50000, 20000, "ports")),
+            "invalid ports: the range 50000-69999 (20000 ports) goes past 65535"
+        );
     }
 
     #[test]

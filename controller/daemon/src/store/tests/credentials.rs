@@ -23,7 +23,7 @@ async fn ports_are_the_lowest_free_and_come_back_after_removal() {
         .unwrap_err();
     assert_eq!(
         err.to_string(),
-        "invalid port: ports 9002..=9011 overlap service ss (9000..=9002)"
+        "invalid ports: ports 9002-9011 overlap service ss (9000-9002)"
     );
     store
         .deploy_service(ss("ss2", 8990, 10, Servers::All), 0)
@@ -50,7 +50,8 @@ async fn ports_are_the_lowest_free_and_come_back_after_removal() {
         .unwrap_err();
     assert_eq!(
         err.to_string(),
-        "no free port left in the range of service ss"
+        "no free port left in the range of service ss (9000-9002, every port held); \
+         grow it with `vpn services edit ss --ports N`"
     );
     assert!(store.user("d").await.unwrap().is_none());
 

@@ -8,6 +8,7 @@ mod ingest_scale;
 mod invariant;
 mod limits;
 mod proxy;
+mod ports;
 mod quota;
 mod scale;
 mod usage;
