@@ -47,23 +47,12 @@ fn server_names(servers: &Servers) -> (bool, Vec<String>) {
     }
 }
 
+/// Every host with its services and its count of active users (counted in SQL: no user row
+/// is read, whatever the number of users).
 pub async fn servers(ctl: &Controller) -> Result<Vec<ServerInfo>, StoreError> {
     let hosts = ctl.store.hosts().await?;
     let services = ctl.store.services().await?;
-    let users = ctl.store.users().await?;
-    // One pass over users: count `all` once, named placements per host.
-    let mut everywhere = 0u64;
-    let mut named: HashMap<&str, u64> = HashMap::new();
-    for u in users.iter().filter(|u| u.status == UserStatus::Active) {
-        match &u.servers {
-            Servers::All => everywhere += 1,
-            Servers::Named(list) => {
-                for n in list {
-                    *named.entry(n.as_str()).or_default() += 1;
-                }
-            }
-        }
-    }
+    let users = ctl.store.active_users_per_host().await?;
     Ok(hosts
         .into_iter()
         .map(|h| ServerInfo {
@@ -75,7 +64,7 @@ pub async fn servers(ctl: &Controller) -> Result<Vec<ServerInfo>, StoreError> {
                 .filter(|s| placed_on(&s.servers, &h.name))
                 .map(|s| s.name.clone())
                 .collect(),
-            users: everywhere + named.get(h.name.as_str()).copied().unwrap_or_default(),
+            users: users.get(&h.id).copied().unwrap_or_default(),
             name: h.name,
             host_id: h.id,
             address: h.address,
@@ -378,17 +367,14 @@ fn host_part(address: &str) -> &str {
 pub async fn status(ctl: &Controller) -> Result<StatusInfo, crate::admin::AdminError> {
     let hosts = ctl.store.hosts().await.bad()?;
     let services = ctl.store.services().await.bad()?;
-    let users = ctl.store.users().await.bad()?;
+    let users = ctl.store.user_totals().await.bad()?;
     Ok(StatusInfo {
         controller_version: env!("CARGO_PKG_VERSION").to_string(),
         hosts_total: hosts.len() as u64,
         hosts_online: ctl.fleet.online_count() as u64,
         services: services.len() as u64,
-        users_total: users.len() as u64,
-        users_active: users
-            .iter()
-            .filter(|u| u.status == UserStatus::Active)
-            .count() as u64,
+        users_total: users.total,
+        users_active: users.active,
     })
 }
 

@@ -18,10 +18,11 @@
 //!   `usage`: agents' traffic ledger entries applied exactly once, and the usage totals;
 //!   `quota`: each user's limits and counter, and the status changes they cause;
 //!   `wireguard`: interface keys per host and service, peers (keys and tunnel address) per user
-//!   per host.
+//!   per host; `counts`: the numbers `servers list` and `status` show, aggregated in SQL.
 //!
 //! Time is always the caller's `now` (unix seconds): the store never reads a clock.
 
+mod counts;
 mod error;
 mod firewall;
 pub mod health;
@@ -49,6 +50,7 @@ use sqlx::{Sqlite, SqliteConnection, SqlitePool, Transaction};
 use tokio::sync::{Mutex, MutexGuard};
 use vpn_shared::model::Change;
 
+pub use counts::UserTotals;
 pub use error::{Result, StoreError, TokenRefusal};
 pub use health::{EventKind, HealthUpdate};
 pub use hosts::{EnrolledCert, JoinToken, Spent};

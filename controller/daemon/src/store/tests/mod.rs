@@ -1,14 +1,15 @@
 //! Store tests against real SQLite files in temporary directories: hosts and tokens, services
 //! and ports, users, bad input, and (in `invariant`) that deltas always rebuild the full state.
 
+mod counts;
 mod credentials;
 mod health;
 mod hosts;
 mod ingest_scale;
 mod invariant;
 mod limits;
-mod proxy;
 mod ports;
+mod proxy;
 mod quota;
 mod scale;
 mod usage;
