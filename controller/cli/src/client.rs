@@ -1,5 +1,6 @@
 //! The admin client: one mTLS QUIC connection to the controller, one bidirectional stream per
-//! request (write one [`AdminRequest`] frame, finish, read one [`AdminResponse`] frame).
+//! request (write one [`AdminRequest`] frame, finish, read one [`AdminResponse`] frame, or the
+//! parts of a list answer asked for in chunks).
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -7,7 +8,7 @@ use std::time::Duration;
 
 use vpn_shared::context::CliContext;
 use vpn_shared::proto::admin::{AdminRequest, AdminResponse};
-use vpn_shared::proto::{self, frame};
+use vpn_shared::proto::{self, chunk, frame};
 use vpn_shared::transport;
 
 use crate::error::CliError;
@@ -70,19 +71,47 @@ impl Client {
         })
     }
 
-    /// Sends one request on a fresh stream and reads its one response.
+    /// Sends one request on a fresh stream and reads its response: one frame, or, for a list
+    /// asked [`AdminRequest::InChunks`], the `More` parts and the last part joined into one
+    /// answer ([`chunk`]).
     pub async fn request(&self, req: &AdminRequest) -> Result<AdminResponse, CliError> {
         let (mut send, mut recv) = self.conn.open_bi().await.map_err(|e| self.lost(e))?;
         frame::write_frame(&mut send, req)
             .await
             .map_err(|e| self.lost(e))?;
         send.finish().map_err(|e| self.lost(e))?;
-        let answer: Result<Option<AdminResponse>, _> =
-            frame::read_frame(&mut recv, frame::MAX_FRAME).await;
-        match answer {
-            Ok(Some(resp)) => Ok(resp),
-            Ok(None) => Err(self.broken("controller closed the stream without an answer")),
-            Err(e) => Err(self.broken(e)),
+        let mut joined: Option<AdminResponse> = None;
+        let mut parts = 0usize;
+        loop {
+            let answer: Result<Option<AdminResponse>, _> =
+                frame::read_frame(&mut recv, frame::MAX_FRAME).await;
+            let (more, part) = match answer {
+                Ok(Some(AdminResponse::More(part))) => (true, *part),
+                Ok(Some(last)) => (false, last),
+                Ok(None) if parts == 0 => {
+                    return Err(self.broken("controller closed the stream without an answer"));
+                }
+                Ok(None) => {
+                    let why = format!("controller ended the answer after {parts} parts");
+                    return Err(self.broken(why));
+                }
+                Err(e) => return Err(self.broken(e)),
+            };
+            parts += 1;
+            // An error after parts (the controller could not encode the rest) is the answer.
+            if matches!(part, AdminResponse::Error { .. }) && !more {
+                return Ok(part);
+            }
+            match &mut joined {
+                None => joined = Some(part),
+                Some(acc) => {
+                    chunk::join(acc, part).map_err(|e| CliError::Protocol(e.to_string()))?
+                }
+            }
+            if !more {
+                tracing::debug!(parts, "answer received");
+                return joined.ok_or_else(|| CliError::Protocol("empty answer".into()));
+            }
         }
     }
 

@@ -5,7 +5,9 @@
 //! `…Detail` requests; a controller older than them gets the request it knows instead
 //! ([`ask`]). `doctor`, `users usage` and the quota flags of `users add|edit` have no older
 //! form: such a controller is reported as too old (exit 76). Without quota flags, `users
-//! add|edit` send the requests every controller knows.
+//! add|edit` send the requests every controller knows. List requests go out wrapped in
+//! `InChunks` ([`in_chunks`]), so that an answer larger than a frame comes in parts; a
+//! controller older than that is asked again without it.
 
 use vpn_shared::context::CliContext;
 use vpn_shared::model::{Bandwidth, Protocol};
@@ -45,7 +47,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
     tracing::debug!(context = %path.display(), controller = %ctx.controller, ?request, "sending");
 
     let client = Client::connect(&ctx, &path).await?;
-    let response = ask(&client, &request).await;
+    let response = ask(&client, &in_chunks(request)).await;
     let printed = response.and_then(|resp| {
         let opts = render::Opts {
             format: cli.output,
@@ -68,24 +70,47 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
 
 /// Sends `req`; when the controller is older than the request ([`not_served`]), sends the
 /// request it knows instead ([`legacy`]) so its answer is rendered as before, or, when there is
-/// none, says the controller must be upgraded ([`CliError::Unsupported`], exit 76).
+/// none, says the controller must be upgraded ([`CliError::Unsupported`], exit 76). A request
+/// with two older forms (`InChunks(UsersListDetail)`: `UsersListDetail`, then `UsersList`) may
+/// be asked three times by a controller older than both.
 pub async fn ask(client: &Client, req: &AdminRequest) -> Result<AdminResponse, CliError> {
-    let resp = client.request(req).await?;
-    if !not_served(req, &resp) {
-        return Ok(resp);
-    }
-    let Some(old) = legacy(req) else {
-        let AdminResponse::Error { message, .. } = &resp else {
+    let mut req = std::borrow::Cow::Borrowed(req);
+    loop {
+        let resp = client.request(&req).await?;
+        if !not_served(&req, &resp) {
             return Ok(resp);
+        }
+        let Some(old) = legacy(&req) else {
+            let AdminResponse::Error { message, .. } = &resp else {
+                return Ok(resp);
+            };
+            return Err(CliError::Unsupported(too_old(&req, message)));
         };
-        return Err(CliError::Unsupported(too_old(req, message)));
-    };
-    tracing::debug!(
-        ?req,
-        ?old,
-        "the controller is older than the request; asking as before"
-    );
-    client.request(&old).await
+        tracing::debug!(
+            ?req,
+            ?old,
+            "the controller is older than the request; asking as before"
+        );
+        req = std::borrow::Cow::Owned(old);
+    }
+}
+
+/// Asks for a list answer in parts ([`AdminRequest::InChunks`]), which is how `users list` at
+/// 100,000 users or `servers list` at thousands of hosts gets past the frame limit; other
+/// requests are sent as they are (their answers are one object). A controller older than
+/// `InChunks` refuses it as malformed and is asked again with the request inside ([`legacy`]).
+pub fn in_chunks(req: AdminRequest) -> AdminRequest {
+    match req {
+        AdminRequest::ServersList
+        | AdminRequest::ServersListDetail
+        | AdminRequest::ServicesList
+        | AdminRequest::UsersList
+        | AdminRequest::UsersListDetail
+        | AdminRequest::UsersUsage(_)
+        | AdminRequest::FirewallList
+        | AdminRequest::Doctor => AdminRequest::InChunks(Box::new(req)),
+        other => other,
+    }
 }
 
 /// What to tell the operator when the controller cannot answer `req` at all.
@@ -101,8 +126,9 @@ fn too_old(req: &AdminRequest, answer: &str) -> String {
     format!("this controller {what}; upgrade it (it answered: {answer})")
 }
 
-/// The request an older controller knows for a health or user detail request; `None` for
-/// `Doctor`, `UsersUsage` and the quota changes, which have no older form.
+/// The request an older controller knows for a health or user detail request, or the request
+/// inside `InChunks` (answered in one frame); `None` for `Doctor`, `UsersUsage` and the quota
+/// changes, which have no older form.
 pub fn legacy(req: &AdminRequest) -> Option<AdminRequest> {
     Some(match req {
         AdminRequest::ServersListDetail => AdminRequest::ServersList,
@@ -118,6 +144,7 @@ pub fn legacy(req: &AdminRequest) -> Option<AdminRequest> {
         _ => return None,
     })
 }
+        AdminRequest::InChunks(inner) => (**inner).clone(),
 
 /// Whether the controller said it cannot serve `req`, a request newer than some controllers:
 /// one that predates the request cannot decode it (`malformed request: …`), one that has the
@@ -146,6 +173,11 @@ pub fn not_served(req: &AdminRequest, resp: &AdminResponse) -> bool {
         _ => return false,
     };
     message.starts_with("malformed request") || message.contains(feature)
+        // Only a controller that cannot decode the wrapper refuses it as such; what it says
+        // about the request inside is judged as for that request.
+        AdminRequest::InChunks(inner) => {
+            return message.starts_with("malformed request") || not_served(inner, resp);
+        }
 }
 
 /// A deploy: Shadowsocks keeps the request older controllers know; other protocols carry their

@@ -14,8 +14,8 @@ use vpn_shared::model::{
 };
 use vpn_shared::pki::Identity;
 use vpn_shared::proto::admin::*;
-use vpn_shared::proto::close;
-use vpn_shared::proto::frame::{read_frame, write_frame};
+use vpn_shared::proto::frame::{FrameError, read_frame, write_frame};
+use vpn_shared::proto::{chunk, close};
 use vpn_shared::reality;
 use vpn_shared::transport::peer_identity;
 
@@ -119,8 +119,14 @@ pub async fn serve(ctl: Arc<Controller>, conn: quinn::Connection) {
         let ctl = ctl.clone();
         let admin = admin.clone();
         tokio::spawn(async move {
+            let mut in_parts = false;
             let response = match read_frame::<_, AdminRequest>(&mut recv, MAX_REQUEST).await {
                 Ok(Some(req)) => {
+                    in_parts = chunk::wants_parts(&req);
+                    let req = match req {
+                        AdminRequest::InChunks(inner) if in_parts => *inner,
+                        req => req,
+                    };
                     let what = format!("{req:?}");
                     let timer = ctl.metrics.admin_request(&req);
                     let reply = handle(&ctl, req).await;
@@ -145,10 +151,56 @@ pub async fn serve(ctl: Arc<Controller>, conn: quinn::Connection) {
                     }
                 }
             };
-            let _ = write_frame(&mut send, &response).await;
+            if in_parts {
+                send_parts(&mut send, response, &admin).await;
+            } else if let Err(FrameError::TooLarge { len, .. }) =
+                write_frame(&mut send, &response).await
+            {
+                // A client older than `InChunks` asked for a list too large for one frame.
+                warn!(%admin, len, "admin answer larger than a frame, not sent");
+                let refusal = AdminResponse::Error {
+                    kind: ErrorKind::Internal,
+                    message: format!(
+                        "the answer ({len} bytes) is larger than a frame; a newer vpn asks \
+                         for it in parts"
+                    ),
+                };
+                let _ = write_frame(&mut send, &refusal).await;
+            }
             let _ = send.finish();
         });
     }
+}
+
+/// Sends an answer to an `InChunks` request: a list in parts ([`chunk::Parts`]), anything else
+/// in one frame. A list entry too large for any frame ends the answer with an `Internal` error
+/// after the parts already sent.
+async fn send_parts(send: &mut quinn::SendStream, response: AdminResponse, admin: &str) {
+    let mut parts = chunk::Parts::new(response);
+    let mut sent = 0usize;
+    while let Some(next) = parts.next_frame() {
+        let bytes = match next {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                warn!(%admin, error = %e, parts = sent, "cannot encode an admin answer");
+                let _ = write_frame(
+                    send,
+                    &AdminResponse::Error {
+                        kind: ErrorKind::Internal,
+                        message: format!("the answer cannot be sent: {e}"),
+                    },
+                )
+                .await;
+                return;
+            }
+        };
+        if let Err(e) = send.write_all(&bytes).await {
+            debug!(%admin, error = %e, parts = sent, "admin answer not delivered");
+            return;
+        }
+        sent += 1;
+    }
+    debug!(%admin, parts = sent, "admin answer sent in parts");
 }
 
 fn truncate(s: &str) -> &str {
@@ -315,6 +367,9 @@ fn resolve(when: When, now: i64) -> i64 {
 fn on_hold(spec: OnHoldSpec, now: i64) -> OnHold {
     OnHold {
         duration: spec.duration,
+        AdminRequest::InChunks(_) => {
+            Err(AdminError::bad("invalid request: InChunks inside InChunks"))
+        }
         timeout_at: spec.timeout.map(|t| resolve(t, now)),
     }
 }

@@ -1,7 +1,8 @@
 //! Messages between the `vpn` CLI (or TUI) and the controller over the admin ALPN.
 //!
 //! One bidirectional QUIC stream per request: the CLI writes one [`AdminRequest`] frame and reads
-//! one [`AdminResponse`] frame. Enums only ever gain variants at the end.
+//! one [`AdminResponse`] frame, or, for a list answer to [`AdminRequest::InChunks`], several
+//! (see [`super::chunk`]). Enums only ever gain variants at the end.
 
 use serde::{Deserialize, Serialize};
 
@@ -120,6 +121,10 @@ pub enum AdminRequest {
     UsersShowDetail {
         name: String,
     },
+    /// The request inside, from a client that joins a list answer sent in parts: the
+    /// controller may answer it with [`AdminResponse::More`] frames before the last part
+    /// ([`super::chunk`]). Never nested.
+    InChunks(Box<AdminRequest>),
 }
 
 /// A moment, absolute or counted from when the controller receives the request (so a
@@ -401,6 +406,9 @@ pub enum HostState {
     /// No session.
     Offline,
 }
+    /// One part of a list answer to [`AdminRequest::InChunks`]; more frames follow on the
+    /// stream and the last part comes as the plain answer ([`super::chunk`]).
+    More(Box<AdminResponse>),
 
 impl std::fmt::Display for HostState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

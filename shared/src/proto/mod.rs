@@ -6,6 +6,7 @@
 //! version. Enums only ever gain variants at the end; `tests.rs` pins the bytes of every message.
 
 pub mod admin;
+pub mod chunk;
 pub mod frame;
 mod messages;
 

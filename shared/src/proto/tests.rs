@@ -490,10 +490,31 @@ fn samples() -> Vec<(&'static str, Vec<u8>)> {
                 },
             }]),
         ),
+        ("admin_chunks", enc(&admin_chunks())),
     ]
 }
 
 /// The quota requests and their answers, in one sample.
+/// A request for an answer in parts, and the frames of such an answer: parts before the last
+/// as `More`, the last plain.
+fn admin_chunks() -> (Vec<AdminRequest>, Vec<AdminResponse>) {
+    let requests = vec![
+        AdminRequest::InChunks(Box::new(AdminRequest::UsersListDetail)),
+        AdminRequest::InChunks(Box::new(AdminRequest::UsersUsage(UsageQuery {
+            user: None,
+            since: None,
+            by: UsageBy::User,
+        }))),
+    ];
+    let (_, quota) = admin_quota();
+    let part = quota
+        .into_iter()
+        .find(|r| matches!(r, AdminResponse::UsersDetail(_)))
+        .expect("a users sample");
+    let responses = vec![AdminResponse::More(Box::new(part.clone())), part];
+    (requests, responses)
+}
+
 fn admin_quota() -> (Vec<AdminRequest>, Vec<AdminResponse>) {
     let add = AddUser {
         name: "a".into(),
@@ -919,7 +940,7 @@ fn every_golden_sample_decodes_back() {
             | "admin_health_requests"
             | "admin_edit_with" => postcard::from_bytes::<Vec<AdminRequest>>(&bytes).is_ok(),
             "admin_usage" => postcard::from_bytes::<(AdminRequest, AdminResponse)>(&bytes).is_ok(),
-            "admin_quota" => {
+            "admin_quota" | "admin_chunks" => {
                 postcard::from_bytes::<(Vec<AdminRequest>, Vec<AdminResponse>)>(&bytes).is_ok()
             }
             "admin_responses" | "admin_health_responses" => {

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use vpn_shared::context::CliContext;
 use vpn_shared::pki::{Ca, Identity};
-use vpn_shared::proto::admin::{AdminRequest, AdminResponse, ErrorKind};
-use vpn_shared::proto::frame;
+use vpn_shared::proto::admin::{AdminRequest, AdminResponse, ErrorKind, FirewallRuleInfo};
+use vpn_shared::proto::{chunk, frame};
 use vpn_shared::transport;
 
 use super::Client;
@@ -50,6 +50,15 @@ pub(crate) fn fake_controller(
     ca: &Ca,
     answer: fn(&AdminRequest) -> Option<AdminResponse>,
 ) -> (SocketAddr, tokio::task::JoinHandle<Vec<AdminRequest>>) {
+    fake_controller_frames(ca, move |req| answer(req).into_iter().collect())
+}
+
+/// [`fake_controller`] answering each request with the frames `answer` gives (none: the stream
+/// is finished without an answer).
+pub(crate) fn fake_controller_frames(
+    ca: &Ca,
+    answer: impl Fn(&AdminRequest) -> Vec<AdminResponse> + Send + 'static,
+) -> (SocketAddr, tokio::task::JoinHandle<Vec<AdminRequest>>) {
     let dns = vec![transport::SERVER_NAME.to_string()];
     let (cert, key) = ca.issue(&Identity::Controller, &dns, DAY).unwrap();
     let config = transport::server_config(ca.cert_pem(), &cert.cert_pem, &key).unwrap();
@@ -63,7 +72,7 @@ pub(crate) fn fake_controller(
                 .await
                 .unwrap()
                 .unwrap();
-            if let Some(resp) = answer(&req) {
+            for resp in answer(&req) {
                 frame::write_frame(&mut send, &resp).await.unwrap();
             }
             send.finish().unwrap();
@@ -222,5 +231,61 @@ async fn the_close_reaches_the_controller_although_the_client_does_not_wait_for_
         }
         other => panic!("the connection ended otherwise: {other}"),
     }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+fn rules(n: usize) -> Vec<FirewallRuleInfo> {
+    (0..n)
+        .map(|i| FirewallRuleInfo {
+            target: format!("198.51.100.{i}/32"),
+            server: None,
+            created_at: i as i64,
+        })
+        .collect()
+}
+
+/// The controller's own encoder ([`chunk::Parts`]) on one side, the client on the other: a list
+/// in parts comes back as one answer, in order.
+#[tokio::test]
+async fn a_list_in_parts_is_read_to_its_last_part_and_joined() {
+    let ca = Ca::generate("test ca").unwrap();
+    let (addr, server) = fake_controller_frames(&ca, |_| {
+        let mut parts = chunk::Parts::with_limits(AdminResponse::Firewall(rules(25)), 10, 1 << 20);
+        std::iter::from_fn(|| parts.next_frame())
+            .map(|bytes| frame::decode_body(&bytes.unwrap()[4..]).unwrap())
+            .collect()
+    });
+    let dir = scratch_dir();
+    let (ctx, path) = context(&dir, &ca, &addr.to_string());
+    let client = Client::connect(&ctx, &path).await.unwrap();
+    let req = AdminRequest::InChunks(Box::new(AdminRequest::FirewallList));
+    let resp = client.request(&req).await.unwrap();
+    client.close().await;
+    assert_eq!(resp, AdminResponse::Firewall(rules(25)));
+    assert_eq!(server.await.unwrap(), vec![req]);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn parts_that_stop_before_the_last_or_do_not_match_are_protocol_errors() {
+    let ca = Ca::generate("test ca").unwrap();
+    let (addr, _server) = fake_controller_frames(&ca, |req| {
+        let more = AdminResponse::More(Box::new(AdminResponse::Firewall(rules(2))));
+        match req {
+            // The stream ends after a `More`: the answer is cut.
+            AdminRequest::FirewallList => vec![more],
+            // A part of another kind of list.
+            _ => vec![more, AdminResponse::Users(vec![])],
+        }
+    });
+    let dir = scratch_dir();
+    let (ctx, path) = context(&dir, &ca, &addr.to_string());
+    let client = Client::connect(&ctx, &path).await.unwrap();
+    for req in [AdminRequest::FirewallList, AdminRequest::UsersList] {
+        let err = client.request(&req).await.unwrap_err();
+        assert!(matches!(err, CliError::Protocol(_)), "{req:?}: {err:?}");
+        assert_eq!(err.exit_code(), 76);
+    }
+    client.close().await;
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -6,7 +6,7 @@ use vpn_shared::proto::admin::{
     ErrorKind, Quota, QuotaEdit, Servers, StatusInfo, UsageBy, UsageQuery,
 };
 
-use super::{ask, legacy, not_served, outcome};
+use super::{ask, in_chunks, legacy, not_served, outcome};
 use crate::client::tests::fake_client;
 use crate::error::CliError;
 
@@ -394,4 +394,68 @@ fn user_detail_refusals_of_a_current_controller_stand() {
         !not_served(&AdminRequest::UsersListDetail, &health),
         "each feature has its own words"
     );
+}
+
+#[tokio::test]
+async fn a_controller_older_than_answers_in_parts_is_asked_with_the_request_inside() {
+    // Older than parts and than health: two fallbacks, down to the request it knows.
+    let req = in_chunks(AdminRequest::ServersListDetail);
+    let (got, seen) = exchange(old_controller, std::slice::from_ref(&req)).await;
+    assert_eq!(got[0].as_ref().unwrap(), &AdminResponse::Servers(vec![]));
+    assert_eq!(
+        seen,
+        vec![
+            req,
+            AdminRequest::ServersListDetail,
+            AdminRequest::ServersList
+        ]
+    );
+    // Older than parts and quotas: `users list` as it always was.
+    let req = in_chunks(AdminRequest::UsersListDetail);
+    let (got, seen) = exchange(users_before_quotas, std::slice::from_ref(&req)).await;
+    assert_eq!(got[0].as_ref().unwrap(), &AdminResponse::Users(vec![]));
+    assert_eq!(
+        seen,
+        vec![req, AdminRequest::UsersListDetail, AdminRequest::UsersList]
+    );
+    // Older than parts and `doctor`: still "upgrade it", naming doctor's own words.
+    let req = in_chunks(AdminRequest::Doctor);
+    let (mut got, seen) = exchange(old_controller, std::slice::from_ref(&req)).await;
+    let err = got.remove(0).unwrap_err();
+    assert_eq!(err.exit_code(), 76);
+    assert!(err.to_string().contains("cannot run these checks"), "{err}");
+    assert_eq!(seen, vec![req, AdminRequest::Doctor]);
+}
+
+#[test]
+fn list_requests_ask_for_parts_and_a_current_controllers_refusals_stand() {
+    for list in [
+        AdminRequest::ServersListDetail,
+        AdminRequest::ServicesList,
+        AdminRequest::UsersListDetail,
+        usage_query(),
+        AdminRequest::FirewallList,
+        AdminRequest::Doctor,
+    ] {
+        assert_eq!(
+            in_chunks(list.clone()),
+            AdminRequest::InChunks(Box::new(list))
+        );
+    }
+    let show = AdminRequest::UsersShowDetail { name: "bob".into() };
+    assert_eq!(in_chunks(show.clone()), show, "one object: one frame");
+    assert_eq!(in_chunks(add_with_limit()), add_with_limit());
+
+    let wrapped = in_chunks(usage_query());
+    let refusal = AdminResponse::Error {
+        kind: ErrorKind::BadData,
+        message: "invalid --since: 2030-01-01T00:00:00Z is in the future".into(),
+    };
+    assert!(!not_served(&wrapped, &refusal));
+    let old = AdminResponse::Error {
+        kind: ErrorKind::BadData,
+        message: "malformed request: Found an enum discriminant that was not recognized".into(),
+    };
+    assert!(not_served(&wrapped, &old));
+    assert_eq!(legacy(&wrapped), Some(usage_query()));
 }

@@ -89,6 +89,8 @@ fn structured(resp: &AdminResponse, format: Format) -> Result<String, CliError> 
         AdminResponse::ServiceDetail(p) => encode(p, format),
         AdminResponse::Doctor(p) => encode(p, format),
         AdminResponse::Usage(p) => encode(p, format),
+        // The client joins parts into their list; a part alone renders as that list.
+        AdminResponse::More(part) => structured(part, format),
     }
 }
 

@@ -40,6 +40,8 @@ pub fn render(resp: &AdminResponse) -> Result<String, CliError> {
         AdminResponse::ServiceDetail(d) => health::service_show(d),
         AdminResponse::Doctor(r) => r.checks.iter().map(health::check).collect(),
         AdminResponse::Usage(u) => u.rows.iter().map(usage::row).collect(),
+        // The client joins parts into their list; a part alone renders as that list.
+        AdminResponse::More(part) => return render(part),
     };
     Ok(lines
         .iter()

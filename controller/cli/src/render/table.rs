@@ -48,6 +48,8 @@ pub fn render(resp: &AdminResponse, opts: &Opts) -> Result<String, CliError> {
         AdminResponse::ServiceDetail(d) => health::service(d),
         AdminResponse::Doctor(r) => health::doctor(r),
         AdminResponse::Usage(u) => usage::usage(u, opts),
+        // The client joins parts into their list; a part alone renders as that list.
+        AdminResponse::More(part) => return render(part, opts),
     })
 }
 
