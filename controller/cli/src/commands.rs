@@ -141,10 +141,10 @@ pub fn legacy(req: &AdminRequest) -> Option<AdminRequest> {
         }
         AdminRequest::UsersListDetail => AdminRequest::UsersList,
         AdminRequest::UsersShowDetail { name } => AdminRequest::UsersShow { name: name.clone() },
+        AdminRequest::InChunks(inner) => (**inner).clone(),
         _ => return None,
     })
 }
-        AdminRequest::InChunks(inner) => (**inner).clone(),
 
 /// Whether the controller said it cannot serve `req`, a request newer than some controllers:
 /// one that predates the request cannot decode it (`malformed request: …`), one that has the
@@ -170,14 +170,14 @@ pub fn not_served(req: &AdminRequest, resp: &AdminResponse) -> bool {
         | AdminRequest::UsersEditWith { .. }
         | AdminRequest::UsersListDetail
         | AdminRequest::UsersShowDetail { .. } => "quotas are not supported",
-        _ => return false,
-    };
-    message.starts_with("malformed request") || message.contains(feature)
         // Only a controller that cannot decode the wrapper refuses it as such; what it says
         // about the request inside is judged as for that request.
         AdminRequest::InChunks(inner) => {
             return message.starts_with("malformed request") || not_served(inner, resp);
         }
+        _ => return false,
+    };
+    message.starts_with("malformed request") || message.contains(feature)
 }
 
 /// A deploy: Shadowsocks keeps the request older controllers know; other protocols carry their

@@ -347,6 +347,9 @@ async fn handle(ctl: &Controller, req: AdminRequest) -> Reply {
             servers,
             wait,
         } => firewall_unblock(ctl, &target, &servers, wait).await,
+        AdminRequest::InChunks(_) => {
+            Err(AdminError::bad("invalid request: InChunks inside InChunks"))
+        }
         AdminRequest::FirewallList => {
             let rules = ctl.store.firewall_rules().await?;
             Ok(AdminResponse::Firewall(
@@ -367,9 +370,6 @@ fn resolve(when: When, now: i64) -> i64 {
 fn on_hold(spec: OnHoldSpec, now: i64) -> OnHold {
     OnHold {
         duration: spec.duration,
-        AdminRequest::InChunks(_) => {
-            Err(AdminError::bad("invalid request: InChunks inside InChunks"))
-        }
         timeout_at: spec.timeout.map(|t| resolve(t, now)),
     }
 }

@@ -489,11 +489,11 @@ pub fn request_kind(req: &AdminRequest) -> &'static str {
         R::FirewallList => "firewall_list",
         R::Doctor => "doctor",
         R::UsersUsage(_) => "users_usage",
+        // Counted as the request inside; a nested wrapper (refused) as itself.
+        R::InChunks(inner) if !matches!(**inner, R::InChunks(_)) => request_kind(inner),
+        R::InChunks(_) => "in_chunks",
     }
 }
 
 #[cfg(test)]
-        // Counted as the request inside; a nested wrapper (refused) as itself.
-        R::InChunks(inner) if !matches!(**inner, R::InChunks(_)) => request_kind(inner),
-        R::InChunks(_) => "in_chunks",
 mod tests;

@@ -391,6 +391,9 @@ pub enum AdminResponse {
     Usage(UsageInfo),
     UsersDetail(Vec<UserDetail>),
     UserDetail(UserDetail),
+    /// One part of a list answer to [`AdminRequest::InChunks`]; more frames follow on the
+    /// stream and the last part comes as the plain answer ([`super::chunk`]).
+    More(Box<AdminResponse>),
 }
 
 /// Whether a host can be trusted to serve (SPEC §2.8): online is not healthy.
@@ -406,9 +409,6 @@ pub enum HostState {
     /// No session.
     Offline,
 }
-    /// One part of a list answer to [`AdminRequest::InChunks`]; more frames follow on the
-    /// stream and the last part comes as the plain answer ([`super::chunk`]).
-    More(Box<AdminResponse>),
 
 impl std::fmt::Display for HostState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

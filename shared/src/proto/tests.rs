@@ -494,7 +494,6 @@ fn samples() -> Vec<(&'static str, Vec<u8>)> {
     ]
 }
 
-/// The quota requests and their answers, in one sample.
 /// A request for an answer in parts, and the frames of such an answer: parts before the last
 /// as `More`, the last plain.
 fn admin_chunks() -> (Vec<AdminRequest>, Vec<AdminResponse>) {
@@ -515,6 +514,7 @@ fn admin_chunks() -> (Vec<AdminRequest>, Vec<AdminResponse>) {
     (requests, responses)
 }
 
+/// The quota requests and their answers, in one sample.
 fn admin_quota() -> (Vec<AdminRequest>, Vec<AdminResponse>) {
     let add = AddUser {
         name: "a".into(),
