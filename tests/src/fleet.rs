@@ -722,6 +722,25 @@ impl Fleet {
         out
     }
 
+    /// Waits up to `bound` until `vpn servers show` of host `i` lists a `repaired` event of
+    /// `resource` (`service/NAME`); how long that took. Panics with the events seen otherwise.
+    pub fn wait_repaired(&self, i: usize, resource: &str, bound: Duration) -> Duration {
+        let name = self.agents[i].name.clone();
+        let mut events = Vec::new();
+        let took = poll_until(bound, || {
+            let out = self.vpn_ok(&["servers", "show", &name, "-o", "json"]);
+            let show: serde_json::Value = serde_json::from_str(&out)
+                .unwrap_or_else(|e| panic!("servers show is not JSON ({e}): {out}"));
+            events = show["events"].as_array().cloned().unwrap_or_default();
+            events
+                .iter()
+                .any(|e| e["kind"] == "repaired" && e["resource"] == resource)
+        });
+        took.unwrap_or_else(|| {
+            panic!("no repair of {resource} on {name} recorded within {bound:?}: {events:#?}")
+        })
+    }
+
     /// `user`'s bytes on `server` as the controller recorded them (`users usage --by server`).
     pub fn recorded_usage(&self, user: &str, server: &str) -> u64 {
         let out = self.vpn_ok(&["users", "usage", user, "--by", "server", "-o", "json"]);

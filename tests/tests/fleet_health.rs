@@ -311,20 +311,7 @@ fn a_container_removed_by_hand_is_recreated_and_the_repair_recorded() {
     let client = alice_client(&fleet);
 
     fleet.remove_agent_containers(0);
-    let mut events = Vec::new();
-    let took = poll_until(REPAIR_BOUND, || {
-        events = show_json(&fleet)["events"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default();
-        events
-            .iter()
-            .any(|e| e["kind"] == "repaired" && e["resource"] == "service/shadowsocks")
-    });
-    assert!(
-        took.is_some(),
-        "no repair of service/shadowsocks recorded within {REPAIR_BOUND:?}: {events:#?}"
-    );
+    let took = fleet.wait_repaired(0, "service/shadowsocks", REPAIR_BOUND);
     println!("health: repair recorded {took:?} after docker rm -f");
     assert!(
         !fleet.agent_containers(0).is_empty(),

@@ -481,20 +481,7 @@ fn a_wireguard_container_removed_by_hand_is_rebuilt_with_its_peers() {
 
     let removed = Instant::now();
     fleet.remove_agent_containers(0);
-    let mut events = Vec::new();
-    let took = poll_until(REPAIR_BOUND, || {
-        let out = fleet.vpn_ok(&["servers", "show", &fleet.agents[0].name, "-o", "json"]);
-        let show: serde_json::Value = serde_json::from_str(&out)
-            .unwrap_or_else(|e| panic!("servers show is not JSON ({e}): {out}"));
-        events = show["events"].as_array().cloned().unwrap_or_default();
-        events
-            .iter()
-            .any(|e| e["kind"] == "repaired" && e["resource"] == "service/wireguard")
-    });
-    assert!(
-        took.is_some(),
-        "no repair of service/wireguard recorded within {REPAIR_BOUND:?}: {events:#?}"
-    );
+    let took = fleet.wait_repaired(0, "service/wireguard", REPAIR_BOUND);
     println!("wireguard: repair recorded {took:?} after docker rm -f");
     let after = fleet.agent_containers(0);
     assert!(
