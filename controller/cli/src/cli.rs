@@ -138,6 +138,10 @@ pub struct DeployArgs {
     /// First port of the service (1-65535).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     pub port: u16,
+    /// How many ports the service's range holds from --port, one per user (shadowsocks, proxy,
+    /// vless on shoes): --port 20000 --ports 20000 is 20000-39999 [default: 1000].
+    #[arg(long, value_name = "COUNT", value_parser = clap::value_parser!(u16).range(1..))]
+    pub ports: Option<u16>,
     /// Service name [default: the protocol's name].
     #[arg(long, value_name = "NAME")]
     pub name: Option<String>,
@@ -194,7 +198,7 @@ pub struct DeployArgs {
     ArgGroup::new("change")
         .required(true)
         .multiple(true)
-        .args(["bandwidth", "no_bandwidth", "conn_rate", "no_conn_rate", "image", "default_image"])
+        .args(["bandwidth", "no_bandwidth", "conn_rate", "no_conn_rate", "image", "default_image", "ports"])
 ))]
 pub struct EditServiceArgs {
     pub name: String,
@@ -223,6 +227,10 @@ pub struct EditServiceArgs {
     /// Run the service from the driver's default image again.
     #[arg(long)]
     pub default_image: bool,
+    /// Resize the port range to COUNT ports from its first port (which never moves). Growing
+    /// is always safe; shrinking is refused while a user holds a port past the new end.
+    #[arg(long, value_name = "COUNT", value_parser = clap::value_parser!(u16).range(1..))]
+    pub ports: Option<u16>,
     #[command(flatten)]
     pub wait: WaitArgs,
 }
@@ -538,6 +546,27 @@ fn check_deploy(d: &DeployArgs) -> Result<(), clap::Error> {
         ("--mtu", d.mtu.is_some()),
     ];
     let fail = |kind, msg: String| Err(usage_error(kind, msg));
+    if let Some(ports) = d.ports {
+        let per_user = match d.protocol {
+            Protocol::Shadowsocks | Protocol::Proxy => true,
+            Protocol::Vless => d.engine.is_some_and(VlessEngine::port_per_user),
+            Protocol::Wireguard => false,
+        };
+        if !per_user {
+            let msg = "--ports applies to services with a port per user (shadowsocks, proxy, \
+                       vless --engine shoes); the users of this one share its --port"
+                .to_owned();
+            return fail(ErrorKind::ArgumentConflict, msg);
+        }
+        let last = u32::from(d.port) + u32::from(ports) - 1;
+        if last > u32::from(u16::MAX) {
+            let msg = format!(
+                "--ports {ports} from --port {} would end at {last}, past 65535",
+                d.port
+            );
+            return fail(ErrorKind::ValueValidation, msg);
+        }
+    }
     if d.kind.is_some() && d.protocol != Protocol::Proxy {
         let msg = "--kind applies to proxy services only".to_owned();
         return fail(ErrorKind::ArgumentConflict, msg);

@@ -121,6 +121,9 @@ fn too_old(req: &AdminRequest, answer: &str) -> String {
             "is too old for quotas (--data-limit, --reset, --expires, --on-hold); nothing was \
              changed"
         }
+        AdminRequest::ServicesDeployPorts { .. } | AdminRequest::ServicesEditPorts { .. } => {
+            "is too old for --ports (the size of a service's port range); nothing was changed"
+        }
         _ => "cannot run these checks",
     };
     format!("this controller {what}; upgrade it (it answered: {answer})")
@@ -175,14 +178,38 @@ pub fn not_served(req: &AdminRequest, resp: &AdminResponse) -> bool {
         AdminRequest::InChunks(inner) => {
             return message.starts_with("malformed request") || not_served(inner, resp);
         }
+        // Only a controller older than `--ports` refuses these, as malformed.
+        AdminRequest::ServicesDeployPorts { .. } | AdminRequest::ServicesEditPorts { .. } => {
+            return message.starts_with("malformed request");
+        }
         _ => return false,
     };
     message.starts_with("malformed request") || message.contains(feature)
 }
 
 /// A deploy: Shadowsocks keeps the request older controllers know; other protocols carry their
-/// options in `ServicesDeployWith`.
+/// options in `ServicesDeployWith`, and a deploy with `--ports` in `ServicesDeployPorts`.
 fn deploy(a: &DeployArgs) -> AdminRequest {
+    let plain = deploy_without_ports(a);
+    let Some(ports) = a.ports else {
+        return plain;
+    };
+    let (deploy, options) = match plain {
+        AdminRequest::ServicesDeploy(d) => {
+            let method = d.method.clone();
+            (d, DeployOptions::Shadowsocks { method })
+        }
+        AdminRequest::ServicesDeployWith { deploy, options } => (deploy, options),
+        other => return other,
+    };
+    AdminRequest::ServicesDeployPorts {
+        deploy,
+        options,
+        ports,
+    }
+}
+
+fn deploy_without_ports(a: &DeployArgs) -> AdminRequest {
     let deploy = DeployService {
         protocol: a.protocol,
         name: a.name.clone(),
@@ -240,9 +267,14 @@ pub fn to_request(command: &Command, now: i64) -> Option<AdminRequest> {
             ServicesCmd::Deploy(a) => deploy(a),
             ServicesCmd::List => AdminRequest::ServicesList,
             ServicesCmd::Show { name } => AdminRequest::ServicesShowDetail { name: name.clone() },
-            ServicesCmd::Edit(a) => match image_edit(a) {
-                None => AdminRequest::ServicesEdit(edit_service(a)),
-                image => AdminRequest::ServicesEditWith {
+            ServicesCmd::Edit(a) => match (image_edit(a), a.ports) {
+                (image, Some(ports)) => AdminRequest::ServicesEditPorts {
+                    edit: edit_service(a),
+                    image,
+                    ports,
+                },
+                (None, None) => AdminRequest::ServicesEdit(edit_service(a)),
+                (image, None) => AdminRequest::ServicesEditWith {
                     edit: edit_service(a),
                     image,
                 },

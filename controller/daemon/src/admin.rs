@@ -26,7 +26,7 @@ use crate::server::{Controller, now};
 use crate::store::validate::MAX_SHORT_IDS;
 use crate::store::{
     EditUserFields, FirewallRuleRow, HostRow, Mutation, NewService, NewUser, QuotaEditFields,
-    QuotaSettings, StoreError, UserRow, UserStatus,
+    QuotaSettings, ServiceRow, StoreError, UserRow, UserStatus,
 };
 use crate::views;
 
@@ -239,10 +239,30 @@ async fn handle(ctl: &Controller, req: AdminRequest) -> Reply {
             let options = DeployOptions::Shadowsocks {
                 method: d.method.clone(),
             };
-            services_deploy(ctl, d, options).await
+            services_deploy(ctl, d, options, None).await
         }
         AdminRequest::ServicesDeployWith { deploy, options } => {
-            services_deploy(ctl, deploy, options).await
+            services_deploy(ctl, deploy, options, None).await
+        }
+        AdminRequest::ServicesDeployPorts {
+            deploy,
+            options,
+            ports,
+        } => services_deploy(ctl, deploy, options, Some(ports)).await,
+        AdminRequest::ServicesEditPorts {
+            edit: e,
+            image,
+            ports,
+        } => {
+            let m = ctl.store.edit_service_ports(
+                &e.name,
+                e.bandwidth,
+                e.new_conn_rate,
+                image,
+                Some(ports),
+            );
+            let summary = |s: &ServiceRow| format!("service {} updated{}", s.name, range(s));
+            mutate(ctl, e.wait, summary, m).await
         }
         AdminRequest::ServersListDetail => Ok(AdminResponse::ServersDetail(
             views::server_details(ctl, None).await?,
@@ -505,18 +525,34 @@ async fn servers_add(ctl: &Controller, name: String, expires_secs: u64) -> Reply
     }))
 }
 
-async fn services_deploy(ctl: &Controller, d: DeployService, options: DeployOptions) -> Reply {
+/// ` (ports FIRST-LAST)` for a service with a range of ports (to open in the hosts' firewalls).
+fn range(s: &ServiceRow) -> String {
+    match s.port_span {
+        0 | 1 => String::new(),
+        span => {
+            let last = u32::from(s.port) + u32::from(span) - 1;
+            format!(" (ports {}-{last})", s.port)
+        }
+    }
+}
+
+/// `ports`: the size of the range (`--ports`); `None` the protocol's default.
+async fn services_deploy(
+    ctl: &Controller,
+    d: DeployService,
+    options: DeployOptions,
+    ports: Option<u16>,
+) -> Reply {
     if d.port == 0 {
         return Err(AdminError::bad("invalid --port: must be 1-65535"));
     }
     let options = service_options(d.protocol, options)?;
     let name = d.name.unwrap_or_else(|| d.protocol.as_str().to_string());
-    let summary = format!("service {name} deployed");
     let new = NewService {
         name,
         protocol: d.protocol,
         port: d.port,
-        port_span: None,
+        port_span: ports,
         image: d.image,
         options,
         servers: d.servers,
@@ -526,7 +562,7 @@ async fn services_deploy(ctl: &Controller, d: DeployService, options: DeployOpti
     mutate(
         ctl,
         d.wait,
-        |_| summary,
+        |s| format!("service {} deployed{}", s.name, range(s)),
         ctl.store.deploy_service(new, now()),
     )
     .await

@@ -466,12 +466,16 @@ pub fn request_kind(req: &AdminRequest) -> &'static str {
         R::ServersRemove { .. } => "servers_remove",
         R::ServersListDetail => "servers_list_detail",
         R::ServersShowDetail { .. } => "servers_show_detail",
-        R::ServicesDeploy(_) | R::ServicesDeployWith { .. } => "services_deploy",
+        R::ServicesDeploy(_) | R::ServicesDeployWith { .. } | R::ServicesDeployPorts { .. } => {
+            "services_deploy"
+        }
         R::ServicesList => "services_list",
         R::ServicesShow { .. } => "services_show",
         R::ServicesShowDetail { .. } => "services_show_detail",
         R::ServicesRemove { .. } => "services_remove",
-        R::ServicesEdit(_) | R::ServicesEditWith { .. } => "services_edit",
+        R::ServicesEdit(_) | R::ServicesEditWith { .. } | R::ServicesEditPorts { .. } => {
+            "services_edit"
+        }
         R::UsersAdd(_) | R::UsersAddWith { .. } => "users_add",
         R::UsersList => "users_list",
         R::UsersListDetail => "users_list_detail",

@@ -125,6 +125,21 @@ pub enum AdminRequest {
     /// controller may answer it with [`AdminResponse::More`] frames before the last part
     /// ([`super::chunk`]). Never nested.
     InChunks(Box<AdminRequest>),
+    /// `services deploy … --ports N`: a service with a port per user whose range holds
+    /// `ports` ports from its first (`deploy.port`); [`AdminResponse::Applied`].
+    ServicesDeployPorts {
+        deploy: DeployService,
+        options: DeployOptions,
+        ports: u16,
+    },
+    /// `services edit NAME --ports N` (with or without the other edit flags): the range keeps
+    /// its first port and holds `ports` ports; [`AdminResponse::Applied`].
+    ServicesEditPorts {
+        edit: EditService,
+        /// As in [`AdminRequest::ServicesEditWith`].
+        image: Option<Option<String>>,
+        ports: u16,
+    },
 }
 
 /// A moment, absolute or counted from when the controller receives the request (so a

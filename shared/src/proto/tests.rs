@@ -491,6 +491,38 @@ fn samples() -> Vec<(&'static str, Vec<u8>)> {
             }]),
         ),
         ("admin_chunks", enc(&admin_chunks())),
+        ("admin_ports", enc(&admin_ports())),
+    ]
+}
+
+/// A deploy with a range of its own size, and a range resized by `services edit`.
+fn admin_ports() -> Vec<AdminRequest> {
+    vec![
+        AdminRequest::ServicesDeployPorts {
+            deploy: DeployService {
+                protocol: Protocol::Shadowsocks,
+                name: Some("ss".into()),
+                port: 20_000,
+                servers: Servers::All,
+                image: None,
+                method: None,
+                bandwidth: Bandwidth::default(),
+                new_conn_rate: None,
+                wait: true,
+            },
+            options: DeployOptions::Shadowsocks { method: None },
+            ports: 20_000,
+        },
+        AdminRequest::ServicesEditPorts {
+            edit: EditService {
+                name: "ss".into(),
+                bandwidth: None,
+                new_conn_rate: Some(Some(20)),
+                wait: false,
+            },
+            image: None,
+            ports: 45_535,
+        },
     ]
 }
 
@@ -938,7 +970,8 @@ fn every_golden_sample_decodes_back() {
             | "admin_deploy_proxy"
             | "admin_deploy_wireguard"
             | "admin_health_requests"
-            | "admin_edit_with" => postcard::from_bytes::<Vec<AdminRequest>>(&bytes).is_ok(),
+            | "admin_edit_with"
+            | "admin_ports" => postcard::from_bytes::<Vec<AdminRequest>>(&bytes).is_ok(),
             "admin_usage" => postcard::from_bytes::<(AdminRequest, AdminResponse)>(&bytes).is_ok(),
             "admin_quota" | "admin_chunks" => {
                 postcard::from_bytes::<(Vec<AdminRequest>, Vec<AdminResponse>)>(&bytes).is_ok()

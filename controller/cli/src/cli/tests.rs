@@ -605,5 +605,6 @@ fn bad_usage_flags_are_usage_errors_naming_the_flag() {
     assert_eq!(kind, ErrorKind::UnknownArgument);
 }
 
+mod ports;
 mod quota;
 mod wireguard;

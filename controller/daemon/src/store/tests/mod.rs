@@ -158,7 +158,8 @@ async fn bad_input_names_the_field_and_writes_nothing() {
         .deploy_service(ss("ss", 65000, 1000, Servers::All), 0)
         .await
         .unwrap_err();
-    assert_eq!(field(err), "port");
+    // The range was sized by the operator (`--ports`), so that is the flag named.
+    assert_eq!(field(err), "ports");
     let err = store
         .deploy_service(ss("Bad", 9000, 1, Servers::All), 0)
         .await
