@@ -140,12 +140,20 @@ impl Applier {
                 }
             };
             keep.extend(ensured.names);
+            let own = self.container_name(&service.name);
             for (key, name, outcome) in ensured.outcomes {
-                if key == service.name && outcome != EnsureOutcome::Unchanged {
+                // Only the service's own container restarts the service's counters; another
+                // engine of it (a Shadowsocks manager of another block of ports) restarts its
+                // users' counters, which its driver reports when it adds their ports again.
+                if key == service.name && name == own && outcome != EnsureOutcome::Unchanged {
                     report.restarted_services.insert(key.clone());
                 }
-                report.container_names.insert(key.clone(), name);
-                report.containers.insert(key, outcome);
+                // Several containers of one key: the one that changed is the one to report.
+                let seen = report.containers.get(&key);
+                if seen.is_none_or(|o| *o == EnsureOutcome::Unchanged) {
+                    report.container_names.insert(key.clone(), name);
+                    report.containers.insert(key, outcome);
+                }
             }
             let sr = self.run_driver(state, service, READY_TIMEOUT).await;
             report.adds += sr.adds;

@@ -1,14 +1,18 @@
-//! Shadowsocks through shadowsocks-rust's `ssmanager`: one container per service, one port per
-//! user, users opened and closed hot through the manager API so no other user is disturbed.
+//! Shadowsocks through shadowsocks-rust's `ssmanager`: one port per user, users opened and
+//! closed hot through the manager API so no other user is disturbed; one container per block of
+//! 1,000 ports of the service's range, so a service of tens of thousands of users never asks
+//! one manager for more than its API and descriptors allow ([`blocks`]).
 //!
 //! - [`Shadowsocks`]: the [`Driver`] the applier sees.
-//! - [`render`]: the container spec of a service (pure), with the [`OUTBOUND_ACL`] it loads.
+//! - [`render`]: the container spec of a service's own manager (pure), with the
+//!   [`OUTBOUND_ACL`] it loads; [`render_manager`] the same for any block.
 //! - [`write_acl`]: puts that ACL into a run directory (the applier writes it from
 //!   [`Rendered::files`] instead; kept for tests that start a manager by hand).
 //! - [`plan`]: which ports to close and open, from the desired users and the manager's `list`.
 //! - [`apply_service`]: waits for the manager, executes the plan, reports per resource.
 //! - [`manager`]: the manager API client.
 
+pub mod blocks;
 pub mod manager;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -23,6 +27,7 @@ use vpn_shared::proto::ResourceResult;
 use futures_util::future::BoxFuture;
 use vpn_shared::model::Protocol;
 
+use self::blocks::Block;
 use self::manager::{ListedPort, ManagerClient, ManagerError};
 use super::{
     Bytes, Counters, Driver, DriverError, EndSessions, Rendered, RunFile, ServiceCtx, UserCounter,
@@ -42,20 +47,42 @@ impl Driver for Shadowsocks {
     fn render(
         &self,
         service: &ServiceSpec,
-        _state: &DesiredState,
+        state: &DesiredState,
         ctx: &ServiceCtx<'_>,
     ) -> Result<Vec<Rendered>, DriverError> {
-        let spec = render(service, ctx.container, ctx.run_dir, ctx.network_mode)?;
-        // Rewritten on every apply: the file on disk always matches the label in the spec.
-        let acl = RunFile {
-            name: ACL_FILE.into(),
-            contents: OUTBOUND_ACL.as_bytes().to_vec(),
-        };
-        Ok(vec![Rendered {
-            spec,
-            files: vec![acl],
-            user: None,
-        }])
+        // The service's own manager always runs; another block's while a user holds a port in
+        // it. Every manager reads the same ACL file.
+        let (desired, _) = desired_ports(state, &service.name);
+        let blocks = blocks_of(service, &desired);
+        let mut out = Vec::with_capacity(blocks.len());
+        for block in blocks.keys() {
+            let container = block.container(ctx.container);
+            let socket = block.socket(ctx.run_dir);
+            let spec = render_manager(service, &container, &socket, ctx.run_dir, ctx.network_mode)?;
+            let files = if block.is_first() {
+                // Rewritten on every apply: the file on disk always matches the spec's label.
+                vec![RunFile {
+                    name: ACL_FILE.into(),
+                    contents: OUTBOUND_ACL.as_bytes().to_vec(),
+                }]
+            } else {
+                Vec::new()
+            };
+            let spec = if block.is_first() {
+                spec
+            } else {
+                let mut spec = spec;
+                let ports = format!("{}-{}", block.first, block.last);
+                spec.labels.insert(LABEL_PORTS.into(), ports);
+                spec
+            };
+            out.push(Rendered {
+                spec,
+                files,
+                user: None,
+            });
+        }
+        Ok(out)
     }
 
     fn apply_users<'a>(
@@ -87,25 +114,41 @@ impl Driver for Shadowsocks {
         ctx: &'a ServiceCtx<'a>,
     ) -> BoxFuture<'a, Result<Counters, DriverError>> {
         Box::pin(async move {
-            let engine = |e: ManagerError| DriverError::Engine {
-                service: service.name.clone(),
-                message: e.to_string(),
-            };
-            let client =
-                ManagerClient::bind(ctx.run_dir, &socket_path(ctx.run_dir), REQUEST_TIMEOUT)
-                    .map_err(engine)?;
-            let stats = client.stats().await.map_err(engine)?;
             let (desired, _) = desired_ports(state, &service.name);
-            let users = desired
-                .into_iter()
-                .filter_map(|d| {
+            let mut users = Vec::with_capacity(desired.len());
+            let mut failed = Vec::new();
+            for (block, ports) in blocks_of(service, &desired) {
+                let socket = block.socket(ctx.run_dir);
+                let stats = match ManagerClient::bind(ctx.run_dir, &socket, REQUEST_TIMEOUT) {
+                    Ok(client) => client.stats().await,
+                    Err(e) => Err(e),
+                };
+                let stats = match stats {
+                    Ok(stats) => stats,
+                    Err(e) => {
+                        failed.push(format!("{}{e}", block.prefix()));
+                        continue;
+                    }
+                };
+                users.extend(ports.into_iter().filter_map(|d| {
                     let total = *stats.get(&d.port)?;
                     Some(UserCounter {
                         user: d.user,
                         bytes: Bytes::Total(total),
                     })
-                })
-                .collect();
+                }));
+            }
+            // Counts are cumulative per port: a block that did not answer this time is read
+            // in full next time, so the others' readings are still worth having.
+            if !failed.is_empty() {
+                if users.is_empty() {
+                    return Err(DriverError::Engine {
+                        service: service.name.clone(),
+                        message: failed.join("; "),
+                    });
+                }
+                warn!(service = %service.name, errors = %failed.join("; "), "some shadowsocks managers were not read");
+            }
             // ssmanager restarts a port's count when the port is (re)added: a per-user reset
             // the accounting notices as a counter going backwards.
             Ok(Counters {
@@ -151,9 +194,27 @@ pub const OUTBOUND_ACL: &str = "\
 ::ffff:0.0.0.0/104
 ";
 
-/// The manager's socket inside a service's run directory.
+/// Label on the container of a block other than the service's own: the ports it serves.
+pub const LABEL_PORTS: &str = "vpn-fleet.ports";
+
+/// The socket of the service's own manager (ports `port ..= port + 999`) inside a service's
+/// run directory; see [`Block::socket`] for the others.
 pub fn socket_path(run_dir: &Path) -> PathBuf {
-    run_dir.join("manager.sock")
+    Block::at(0, 0).socket(run_dir)
+}
+
+/// The desired ports of a service by the block that serves them; block 0 always, even
+/// without users (the service's own container runs whatever its users).
+pub fn blocks_of(service: &ServiceSpec, desired: &[UserPort]) -> BTreeMap<Block, Vec<UserPort>> {
+    let mut blocks: BTreeMap<Block, Vec<UserPort>> = BTreeMap::new();
+    blocks.insert(Block::at(service.port, 0), Vec::new());
+    for d in desired {
+        blocks
+            .entry(Block::of(service.port, d.port))
+            .or_default()
+            .push(d.clone());
+    }
+    blocks
 }
 
 /// Name of the ACL file in a service's run directory.
@@ -219,6 +280,23 @@ pub fn render(
     run_dir: &Path,
     network_mode: &str,
 ) -> Result<ContainerSpec, DriverError> {
+    render_manager(
+        service,
+        container_name,
+        &socket_path(run_dir),
+        run_dir,
+        network_mode,
+    )
+}
+
+/// The container of one block's manager, listening on `socket` in `run_dir` (see [`render`]).
+pub fn render_manager(
+    service: &ServiceSpec,
+    container_name: &str,
+    socket: &Path,
+    run_dir: &Path,
+    network_mode: &str,
+) -> Result<ContainerSpec, DriverError> {
     let method = method_of(service)?;
     let dir = run_dir.display().to_string();
     if dir.contains(':') {
@@ -227,7 +305,7 @@ pub fn render(
     let cmd = [
         "ssmanager",
         "--manager-addr",
-        &socket_path(run_dir).display().to_string(),
+        &socket.display().to_string(),
         "--server-host",
         "0.0.0.0",
         "-U", // TCP and UDP, as Outline clients expect
@@ -343,9 +421,10 @@ pub struct ServiceReport {
     pub opened: Vec<String>,
 }
 
-/// Brings the manager of `service` to the state's users and reports each resource.
+/// Brings the managers of `service` to the state's users and reports each resource: the
+/// service is ok when every manager answered and closed what it had to.
 ///
-/// Waits up to `ready_within` for the manager to answer (it may just have been (re)created).
+/// Waits up to `ready_within` for a manager to answer (it may just have been (re)created).
 pub async fn apply_service(
     state: &DesiredState,
     service: &ServiceSpec,
@@ -358,33 +437,72 @@ pub async fn apply_service(
         results: conflicts,
         ..Default::default()
     };
-    let fail_all = |mut report: ServiceReport, msg: String| {
-        warn!(service = name, error = %msg, "shadowsocks service not applied");
-        report
-            .results
-            .push(ResourceResult::error(service_resource(name), &msg));
-        for d in &desired {
-            let user_msg = format!("service {name} not ready: {msg}");
-            report.results.push(ResourceResult::error(
-                user_resource(&d.user, name),
-                user_msg,
-            ));
-        }
-        report
-    };
     let method = match method_of(service) {
         Ok(m) => m,
-        Err(e) => return fail_all(report, e.to_string()),
+        Err(e) => {
+            let msg = e.to_string();
+            fail_users(&mut report, name, &desired, &msg);
+            report
+                .results
+                .insert(0, ResourceResult::error(service_resource(name), &msg));
+            warn!(service = name, error = %msg, "shadowsocks service not applied");
+            return report;
+        }
     };
-    let client = match ManagerClient::bind(run_dir, &socket_path(run_dir), REQUEST_TIMEOUT) {
-        Ok(c) => c,
-        Err(e) => return fail_all(report, e.to_string()),
-    };
-    let listed = match list_when_ready(&client, ready_within).await {
-        Ok(l) => l,
-        Err(e) => return fail_all(report, e.to_string()),
-    };
-    let plan = plan(&desired, &listed);
+    let mut service_errors = Vec::new();
+    for (block, ports) in blocks_of(service, &desired) {
+        let socket = block.socket(run_dir);
+        let applied = apply_block(name, method, &ports, run_dir, &socket, ready_within).await;
+        let (block_report, errors) = match applied {
+            Ok(done) => done,
+            Err(e) => {
+                let msg = format!("{}{e}", block.prefix());
+                warn!(service = name, error = %msg, "shadowsocks manager not applied");
+                let mut failed = ServiceReport::default();
+                fail_users(&mut failed, name, &ports, &msg);
+                (failed, vec![e.to_string()])
+            }
+        };
+        report.results.extend(block_report.results);
+        report.adds += block_report.adds;
+        report.removes += block_report.removes;
+        report.closed.extend(block_report.closed);
+        report.opened.extend(block_report.opened);
+        service_errors.extend(errors.into_iter().map(|e| format!("{}{e}", block.prefix())));
+    }
+    report.results.push(if service_errors.is_empty() {
+        ResourceResult::ok(service_resource(name))
+    } else {
+        ResourceResult::error(service_resource(name), service_errors.join("; "))
+    });
+    report
+}
+
+/// Reports every user of `ports` failing because their manager is not ready.
+fn fail_users(report: &mut ServiceReport, service: &str, ports: &[UserPort], msg: &str) {
+    for d in ports {
+        let user_msg = format!("service {service} not ready: {msg}");
+        report.results.push(ResourceResult::error(
+            user_resource(&d.user, service),
+            user_msg,
+        ));
+    }
+}
+
+/// Brings one manager to `desired` (the ports of its block): per-user results, and the
+/// errors of ports it could not close. `Err` when the manager cannot be reached at all.
+async fn apply_block(
+    name: &str,
+    method: &str,
+    desired: &[UserPort],
+    run_dir: &Path,
+    socket: &Path,
+    ready_within: Duration,
+) -> Result<(ServiceReport, Vec<String>), ManagerError> {
+    let mut report = ServiceReport::default();
+    let client = ManagerClient::bind(run_dir, socket, REQUEST_TIMEOUT)?;
+    let listed = list_when_ready(&client, ready_within).await?;
+    let plan = plan(desired, &listed);
     let mut failed: BTreeMap<u16, String> = BTreeMap::new();
     let mut service_errors = Vec::new();
     for port in &plan.removes {
@@ -418,12 +536,14 @@ pub async fn apply_service(
     let open: BTreeSet<(u16, String)> = if plan.is_empty() {
         listed.into_iter().map(|l| (l.port, l.password)).collect()
     } else {
-        match client.list().await {
-            Ok(l) => l.into_iter().map(|l| (l.port, l.password)).collect(),
-            Err(e) => return fail_all(report, e.to_string()),
-        }
+        client
+            .list()
+            .await?
+            .into_iter()
+            .map(|l| (l.port, l.password))
+            .collect()
     };
-    for d in &desired {
+    for d in desired {
         let resource = user_resource(&d.user, name);
         let result = if let Some(err) = failed.get(&d.port) {
             ResourceResult::error(resource, err.as_str())
@@ -435,12 +555,7 @@ pub async fn apply_service(
         };
         report.results.push(result);
     }
-    report.results.push(if service_errors.is_empty() {
-        ResourceResult::ok(service_resource(name))
-    } else {
-        ResourceResult::error(service_resource(name), service_errors.join("; "))
-    });
-    report
+    Ok((report, service_errors))
 }
 
 /// Lists the manager's ports, retrying until it answers or `within` has passed.

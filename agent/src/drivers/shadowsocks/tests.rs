@@ -210,7 +210,8 @@ async fn apply_service_without_a_manager_fails_every_resource() {
         .insert("alice".into(), user("alice", 39001, "a"));
     let report = apply_service(&state, &service("aes-128-gcm"), dir.path(), Duration::ZERO).await;
     assert_eq!(report.adds + report.removes, 0);
-    let names: Vec<_> = report.results.iter().map(|r| r.resource.as_str()).collect();
+    let mut names: Vec<_> = report.results.iter().map(|r| r.resource.as_str()).collect();
+    names.sort_unstable();
     assert_eq!(names, ["service/ss", "user/alice@ss"]);
     assert!(
         report
@@ -218,4 +219,79 @@ async fn apply_service_without_a_manager_fails_every_resource() {
             .iter()
             .all(|r| matches!(r.outcome, Outcome::Error(_)))
     );
+}
+
+/// A service of 20,000 ports: one manager per block of 1,000 that holds a user, the service's
+/// own container first and exactly as `render` makes it (so an agent upgrade recreates no
+/// running service), the others on a socket and a name of their own.
+#[test]
+fn a_wide_range_runs_one_manager_per_block_of_ports_in_use() {
+    let run = Path::new("/var/lib/vpn-agent/run/ss");
+    let svc = ServiceSpec {
+        port: 20_000,
+        ..service("chacha20-ietf-poly1305")
+    };
+    let mut state = DesiredState::default();
+    state.services.insert("ss".into(), svc.clone());
+    for (name, port) in [("a", 20_000), ("b", 20_999), ("c", 21_000), ("d", 39_999)] {
+        state.users.insert(name.into(), user(name, port, name));
+    }
+    let ctx = ServiceCtx {
+        container: "vpn-h1-ss",
+        run_dir: run,
+        network_mode: "host",
+    };
+    let rendered = Shadowsocks.render(&svc, &state, &ctx).unwrap();
+    let names: Vec<&str> = rendered.iter().map(|r| r.spec.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "vpn-h1-ss",
+            "vpn-h1-ss.ports-21000-21999",
+            "vpn-h1-ss.ports-39000-39999"
+        ]
+    );
+    assert_eq!(
+        rendered[0].spec,
+        render(&svc, "vpn-h1-ss", run, "host").unwrap()
+    );
+    assert!(
+        rendered.iter().all(|r| r.user.is_none()),
+        "each serves many"
+    );
+    let last = &rendered[2].spec;
+    assert!(
+        last.cmd
+            .join(" ")
+            .contains("--manager-addr /var/lib/vpn-agent/run/ss/manager-39000.sock"),
+        "{:?}",
+        last.cmd
+    );
+    assert_eq!(
+        last.labels.get(LABEL_PORTS).map(String::as_str),
+        Some("39000-39999")
+    );
+    assert_eq!(last.binds, rendered[0].spec.binds, "one run directory");
+
+    let (desired, _) = desired_ports(&state, "ss");
+    let blocks = blocks_of(&svc, &desired);
+    let by_block: Vec<(u16, Vec<u16>)> = blocks
+        .iter()
+        .map(|(b, ports)| (b.index, ports.iter().map(|p| p.port).collect()))
+        .collect();
+    assert_eq!(
+        by_block,
+        [
+            (0, vec![20_000, 20_999]),
+            (1, vec![21_000]),
+            (19, vec![39_999])
+        ]
+    );
+    // Without users the service's own manager still runs, alone.
+    let empty = DesiredState {
+        users: Default::default(),
+        ..state
+    };
+    let rendered = Shadowsocks.render(&svc, &empty, &ctx).unwrap();
+    assert_eq!(rendered.len(), 1);
 }
