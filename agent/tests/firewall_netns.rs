@@ -578,7 +578,8 @@ async fn new_connection_limit_is_per_source() {
 async fn a_large_state_applies() {
     let net = Net::new();
     let fw = net.firewall();
-    let users: Vec<(String, u16)> = (0..10_000u16)
+    // 20,000 users: what one Shadowsocks service may hold (`vpn services deploy … --ports`).
+    let users: Vec<(String, u16)> = (0..20_000u16)
         .map(|i| (format!("u{i}"), 40_000 + i))
         .collect();
     let users: Vec<(&str, u16)> = users.iter().map(|(n, p)| (n.as_str(), *p)).collect();
@@ -594,6 +595,6 @@ async fn a_large_state_applies() {
     let start = Instant::now();
     let out = net.firewall().apply(&big).await.unwrap();
     let second = start.elapsed();
-    assert_eq!(out.counters.len(), 2 * 10_001);
-    println!("10,000 users + 10,000 networks: first apply {first:?}, replace {second:?}");
+    assert_eq!(out.counters.len(), 2 * 20_001);
+    println!("20,000 users + 10,000 networks: first apply {first:?}, replace {second:?}");
 }
