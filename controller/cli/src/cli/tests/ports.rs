@@ -141,3 +141,29 @@ fn services_edit_ports_resizes_alone_or_with_other_changes() {
     assert_eq!(kind, ErrorKind::ValueValidation);
     assert!(msg.contains("'--ports <COUNT>'"), "{msg}");
 }
+
+/// A controller older than `--ports` cannot decode the request and says `malformed request`:
+/// that is reported as a controller too old (no older form to fall back to, so nothing is
+/// changed by a request without the range). Its real refusals of a range stand.
+#[test]
+fn a_controller_older_than_ports_is_too_old_and_real_refusals_stand() {
+    use crate::commands::{legacy, not_served};
+    use vpn_shared::proto::admin::{AdminResponse, ErrorKind};
+    let error = |message: &str| AdminResponse::Error {
+        kind: ErrorKind::BadData,
+        message: message.into(),
+    };
+    for args in [
+        "services deploy ss --port 20000 --ports 20000 --all-servers",
+        "services edit ss --ports 20000",
+    ] {
+        let req = request(args);
+        assert!(
+            not_served(&req, &error("malformed request: unknown variant")),
+            "{args}"
+        );
+        assert_eq!(legacy(&req), None, "{args}: never sent without its range");
+        let refusal = error("invalid ports: ports 39000-39009 overlap service ss (20000-39999)");
+        assert!(!not_served(&req, &refusal), "{args}");
+    }
+}
