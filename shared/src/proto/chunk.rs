@@ -60,16 +60,21 @@ pub fn entries(resp: &AdminResponse) -> Option<usize> {
 }
 
 /// `v` cut into consecutive parts of at most `n` entries (one part, maybe empty, when it fits).
-fn cut<T>(mut v: Vec<T>, n: usize) -> Vec<Vec<T>> {
+/// Each entry is moved once (splitting the tail off again and again would copy it each time).
+fn cut<T>(v: Vec<T>, n: usize) -> Vec<Vec<T>> {
     let n = n.max(1);
-    let mut out = Vec::with_capacity(v.len() / n + 1);
-    while v.len() > n {
-        let rest = v.split_off(n);
-        out.push(v);
-        v = rest;
+    if v.len() <= n {
+        return vec![v];
     }
-    out.push(v);
-    out
+    let mut out = Vec::with_capacity(v.len().div_ceil(n));
+    let mut entries = v.into_iter();
+    loop {
+        let part: Vec<T> = entries.by_ref().take(n).collect();
+        if part.is_empty() {
+            return out;
+        }
+        out.push(part);
+    }
 }
 
 /// Splits a list answer into parts of at most `n` entries, in order; any other answer, and a
