@@ -136,30 +136,21 @@ pub async fn user_details(
     let offset = ctl.store.time_zone();
     let users = match name {
         Some(n) => match ctl.store.user(n).await? {
-            Some(d) => vec![d.user],
+            Some(d) => {
+                let quota = ctl.store.quota(&d.user.id).await?;
+                vec![(d.user, quota)]
+            }
             None => return Err(AdminError::bad_data(format!("user {n} not found"))),
         },
-        None => ctl.store.users().await?,
+        None => ctl.store.users_with_quotas().await?,
     };
-    let quotas = match (name, users.first()) {
-        (Some(_), Some(u)) => [(u.id.clone(), ctl.store.quota(&u.id).await?)].into(),
-        _ => ctl.store.quotas().await?,
-    };
-    users
+    Ok(users
         .iter()
-        .map(|u| {
-            let q = quotas.get(&u.id).ok_or_else(|| {
-                AdminError::from(StoreError::corrupt(
-                    "user quota",
-                    format!("no row for {}", u.name),
-                ))
-            })?;
-            Ok(UserDetail {
-                user: user(u),
-                quota: user_quota(u.status, q, now, offset),
-            })
+        .map(|(u, q)| UserDetail {
+            user: user(u),
+            quota: user_quota(u.status, q, now, offset),
         })
-        .collect()
+        .collect())
 }
 
 /// A user's quota as the operator reads it at `now`.

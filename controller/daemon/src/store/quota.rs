@@ -30,7 +30,7 @@ pub struct QuotaState {
 
 /// A `user_quota` row as SQLite hands it over: `user_id` then [`QUOTA_COLUMNS`] (select
 /// `user_id` with them; [`load`] selects it too).
-#[derive(sqlx::FromRow)]
+#[derive(sqlx::FromRow, serde::Deserialize)]
 pub(super) struct QuotaRecord {
     user_id: String,
     data_limit: Option<i64>,

@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use sqlx::SqliteConnection;
 
 use super::error::{Result, StoreError};
+use super::quota::{QUOTA_COLUMNS, QuotaRecord, QuotaState};
 use super::rows::{
     CredentialRow, EditUserFields, HOST_COLUMNS, HostRow, NewUser, QuotaEditFields, UserDetail,
     UserRow, UserStatus, bandwidth_from_db, format_protocols, parse_options, parse_protocol,
@@ -212,6 +213,59 @@ impl Store {
                 user_row(raw, n)
             })
             .collect()
+    }
+
+    /// Every user with its quota row, by name: what `users list` shows.
+    ///
+    /// SQLite hands the whole list over as one JSON value (one row per user inside, with the
+    /// user's explicit hosts joined by commas, which host names cannot hold): handing 100,000
+    /// rows over one at a time costs the store thread and the caller a wake-up each, which
+    /// was most of a 100,000-user `users list` (issue 10). A user without its quota row is
+    /// a corrupt store, as in [`Store::quota`].
+    pub async fn users_with_quotas(&self) -> Result<Vec<(UserRow, QuotaState)>> {
+        /// One user: its `users` columns as [`UserRaw`], its host names, its quota row.
+        type Listed = (UserRaw, Option<String>, QuotaRecord);
+        let mut tx = self.read().await?;
+        let text: Option<String> = sqlx::query_scalar(&format!(
+            "SELECT json_group_array(json_array(json_array({users}), \
+               (SELECT group_concat(h.name, ',') FROM user_servers us \
+                JOIN hosts h ON h.id = us.host_id WHERE us.user_id = u.id), \
+               json_array(q.user_id, {quota}))) \
+             FROM users u LEFT JOIN user_quota q ON q.user_id = u.id",
+            users = USER_COLUMNS
+                .split(", ")
+                .map(|c| match c {
+                    // A JSON boolean, as `UserRaw` has it.
+                    "all_servers" =>
+                        "json(CASE WHEN u.all_servers THEN 'true' ELSE 'false' END)".to_string(),
+                    c => format!("u.{c}"),
+                })
+                .collect::<Vec<_>>()
+                .join(", "),
+            quota = QUOTA_COLUMNS
+                .split(", ")
+                .map(|c| format!("q.{c}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+        ))
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        let listed: Vec<Listed> = serde_json::from_str(text.as_deref().unwrap_or("[]"))
+            .map_err(|e| StoreError::corrupt("user list", e))?;
+        let mut out = listed
+            .into_iter()
+            .map(|(raw, hosts, quota)| {
+                let mut names: Vec<String> = hosts
+                    .map(|h| h.split(',').map(str::to_owned).collect())
+                    .unwrap_or_default();
+                names.sort_unstable();
+                let (_, quota) = quota.split()?;
+                Ok((user_row(raw, names)?, quota))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        out.sort_unstable_by(|a, b| a.0.name.cmp(&b.0.name));
+        Ok(out)
     }
 
     /// One user with its credentials and the hosts it is assigned to.
