@@ -59,7 +59,7 @@ start_controller() {
 # Online hosts, as the controller sees them.
 online() {
     "$BIN/vpn" servers list -o json | python3 -c \
-        'import json,sys; print(sum(1 for s in json.load(sys.stdin) if s.get("online")))'
+        'import json,sys; print(sum(1 for s in json.load(sys.stdin) if s["server"]["online"]))'
 }
 
 wait_online() {
@@ -111,7 +111,7 @@ adds)
         t0=$(date +%s%N)
         out="$("$BIN/vpn" users add "bench-$k" --all-servers -o json)"
         t1=$(date +%s%N)
-        applied="$(python3 -c 'import json,sys; d=json.load(sys.stdin); print(sum(1 for h in d["hosts"] if h["state"]=="applied"))' <<<"$out")"
+        applied="$(python3 -c 'import json,sys; d=json.load(sys.stdin); print(sum(1 for h in d["hosts"] if str(h["state"]).lower()=="applied"))' <<<"$out")"
         [[ "$applied" == "$AGENTS" ]] || { echo "add $k: only $applied of $AGENTS hosts applied" >&2; exit 1; }
         awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f\n", (b - a) / 1e6 }' >>"$WORK/adds.ms"
     done
