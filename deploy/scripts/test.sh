@@ -12,7 +12,7 @@ step() { echo; echo "=== $* ==="; }
 step "setup"
 deploy/scripts/setup.sh
 step "bash -n on the project's scripts (the demo is not run here)"
-for f in deploy/scripts/*.sh deploy/demo/*.sh deploy/images/*.sh deploy/images/*/build.sh .ci/run; do bash -n "$f"; done
+for f in deploy/scripts/*.sh deploy/demo/*.sh deploy/bench/*.sh deploy/images/*.sh deploy/images/*/build.sh .ci/run; do bash -n "$f"; done
 step "cargo fmt --all --check"
 cargo fmt --all --check
 step "cargo clippy --workspace --all-targets -- -D warnings"
