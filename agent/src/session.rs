@@ -29,7 +29,7 @@ use anyhow::Context;
 use quinn::{RecvStream, SendStream};
 use tokio::sync::mpsc;
 use tracing::{debug, error, info, warn};
-use vpn_shared::model::{Change, DesiredState, TrackedState};
+use vpn_shared::model::{Change, TrackedState};
 use vpn_shared::proto::frame::{FrameError, MAX_FRAME, read_frame, write_frame};
 use vpn_shared::proto::{
     ALPN_AGENT, Ack, AgentHello, AgentMsg, AgentReport, ControllerMsg, MIN_PROTOCOL_VERSION,
@@ -772,32 +772,10 @@ impl Agent {
     }
 
     async fn on_full_state(&mut self, chunks: Vec<StateChunk>) -> AgentMsg {
-        let mut state = DesiredState::default();
-        let mut expected = None;
-        for (i, chunk) in chunks.into_iter().enumerate() {
-            if chunk.index as usize != i {
-                return AgentMsg::ResyncRequest {
-                    reason: format!("chunk {} out of order", chunk.index),
-                };
-            }
-            state.generation = chunk.generation;
-            // From protocol version 2 the block list is split across the chunks, in order;
-            // before, it came whole in the first chunk and the others carried none.
-            state.firewall.blocked.extend(chunk.firewall.blocked);
-            expected = Some(chunk.digest);
-            state
-                .services
-                .extend(chunk.services.into_iter().map(|s| (s.name.clone(), s)));
-            state
-                .users
-                .extend(chunk.users.into_iter().map(|u| (u.name.clone(), u)));
-        }
-        let state = TrackedState::new(state);
-        if expected != Some(state.digest()) {
-            return AgentMsg::ResyncRequest {
-                reason: "full state digest mismatch".into(),
-            };
-        }
+        let state = match StateChunk::assemble(chunks) {
+            Ok(state) => state,
+            Err(reason) => return AgentMsg::ResyncRequest { reason },
+        };
         info!(
             generation = state.generation(),
             services = state.state().services.len(),

@@ -109,26 +109,10 @@ impl Replica {
         if !last {
             return Outcome::Nothing;
         }
-        let mut state = DesiredState::default();
-        let mut announced = None;
-        for (i, chunk) in std::mem::take(&mut self.chunks).into_iter().enumerate() {
-            if chunk.index as usize != i {
-                return Outcome::Resync(resync(format!("chunk {} out of order", chunk.index)));
-            }
-            state.generation = chunk.generation;
-            state.firewall.blocked.extend(chunk.firewall.blocked);
-            announced = Some(chunk.digest);
-            state
-                .services
-                .extend(chunk.services.into_iter().map(|s| (s.name.clone(), s)));
-            state
-                .users
-                .extend(chunk.users.into_iter().map(|u| (u.name.clone(), u)));
-        }
-        let state = TrackedState::new(state);
-        if announced != Some(state.digest()) {
-            return Outcome::Resync(resync("full state digest mismatch".into()));
-        }
+        let state = match StateChunk::assemble(std::mem::take(&mut self.chunks)) {
+            Ok(state) => state,
+            Err(reason) => return Outcome::Resync(resync(reason)),
+        };
         self.state = state;
         Outcome::Applied {
             full: true,

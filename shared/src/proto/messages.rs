@@ -271,6 +271,37 @@ pub struct StateChunk {
     pub firewall: FirewallSpec,
 }
 
+impl StateChunk {
+    /// Rebuilds the full state the chunks of one `FullState` carry, in order, as an agent
+    /// receives it: services and users by name, the block list concatenated in chunk order
+    /// (protocol 2 on; before, it came whole in the first chunk and the others carried none).
+    /// The state comes with its digest computed here; `Err` names why it cannot be taken
+    /// (chunks out of order, or a digest other than the one announced): ask for a resync.
+    pub fn assemble(chunks: Vec<StateChunk>) -> Result<crate::model::TrackedState, String> {
+        let mut state = crate::model::DesiredState::default();
+        let mut announced = None;
+        for (i, chunk) in chunks.into_iter().enumerate() {
+            if chunk.index as usize != i {
+                return Err(format!("chunk {} out of order", chunk.index));
+            }
+            state.generation = chunk.generation;
+            state.firewall.blocked.extend(chunk.firewall.blocked);
+            announced = Some(chunk.digest);
+            state
+                .services
+                .extend(chunk.services.into_iter().map(|s| (s.name.clone(), s)));
+            state
+                .users
+                .extend(chunk.users.into_iter().map(|u| (u.name.clone(), u)));
+        }
+        let state = crate::model::TrackedState::new(state);
+        if announced != Some(state.digest()) {
+            return Err("full state digest mismatch".into());
+        }
+        Ok(state)
+    }
+}
+
 /// Sent by a joining agent over the enrollment ALPN.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EnrollRequest {
