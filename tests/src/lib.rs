@@ -44,6 +44,7 @@ pub mod host;
 pub mod hostserver;
 pub mod proc;
 pub mod prom;
+pub mod seed;
 pub mod vless;
 pub mod wait;
 pub mod webhook;

@@ -27,31 +27,17 @@ const CONVERGED: Duration = Duration::from_secs(60);
 /// `n` active users on every server, straight into the controller's store (with their quota
 /// rows, as `users add` makes them).
 fn seed(db: &Path, n: usize) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        use sqlx::ConnectOptions;
-        let mut conn = sqlx::sqlite::SqliteConnectOptions::new()
-            .filename(db)
-            .connect()
-            .await
-            .unwrap();
-        let statements = [
-            format!(
-                "WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < {last}) \
-                 INSERT INTO users (id, name, status, all_servers, created_at, updated_at) \
-                 SELECT printf('%08x-0000-4000-8000-%012x', i, i), printf('seed%04d', i), \
-                 'active', 1, 1700000000, 1700000000 FROM n",
-                last = n - 1
-            ),
-            "INSERT INTO user_quota (user_id) SELECT id FROM users".to_string(),
-        ];
-        for sql in statements {
-            sqlx::query(&sql).execute(&mut conn).await.unwrap();
-        }
-    });
+    let statements = [
+        format!(
+            "WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < {last}) \
+             INSERT INTO users (id, name, status, all_servers, created_at, updated_at) \
+             SELECT printf('%08x-0000-4000-8000-%012x', i, i), printf('seed%04d', i), \
+             'active', 1, 1700000000, 1700000000 FROM n",
+            last = n - 1
+        ),
+        "INSERT INTO user_quota (user_id) SELECT id FROM users".to_string(),
+    ];
+    vpn_e2e::seed::run_sql(db, &statements);
 }
 
 /// The names of the running containers whose name contains `part`.
