@@ -18,6 +18,8 @@
 //!   helpers to drive the CLI, stop/start pieces, and clean everything up on drop.
 //! - [`vless`]: the shoes client from a `vless://` link, the shoes server container, and the
 //!   loopback TLS 1.3 `dest` and payload servers of a Reality test.
+//! - [`install`]: the install tests' tools (CI-aware) and [`install::SystemdHost`], a host whose
+//!   PID 1 is systemd, for the systemd units and the ansible roles.
 //! - [`prom`]: a strict parser of Prometheus text exposition (also used by the daemons' tests).
 //! - [`wait`]: bounded polling.
 //! - [`webhook`]: a loopback webhook receiver that checks the controller's HMAC signatures.
@@ -42,6 +44,7 @@ pub mod env;
 pub mod fleet;
 pub mod host;
 pub mod hostserver;
+pub mod install;
 pub mod proc;
 pub mod prom;
 pub mod seed;

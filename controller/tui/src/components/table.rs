@@ -1,0 +1,371 @@
+//! A filterable, sortable table over rows the model owns. Only the rows on screen are built in
+//! a frame; the view (indices of matching rows in sort order) is rebuilt only when the rows'
+//! revision, the filter or the sort changed. The selection follows its row (by name) across
+//! rebuilds, so a live update never makes the cursor jump to another host.
+
+use std::cmp::Ordering;
+
+use crossterm::event::{KeyCode, KeyEvent, KeyModifiers, MouseButton, MouseEvent, MouseEventKind};
+use ratatui::Frame;
+use ratatui::layout::{Constraint, Rect};
+use ratatui::style::Style;
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Cell, Row, Table as TableWidget};
+
+use super::input::TextInput;
+use super::{DrawCtx, EventState};
+use crate::keys::Action;
+use crate::theme::Theme;
+
+/// One column: how to show a row's cell and how to order rows by it.
+pub struct Col<T> {
+    pub title: &'static str,
+    pub width: u16,
+    /// Narrow terminals drop the columns with the lowest `keep` first.
+    pub keep: u8,
+    pub right: bool,
+    pub cell: fn(&T, &DrawCtx<'_>) -> Span<'static>,
+    pub cmp: fn(&T, &T) -> Ordering,
+}
+
+/// What a mouse event on the table did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Clicked {
+    Nothing,
+    /// A row was selected (by this click, or it already was: `again`).
+    Row {
+        again: bool,
+    },
+    /// Scrolled or re-sorted.
+    Moved,
+}
+
+pub struct Table<T: 'static> {
+    cols: &'static [Col<T>],
+    id: fn(&T) -> &str,
+    matches: fn(&T, &str) -> bool,
+    pub filter: TextInput,
+    /// Typing goes into the filter.
+    pub editing: bool,
+    pub sort: usize,
+    pub desc: bool,
+    /// Indices into the rows, filtered and sorted.
+    view: Vec<u32>,
+    built: Option<(u64, String, usize, bool)>,
+    /// Position in `view`.
+    pub selected: usize,
+    selected_id: Option<String>,
+    offset: usize,
+    /// Where the last frame drew the header and the rows, for the mouse.
+    header: Rect,
+    body: Rect,
+    /// Columns drawn in the last frame: (x, width, column index).
+    drawn: Vec<(u16, u16, usize)>,
+}
+
+impl<T: 'static> Table<T> {
+    pub fn new(cols: &'static [Col<T>], id: fn(&T) -> &str, matches: fn(&T, &str) -> bool) -> Self {
+        Table {
+            cols,
+            id,
+            matches,
+            filter: TextInput::default(),
+            editing: false,
+            sort: 0,
+            desc: false,
+            view: Vec::new(),
+            built: None,
+            selected: 0,
+            selected_id: None,
+            offset: 0,
+            header: Rect::default(),
+            body: Rect::default(),
+            drawn: Vec::new(),
+        }
+    }
+
+    /// Rebuilds the view if the rows (`rev`), the filter or the sort changed.
+    pub fn refresh(&mut self, items: &[T], rev: u64) {
+        let key = (rev, self.filter.value.clone(), self.sort, self.desc);
+        if self.built.as_ref() == Some(&key) {
+            return;
+        }
+        let needle = self.filter.value.trim().to_ascii_lowercase();
+        self.view.clear();
+        self.view.extend(
+            items
+                .iter()
+                .enumerate()
+                .filter(|(_, t)| needle.is_empty() || (self.matches)(t, &needle))
+                .filter_map(|(i, _)| u32::try_from(i).ok()),
+        );
+        let cmp = self.cols.get(self.sort).map(|c| c.cmp);
+        if let Some(cmp) = cmp {
+            let desc = self.desc;
+            let id = self.id;
+            self.view.sort_unstable_by(|&a, &b| {
+                let (a, b) = (&items[a as usize], &items[b as usize]);
+                let o = cmp(a, b).then_with(|| id(a).cmp(id(b)));
+                if desc { o.reverse() } else { o }
+            });
+        }
+        self.built = Some(key);
+        if let Some(id) = &self.selected_id
+            && let Some(pos) = self
+                .view
+                .iter()
+                .position(|&i| (self.id)(&items[i as usize]) == id)
+        {
+            self.selected = pos;
+        }
+        self.clamp(items);
+    }
+
+    fn clamp(&mut self, items: &[T]) {
+        self.selected = self.selected.min(self.view.len().saturating_sub(1));
+        self.selected_id = self.selected_item(items).map(|t| (self.id)(t).to_owned());
+    }
+
+    /// Rows matching the filter.
+    pub fn len(&self) -> usize {
+        self.view.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.view.is_empty()
+    }
+
+    pub fn selected_item<'a>(&self, items: &'a [T]) -> Option<&'a T> {
+        self.view
+            .get(self.selected)
+            .and_then(|&i| items.get(i as usize))
+    }
+
+    pub fn page(&self) -> usize {
+        usize::from(self.body.height).max(1)
+    }
+
+    fn move_to(&mut self, pos: usize, items: &[T]) {
+        self.selected = pos;
+        self.clamp(items);
+    }
+
+    /// Moving, filtering and sorting; `items`/`rev` as for [`Table::refresh`].
+    pub fn on_action(&mut self, action: Action, items: &[T], rev: u64) -> EventState {
+        self.refresh(items, rev);
+        let page = self.page();
+        let s = self.selected;
+        match action {
+            Action::Up => self.move_to(s.saturating_sub(1), items),
+            Action::Down => self.move_to(s + 1, items),
+            Action::PageUp => self.move_to(s.saturating_sub(page), items),
+            Action::PageDown => self.move_to(s + page, items),
+            Action::Top => self.move_to(0, items),
+            Action::Bottom => self.move_to(usize::MAX, items),
+            Action::Filter => self.editing = true,
+            Action::SortNext => {
+                self.sort = (self.sort + 1) % self.cols.len().max(1);
+                self.desc = false;
+            }
+            Action::SortReverse => self.desc = !self.desc,
+            Action::Back => {
+                if !self.clear_filter(items, rev) {
+                    return EventState::NotConsumed;
+                }
+            }
+            _ => return EventState::NotConsumed,
+        }
+        self.refresh(items, rev);
+        EventState::Consumed
+    }
+
+    /// Keys typed into the filter while editing; the filter stays while moving with ↑↓.
+    pub fn on_key(&mut self, key: &KeyEvent, items: &[T], rev: u64) -> EventState {
+        if !self.editing
+            || key.modifiers.contains(KeyModifiers::CONTROL) && key.code == KeyCode::Char('c')
+        {
+            return EventState::NotConsumed;
+        }
+        match key.code {
+            KeyCode::Enter => self.editing = false,
+            KeyCode::Esc => {
+                self.editing = false;
+                self.filter.value.clear();
+            }
+            KeyCode::Up => return self.on_action(Action::Up, items, rev),
+            KeyCode::Down => return self.on_action(Action::Down, items, rev),
+            KeyCode::PageUp => return self.on_action(Action::PageUp, items, rev),
+            KeyCode::PageDown => return self.on_action(Action::PageDown, items, rev),
+            _ => {
+                self.filter.key(key);
+            }
+        }
+        self.refresh(items, rev);
+        EventState::Consumed
+    }
+
+    /// Esc outside editing: clears a filter if there is one.
+    pub fn clear_filter(&mut self, items: &[T], rev: u64) -> bool {
+        if self.filter.value.is_empty() {
+            return false;
+        }
+        self.filter.value.clear();
+        self.refresh(items, rev);
+        true
+    }
+
+    /// Wheel, row clicks and header clicks (sort by that column; again: reverse).
+    pub fn on_mouse(&mut self, m: &MouseEvent, items: &[T], rev: u64) -> Clicked {
+        self.refresh(items, rev);
+        let inside = |r: Rect| {
+            m.column >= r.x && m.column < r.x + r.width && m.row >= r.y && m.row < r.y + r.height
+        };
+        match m.kind {
+            MouseEventKind::ScrollDown if inside(self.body) || inside(self.header) => {
+                self.move_to(self.selected + 3, items);
+                Clicked::Moved
+            }
+            MouseEventKind::ScrollUp if inside(self.body) || inside(self.header) => {
+                self.move_to(self.selected.saturating_sub(3), items);
+                Clicked::Moved
+            }
+            MouseEventKind::Down(button) if inside(self.body) => {
+                let pos = self.offset + usize::from(m.row - self.body.y);
+                if pos >= self.view.len() {
+                    return Clicked::Nothing;
+                }
+                let again = pos == self.selected && button == MouseButton::Left;
+                self.move_to(pos, items);
+                Clicked::Row { again }
+            }
+            MouseEventKind::Down(MouseButton::Left) if inside(self.header) => {
+                let Some(&(_, _, col)) = self
+                    .drawn
+                    .iter()
+                    .find(|(x, w, _)| m.column >= *x && m.column < x + w)
+                else {
+                    return Clicked::Nothing;
+                };
+                if self.sort == col {
+                    self.desc = !self.desc;
+                } else {
+                    (self.sort, self.desc) = (col, false);
+                }
+                self.refresh(items, rev);
+                Clicked::Moved
+            }
+            _ => Clicked::Nothing,
+        }
+    }
+
+    /// The sort column's title and direction, for titles: `name ▲`.
+    pub fn sort_label(&self) -> String {
+        let title = self.cols.get(self.sort).map_or("", |c| c.title);
+        format!(
+            "{} {}",
+            title.to_lowercase(),
+            if self.desc { "▼" } else { "▲" }
+        )
+    }
+
+    /// Which columns fit in `width`, in their order.
+    fn fitting(&self, width: u16) -> Vec<usize> {
+        let mut by_keep: Vec<usize> = (0..self.cols.len()).collect();
+        by_keep.sort_by_key(|&i| std::cmp::Reverse(self.cols[i].keep));
+        let mut used = 0u16;
+        let mut chosen = Vec::new();
+        for i in by_keep {
+            let w = self.cols[i].width + 1;
+            if used + w <= width + 1 {
+                used += w;
+                chosen.push(i);
+            }
+        }
+        chosen.sort_unstable();
+        chosen
+    }
+
+    /// Draws the header and the visible rows only.
+    pub fn draw(
+        &mut self,
+        f: &mut Frame<'_>,
+        area: Rect,
+        items: &[T],
+        rev: u64,
+        ctx: &DrawCtx<'_>,
+    ) {
+        self.refresh(items, rev);
+        let theme: &Theme = ctx.theme;
+        self.header = Rect {
+            height: 1.min(area.height),
+            ..area
+        };
+        self.body = Rect {
+            y: area.y + 1,
+            height: area.height.saturating_sub(1),
+            ..area
+        };
+        let h = usize::from(self.body.height);
+        if self.selected < self.offset {
+            self.offset = self.selected;
+        } else if h > 0 && self.selected >= self.offset + h {
+            self.offset = self.selected + 1 - h;
+        }
+        self.offset = self.offset.min(self.view.len().saturating_sub(h));
+        let cols = self.fitting(area.width);
+        let mut x = area.x;
+        self.drawn.clear();
+        let widths: Vec<Constraint> = cols
+            .iter()
+            .map(|&i| {
+                let w = self.cols[i].width;
+                self.drawn.push((x, w, i));
+                x = x.saturating_add(w + 1);
+                Constraint::Length(w)
+            })
+            .collect();
+        let header = Row::new(cols.iter().map(|&i| {
+            let c = &self.cols[i];
+            let mut title = c.title.to_owned();
+            if i == self.sort {
+                title.push(if self.desc { '▼' } else { '▲' });
+            }
+            aligned(Span::raw(title), c.right)
+        }))
+        .style(theme.header);
+        let end = (self.offset + h).min(self.view.len());
+        let rows = self.view[self.offset..end]
+            .iter()
+            .enumerate()
+            .map(|(n, &i)| {
+                let item = &items[i as usize];
+                let row = Row::new(cols.iter().map(|&c| {
+                    let col = &self.cols[c];
+                    aligned((col.cell)(item, ctx), col.right)
+                }));
+                if self.offset + n == self.selected {
+                    row.style(theme.selected)
+                } else {
+                    row.style(theme.base)
+                }
+            });
+        let table = TableWidget::new(rows, widths)
+            .header(header)
+            .column_spacing(1)
+            .style(theme.base);
+        f.render_widget(table, area);
+    }
+}
+
+fn aligned(span: Span<'static>, right: bool) -> Cell<'static> {
+    let line = Line::from(span);
+    Cell::from(if right { line.right_aligned() } else { line })
+}
+
+/// A cell in a style, or plain.
+pub fn styled(text: impl Into<String>, style: Option<Style>) -> Span<'static> {
+    match style {
+        Some(s) => Span::styled(text.into(), s),
+        None => Span::raw(text.into()),
+    }
+}
