@@ -3,10 +3,12 @@
 #   1. Debian packages: iproute2 (ip, tc), nftables, iptables, util-linux (nsenter), python3,
 #      busybox-static (the pause image), curl, procps, docker.io, v2ray (the real engine of the
 #      Xray API test), wireguard-go and wireguard-tools (the WireGuard image and the e2e client)
-#      — only those missing;
+#      — only those missing; systemd (systemd-analyze and systemd-sysusers for the unit checks);
 #   2. `cargo install shadowsocks-rust --locked` (sslocal, ssserver, ssmanager) if missing —
 #      several minutes on 2 cores —, `cargo install shoes --locked` (the VLESS + Reality engine
 #      of the tests, 12 minutes on an idle 2-core machine, far more under load) and cargo-nextest if missing;
+#   2b. ansible from PyPI (`ansible`: ansible-core plus the community.docker collection) for the
+#      ansible roles' test, if `ansible-playbook` or that collection is missing;
 #   3. a Docker daemon that answers `docker info` (started in the background if it does not);
 #   4. the local images: every `deploy/images/*/build.sh` (each is idempotent).
 # Nothing is pulled from a container registry.
@@ -29,6 +31,7 @@ need=(
     "python3 python3" "curl curl" "ps procps" "docker docker.io"
     "v2ray v2ray" "openssl openssl"
     "wireguard-go wireguard-go" "wg wireguard-tools"
+    "systemd-analyze systemd" "systemd-sysusers systemd"
 )
 missing=()
 for pair in "${need[@]}"; do
@@ -64,6 +67,16 @@ fi
 if ! command -v cargo-nextest >/dev/null; then
     say "installing cargo-nextest"
     cargo install cargo-nextest --locked
+fi
+
+# --- 2b. ansible for tests/tests/install_ansible.rs: the `ansible` package brings ansible-core
+# and the community.docker connection the test reaches its simulated hosts with.
+if ! command -v ansible-playbook >/dev/null 2>&1 \
+    || ! ansible-doc -t connection community.docker.docker >/dev/null 2>&1; then
+    say "installing ansible (ansible-core + community.docker) from PyPI"
+    python3 -m pip install --quiet ansible 2>/dev/null \
+        || python3 -m pip install --quiet --break-system-packages ansible
+    if command -v pyenv >/dev/null 2>&1; then pyenv rehash; fi
 fi
 
 # --- 3. Docker daemon.
