@@ -165,11 +165,52 @@ impl SystemdHost {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
+    /// Writes `content` to `path` in the host.
+    pub fn write_file(&self, path: &str, content: &str) -> Result<()> {
+        use std::io::Write;
+        let mut child = Command::new("docker")
+            .args([
+                "exec",
+                "-i",
+                &self.name,
+                "sh",
+                "-c",
+                "cat > \"$1\"",
+                "sh",
+                path,
+            ])
+            .stdin(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .with_context(|| format!("docker exec {} (writing {path})", self.name))?;
+        if let Some(mut stdin) = child.stdin.take() {
+            stdin.write_all(content.as_bytes())?;
+        }
+        let out = child.wait_with_output()?;
+        if !out.status.success() {
+            bail!(
+                "{}: writing {path} failed: {}",
+                self.name,
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(())
+    }
+
     /// The journal of `unit` (for failure reports).
     pub fn journal(&self, unit: &str) -> String {
         self.exec(&["journalctl", "-u", unit, "--no-pager", "-n", "80"])
             .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
             .unwrap_or_else(|e| e.to_string())
+    }
+}
+
+impl SystemdHost {
+    /// Leaves the container running for a post-mortem (`VPN_E2E_KEEP=1`); the next test that
+    /// takes [`crate::fleet::serial_guard`] sweeps it with its network.
+    pub fn keep(self) {
+        eprintln!("kept simulated host {} ({})", self.name, self.ip);
+        std::mem::forget(self);
     }
 }
 

@@ -41,20 +41,25 @@ const PLAYBOOK_TIMEOUT: &str = "600";
 /// CAP_NET_ADMIN (12), CAP_SYS_PTRACE (19), CAP_SYS_ADMIN (21): the agent unit's bounding set.
 const AGENT_CAPS: u64 = (1 << 12) | (1 << 19) | (1 << 21);
 
-/// The simulated hosts and their network, removed on drop (hosts first).
+/// The simulated hosts and their network, removed on drop (hosts first), or kept with
+/// `VPN_E2E_KEEP=1` for a post-mortem.
 struct Lab {
-    controller: SystemdHost,
-    agents: Vec<SystemdHost>,
+    /// The controller's host first, then one per name of [`AGENTS`].
+    hosts: Vec<SystemdHost>,
     network: Network,
-    dir: tempfile::TempDir,
+    dir: Option<tempfile::TempDir>,
 }
 
 impl Drop for Lab {
     fn drop(&mut self) {
-        for h in self.agents.drain(..) {
-            drop(h);
+        if std::env::var_os("VPN_E2E_KEEP").is_some() {
+            if let Some(dir) = self.dir.take() {
+                eprintln!("VPN_E2E_KEEP: kept {}", dir.keep().display());
+            }
+            self.hosts.drain(..).for_each(SystemdHost::keep);
+            return;
         }
-        let _ = vpn_e2e::docker::docker(&["rm", "-f", "-v", &self.controller.name]);
+        self.hosts.clear();
         let _ = self.network.remove();
     }
 }
@@ -63,26 +68,38 @@ impl Lab {
     fn start(id: &str) -> Lab {
         let network = Network::create(&format!("vpn-ans-{id}"), id)
             .unwrap_or_else(|e| panic!("creating the test network: {e:#}"));
-        let controller = SystemdHost::start(&format!("vpn-ans-{id}-ctl"), &network, id, false)
-            .unwrap_or_else(|e| panic!("starting the controller host: {e:#}"));
         let mut lab = Lab {
-            controller,
-            agents: Vec::new(),
+            hosts: Vec::new(),
             network,
-            dir: tempfile::Builder::new()
-                .prefix(&format!("vpn-ans-{id}-"))
-                .tempdir()
-                .unwrap(),
+            dir: Some(
+                tempfile::Builder::new()
+                    .prefix(&format!("vpn-ans-{id}-"))
+                    .tempdir()
+                    .unwrap(),
+            ),
         };
-        for name in AGENTS {
-            let host = SystemdHost::start(&format!("vpn-ans-{id}-{name}"), &lab.network, id, true)
+        let names = std::iter::once("ctl").chain(AGENTS);
+        for (i, name) in names.enumerate() {
+            let host = SystemdHost::start(&format!("vpn-ans-{id}-{name}"), &lab.network, id, i > 0)
                 .unwrap_or_else(|e| panic!("starting host {name}: {e:#}"));
-            lab.agents.push(host);
+            lab.hosts.push(host);
         }
-        for h in std::iter::once(&lab.controller).chain(&lab.agents) {
+        for h in &lab.hosts {
             h.wait_booted().unwrap_or_else(|e| panic!("{e:#}"));
         }
         lab
+    }
+
+    fn controller(&self) -> &SystemdHost {
+        &self.hosts[0]
+    }
+
+    fn agents(&self) -> &[SystemdHost] {
+        &self.hosts[1..]
+    }
+
+    fn dir(&self) -> &Path {
+        self.dir.as_ref().map_or(Path::new("/tmp"), |d| d.path())
     }
 
     /// The inventory: the example's groups, these containers as hosts.
@@ -90,9 +107,10 @@ impl Lab {
         let mut inv = String::from("[vpn_controllers]\n");
         inv += &format!(
             "ctl ansible_host={} vpn_controller_public_address={}:7443\n\n[vpn_agents]\n",
-            self.controller.name, self.controller.ip
+            self.controller().name,
+            self.controller().ip
         );
-        for (name, host) in AGENTS.iter().zip(&self.agents) {
+        for (name, host) in AGENTS.iter().zip(self.agents()) {
             inv += &format!("{name} ansible_host={} vpn_agent_name={name}\n", host.name);
         }
         inv += &format!(
@@ -100,7 +118,7 @@ impl Lab {
              ansible_python_interpreter=/usr/bin/python3\nvpn_binaries_dir={}\n",
             env::bin_dir().display()
         );
-        let path = self.dir.path().join("inventory.ini");
+        let path = self.dir().join("inventory.ini");
         std::fs::write(&path, inv).unwrap();
         path
     }
@@ -108,7 +126,7 @@ impl Lab {
     /// `vpn servers list -o json` on the controller host, as the role left its CLI context.
     fn servers(&self) -> Vec<ServerRow> {
         let out = self
-            .controller
+            .controller()
             .exec_ok(&["/usr/local/bin/vpn", "servers", "list", "-o", "json"])
             .unwrap_or_else(|e| panic!("{e:#}"));
         let rows: Vec<serde_json::Value> = serde_json::from_str(&out)
@@ -121,10 +139,10 @@ impl Lab {
     fn journals(&self) -> String {
         let mut all = format!(
             "--- {} vpn-controller:\n{}",
-            self.controller.name,
-            self.controller.journal("vpn-controller")
+            self.controller().name,
+            self.controller().journal("vpn-controller")
         );
-        for h in &self.agents {
+        for h in self.agents() {
             all += &format!("--- {} vpn-agent:\n{}", h.name, h.journal("vpn-agent"));
         }
         all
@@ -169,7 +187,7 @@ fn run_playbook(
         .current_dir(&ansible)
         .env("ANSIBLE_CONFIG", ansible.join("ansible.cfg"))
         .env("ANSIBLE_NOCOLOR", "1")
-        .env("ANSIBLE_LOCAL_TEMP", lab.dir.path().join("ansible-tmp"))
+        .env("ANSIBLE_LOCAL_TEMP", lab.dir().join("ansible-tmp"))
         .output()
         .unwrap_or_else(|e| panic!("running {}: {e}", playbook.display()));
     let text = format!(
@@ -230,12 +248,7 @@ fn playbook_installs_controller_and_agents_online_and_a_rerun_changes_nothing() 
     let inventory = lab.write_inventory();
 
     // First run: everything is installed and started.
-    let (_, first) = run_playbook(
-        &playbook,
-        &inventory,
-        &lab.dir.path().join("run1.log"),
-        &lab,
-    );
+    let (_, first) = run_playbook(&playbook, &inventory, &lab.dir().join("run1.log"), &lab);
     for (host, counts) in &first {
         assert!(
             counts.get("changed").copied().unwrap_or(0) > 0,
@@ -257,16 +270,32 @@ fn playbook_installs_controller_and_agents_online_and_a_rerun_changes_nothing() 
 
     // The daemons run as the units say: the controller as its own user without capabilities,
     // the agent as root with exactly its three.
-    let (user, caps) = main_process(&lab.controller, "vpn-controller");
+    let (user, caps) = main_process(lab.controller(), "vpn-controller");
     assert_eq!(user, "vpn-controller", "controller's user");
     assert_eq!(caps, 0, "controller's effective capabilities: {caps:#x}");
-    for h in &lab.agents {
+    for h in lab.agents() {
         let (user, caps) = main_process(h, "vpn-agent");
         assert_eq!(user, "root", "{}: agent's user", h.name);
         assert_eq!(
             caps, AGENT_CAPS,
             "{}: agent's effective capabilities {caps:#x}, want {AGENT_CAPS:#x}",
             h.name
+        );
+        // In the unit's mount namespace the forwarding switch (WireGuard) is writable and the
+        // rest of /proc/sys is not.
+        let pid = main_pid(h, "vpn-agent").to_string();
+        let probe = "test -w /proc/sys/net/ipv4/ip_forward \
+                     && ! test -w /proc/sys/net/ipv4/tcp_syncookies";
+        let sysctl = h
+            .exec(&["nsenter", "-t", &pid, "-m", "sh", "-c", probe])
+            .unwrap();
+        assert!(
+            sysctl.status.success(),
+            "{}: in vpn-agent's mount namespace ip_forward is not writable, or all of \
+             /proc/sys is ({}): {}",
+            h.name,
+            sysctl.status,
+            String::from_utf8_lossy(&sysctl.stderr)
         );
         // Its firewall worked inside the sandbox: its own table in the host's namespace.
         let table = h
@@ -281,13 +310,42 @@ fn playbook_installs_controller_and_agents_online_and_a_rerun_changes_nothing() 
         );
     }
 
-    // Second run: nothing to change anywhere, and the fleet is as it was.
-    let (log, second) = run_playbook(
-        &playbook,
-        &inventory,
-        &lab.dir.path().join("run2.log"),
-        &lab,
+    // The restart policies: a daemon killed outright is started again by systemd, and the
+    // agents come back online.
+    for (host, unit) in [
+        (lab.controller(), "vpn-controller"),
+        (&lab.agents()[0], "vpn-agent"),
+    ] {
+        let before = main_pid(host, unit);
+        host.exec_ok(&["systemctl", "kill", "--signal=SIGKILL", unit])
+            .unwrap_or_else(|e| panic!("{e:#}"));
+        let back = poll_until(Duration::from_secs(60), || {
+            let now = main_pid(host, unit);
+            now != 0 && now != before
+        });
+        assert!(
+            back.is_some(),
+            "{}: {unit} not restarted within 60 s after SIGKILL:\n{}",
+            host.name,
+            host.journal(unit)
+        );
+        eprintln!("{}: {unit} killed, restarted by systemd", host.name);
+    }
+    let online = poll_until(Duration::from_secs(60), || {
+        let rows = lab.servers();
+        AGENTS
+            .iter()
+            .all(|a| rows.iter().any(|r| r.name == *a && r.online))
+    });
+    assert!(
+        online.is_some(),
+        "agents not back online after the restarts: {:?}\n{}",
+        lab.servers(),
+        lab.journals()
     );
+
+    // Second run: nothing to change anywhere, and the fleet is as it was.
+    let (log, second) = run_playbook(&playbook, &inventory, &lab.dir().join("run2.log"), &lab);
     for (host, counts) in &second {
         assert_eq!(
             counts.get("changed").copied(),
@@ -305,14 +363,19 @@ fn playbook_installs_controller_and_agents_online_and_a_rerun_changes_nothing() 
     }
 }
 
+/// The main process of `unit` as systemd knows it (0: none).
+fn main_pid(host: &SystemdHost, unit: &str) -> u32 {
+    host.exec_ok(&["systemctl", "show", "-P", "MainPID", unit])
+        .ok()
+        .and_then(|p| p.trim().parse().ok())
+        .unwrap_or(0)
+}
+
 /// The user and effective capabilities of a unit's main process, from systemd and /proc.
 fn main_process(host: &SystemdHost, unit: &str) -> (String, u64) {
-    let pid = host
-        .exec_ok(&["systemctl", "show", "-P", "MainPID", unit])
-        .unwrap_or_else(|e| panic!("{e:#}"));
-    let pid = pid.trim();
+    let pid = main_pid(host, unit);
     assert!(
-        pid != "0" && !pid.is_empty(),
+        pid != 0,
         "{}: {unit} has no main process:\n{}",
         host.name,
         host.journal(unit)
