@@ -37,13 +37,28 @@ impl HostRow {
     }
 }
 
-/// Rows by name, with a revision that moves on every change.
+/// A change to one row, so views can patch themselves instead of re-sorting everything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RowChange {
+    /// The row at this index was added or changed.
+    Upsert(u32),
+    /// The row at `at` was removed; `moved`: the old index of the (last) row now at `at`.
+    Remove { at: u32, moved: Option<u32> },
+}
+
+/// How many row changes the log keeps; views further behind rebuild.
+const LOG: usize = 1_024;
+
+/// Rows by name, with a revision that moves on every change and a log of recent changes.
 #[derive(Debug, Clone)]
 pub struct Rows<T> {
     pub items: Vec<T>,
     index: HashMap<String, usize>,
     /// Bumped on every change; views compare it with the one they were built from.
     pub rev: u64,
+    /// The changes of revisions `log_from + 1 ..= rev`, one per revision.
+    log: Vec<RowChange>,
+    log_from: u64,
     name: fn(&T) -> &str,
 }
 
@@ -53,8 +68,33 @@ impl<T> Rows<T> {
             items: Vec::new(),
             index: HashMap::new(),
             rev: 1,
+            log: Vec::new(),
+            log_from: 1,
             name,
         }
+    }
+
+    /// The changes since revision `rev`, or `None` when the log does not reach back so far
+    /// (or a change was not logged): then a view must rebuild.
+    pub fn changes_since(&self, rev: u64) -> Option<&[RowChange]> {
+        let skip = usize::try_from(rev.checked_sub(self.log_from)?).ok()?;
+        self.log.get(skip..)
+    }
+
+    /// Many rows changed at once (rates): views rebuild.
+    pub fn touch_all(&mut self) {
+        self.rev += 1;
+        self.log.clear();
+        self.log_from = self.rev;
+    }
+
+    fn logged(&mut self, change: RowChange) {
+        if self.log.len() >= LOG {
+            self.log.clear();
+            self.log_from = self.rev;
+        }
+        self.rev += 1;
+        self.log.push(change);
     }
 
     pub fn replace(&mut self, items: Vec<T>) {
@@ -64,7 +104,7 @@ impl<T> Rows<T> {
             .map(|(i, t)| ((self.name)(t).to_owned(), i))
             .collect();
         self.items = items;
-        self.rev += 1;
+        self.touch_all();
     }
 
     pub fn get(&self, name: &str) -> Option<&T> {
@@ -72,36 +112,49 @@ impl<T> Rows<T> {
     }
 
     pub fn get_mut(&mut self, name: &str) -> Option<&mut T> {
-        self.rev += 1;
-        self.index.get(name).map(|&i| &mut self.items[i])
+        let i = *self.index.get(name)?;
+        self.logged(RowChange::Upsert(u32::try_from(i).ok()?));
+        self.items.get_mut(i)
     }
 
     /// Inserts or replaces by name; `merge` sees the old row (to carry live figures over).
     pub fn upsert(&mut self, item: T, merge: impl FnOnce(&T, &mut T)) {
         let mut item = item;
         let name = (self.name)(&item).to_owned();
-        match self.index.get(&name) {
+        let i = match self.index.get(&name) {
             Some(&i) => {
                 merge(&self.items[i], &mut item);
                 self.items[i] = item;
+                i
             }
             None => {
                 self.index.insert(name, self.items.len());
                 self.items.push(item);
+                self.items.len() - 1
             }
+        };
+        match u32::try_from(i) {
+            Ok(i) => self.logged(RowChange::Upsert(i)),
+            Err(_) => self.touch_all(),
         }
-        self.rev += 1;
     }
 
     pub fn remove(&mut self, name: &str) {
         let Some(i) = self.index.remove(name) else {
             return;
         };
+        let last = self.items.len() - 1;
         self.items.swap_remove(i);
         if let Some(moved) = self.items.get(i) {
             self.index.insert((self.name)(moved).to_owned(), i);
         }
-        self.rev += 1;
+        match (u32::try_from(i), u32::try_from(last)) {
+            (Ok(at), Ok(last)) => self.logged(RowChange::Remove {
+                at,
+                moved: (at != last).then_some(last),
+            }),
+            _ => self.touch_all(),
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -201,7 +254,7 @@ impl Model {
             changed = true;
         }
         if changed {
-            self.hosts.rev += 1;
+            self.hosts.touch_all();
         }
     }
 }

@@ -15,7 +15,11 @@ use ratatui::widgets::{Cell, Row, Table as TableWidget};
 use super::input::TextInput;
 use super::{DrawCtx, EventState};
 use crate::keys::Action;
+use crate::model::{RowChange, Rows};
 use crate::theme::Theme;
+
+/// More row changes than this since the last frame: a full rebuild is cheaper.
+const MAX_INCREMENTAL: usize = 64;
 
 /// One column: how to show a row's cell and how to order rows by it.
 pub struct Col<T> {
@@ -54,7 +58,8 @@ pub struct Table<T: 'static> {
     built: Option<(u64, String, usize, bool)>,
     /// Position in `view`.
     pub selected: usize,
-    selected_id: Option<String>,
+    /// The selected row's name and index, to follow it across changes.
+    selected_id: Option<(String, u32)>,
     offset: usize,
     /// Where the last frame drew the header and the rows, for the mouse.
     header: Rect,
@@ -84,46 +89,132 @@ impl<T: 'static> Table<T> {
         }
     }
 
-    /// Rebuilds the view if the rows (`rev`), the filter or the sort changed.
-    pub fn refresh(&mut self, items: &[T], rev: u64) {
-        let key = (rev, self.filter.value.clone(), self.sort, self.desc);
-        if self.built.as_ref() == Some(&key) {
+    /// Brings the view up to date: nothing when neither the rows (their revision), the filter
+    /// nor the sort changed; the changed rows only (found by binary search) when a few rows
+    /// were added, changed or removed; otherwise a full filter and sort.
+    pub fn refresh(&mut self, rows: &Rows<T>) {
+        let items = &rows.items;
+        let same_view = self.built.as_ref().is_some_and(|(_, f, s, d)| {
+            *f == self.filter.value && *s == self.sort && *d == self.desc
+        });
+        let built_rev = self.built.as_ref().map_or(0, |b| b.0);
+        if same_view && built_rev == rows.rev {
             return;
         }
         let needle = self.filter.value.trim().to_ascii_lowercase();
-        self.view.clear();
-        self.view.extend(
-            items
-                .iter()
-                .enumerate()
-                .filter(|(_, t)| needle.is_empty() || (self.matches)(t, &needle))
-                .filter_map(|(i, _)| u32::try_from(i).ok()),
-        );
-        let cmp = self.cols.get(self.sort).map(|c| c.cmp);
-        if let Some(cmp) = cmp {
-            let desc = self.desc;
-            let id = self.id;
-            self.view.sort_unstable_by(|&a, &b| {
-                let (a, b) = (&items[a as usize], &items[b as usize]);
-                let o = cmp(a, b).then_with(|| id(a).cmp(id(b)));
-                if desc { o.reverse() } else { o }
-            });
+        let changes = rows
+            .changes_since(built_rev)
+            .filter(|c| c.len() <= MAX_INCREMENTAL);
+        match changes {
+            Some(changes) if same_view => self.patch(items, changes, &needle),
+            _ => self.rebuild(items, &needle),
         }
-        self.built = Some(key);
-        if let Some(id) = &self.selected_id
-            && let Some(pos) = self
-                .view
-                .iter()
-                .position(|&i| (self.id)(&items[i as usize]) == id)
-        {
-            self.selected = pos;
+        self.built = Some((rows.rev, self.filter.value.clone(), self.sort, self.desc));
+        self.follow_selection(items);
+    }
+
+    /// The order of the view: the sort column, then the name, reversed when descending.
+    fn order(&self) -> impl Fn(&T, &T) -> Ordering + use<T> {
+        let cmp = self.cols.get(self.sort).map(|c| c.cmp);
+        let (id, desc) = (self.id, self.desc);
+        move |a, b| {
+            let o = cmp
+                .map_or(Ordering::Equal, |cmp| cmp(a, b))
+                .then_with(|| id(a).cmp(id(b)));
+            if desc { o.reverse() } else { o }
+        }
+    }
+
+    fn rebuild(&mut self, items: &[T], needle: &str) {
+        let order = self.order();
+        // Sorting (row, index) pairs saves an indexing per comparison.
+        let mut pairs: Vec<(&T, u32)> = items
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| needle.is_empty() || (self.matches)(t, needle))
+            .filter_map(|(i, t)| Some((t, u32::try_from(i).ok()?)))
+            .collect();
+        pairs.sort_unstable_by(|a, b| order(a.0, b.0));
+        self.view.clear();
+        self.view.extend(pairs.into_iter().map(|(_, i)| i));
+    }
+
+    /// Applies a few row changes to a view that was sorted before them.
+    fn patch(&mut self, items: &[T], changes: &[RowChange], needle: &str) {
+        let mut dirty: Vec<u32> = Vec::new();
+        let take = |view: &mut Vec<u32>, i: u32| {
+            if let Some(p) = view.iter().position(|&v| v == i) {
+                view.remove(p);
+            }
+        };
+        for change in changes {
+            match *change {
+                RowChange::Upsert(i) => {
+                    take(&mut self.view, i);
+                    if !dirty.contains(&i) {
+                        dirty.push(i);
+                    }
+                }
+                RowChange::Remove { at, moved } => {
+                    take(&mut self.view, at);
+                    dirty.retain(|&d| d != at);
+                    if let Some(m) = moved {
+                        // The last row now lives at `at`.
+                        if let Some(v) = self.view.iter_mut().find(|v| **v == m) {
+                            *v = at;
+                        }
+                        if let Some(d) = dirty.iter_mut().find(|d| **d == m) {
+                            *d = at;
+                        }
+                    }
+                }
+            }
+        }
+        let order = self.order();
+        for i in dirty {
+            let Some(item) = items.get(i as usize) else {
+                continue;
+            };
+            if needle.is_empty() || (self.matches)(item, needle) {
+                let at = self
+                    .view
+                    .partition_point(|&v| order(&items[v as usize], item) == Ordering::Less);
+                self.view.insert(at, i);
+            }
+        }
+    }
+
+    /// Keeps the selection on its row (by index when the row is still there, else by name).
+    fn follow_selection(&mut self, items: &[T]) {
+        if let Some((id, index)) = &self.selected_id {
+            let same_row = items
+                .get(*index as usize)
+                .is_some_and(|t| (self.id)(t) == id);
+            let pos = if same_row {
+                self.view.iter().position(|v| v == index)
+            } else {
+                self.view
+                    .iter()
+                    .position(|&i| (self.id)(&items[i as usize]) == id)
+            };
+            if let Some(pos) = pos {
+                self.selected = pos;
+            }
         }
         self.clamp(items);
     }
 
     fn clamp(&mut self, items: &[T]) {
         self.selected = self.selected.min(self.view.len().saturating_sub(1));
-        self.selected_id = self.selected_item(items).map(|t| (self.id)(t).to_owned());
+        self.selected_id = self
+            .view
+            .get(self.selected)
+            .and_then(|&i| Some(((self.id)(items.get(i as usize)?).to_owned(), i)));
+    }
+
+    /// The view: indices of the matching rows in order (tests compare patched and rebuilt).
+    pub fn view(&self) -> &[u32] {
+        &self.view
     }
 
     /// Rows matching the filter.
@@ -151,8 +242,9 @@ impl<T: 'static> Table<T> {
     }
 
     /// Moving, filtering and sorting; `items`/`rev` as for [`Table::refresh`].
-    pub fn on_action(&mut self, action: Action, items: &[T], rev: u64) -> EventState {
-        self.refresh(items, rev);
+    pub fn on_action(&mut self, action: Action, rows: &Rows<T>) -> EventState {
+        self.refresh(rows);
+        let items = &rows.items;
         let page = self.page();
         let s = self.selected;
         match action {
@@ -169,18 +261,18 @@ impl<T: 'static> Table<T> {
             }
             Action::SortReverse => self.desc = !self.desc,
             Action::Back => {
-                if !self.clear_filter(items, rev) {
+                if !self.clear_filter(rows) {
                     return EventState::NotConsumed;
                 }
             }
             _ => return EventState::NotConsumed,
         }
-        self.refresh(items, rev);
+        self.refresh(rows);
         EventState::Consumed
     }
 
     /// Keys typed into the filter while editing; the filter stays while moving with ↑↓.
-    pub fn on_key(&mut self, key: &KeyEvent, items: &[T], rev: u64) -> EventState {
+    pub fn on_key(&mut self, key: &KeyEvent, rows: &Rows<T>) -> EventState {
         if !self.editing
             || key.modifiers.contains(KeyModifiers::CONTROL) && key.code == KeyCode::Char('c')
         {
@@ -192,31 +284,32 @@ impl<T: 'static> Table<T> {
                 self.editing = false;
                 self.filter.value.clear();
             }
-            KeyCode::Up => return self.on_action(Action::Up, items, rev),
-            KeyCode::Down => return self.on_action(Action::Down, items, rev),
-            KeyCode::PageUp => return self.on_action(Action::PageUp, items, rev),
-            KeyCode::PageDown => return self.on_action(Action::PageDown, items, rev),
+            KeyCode::Up => return self.on_action(Action::Up, rows),
+            KeyCode::Down => return self.on_action(Action::Down, rows),
+            KeyCode::PageUp => return self.on_action(Action::PageUp, rows),
+            KeyCode::PageDown => return self.on_action(Action::PageDown, rows),
             _ => {
                 self.filter.key(key);
             }
         }
-        self.refresh(items, rev);
+        self.refresh(rows);
         EventState::Consumed
     }
 
     /// Esc outside editing: clears a filter if there is one.
-    pub fn clear_filter(&mut self, items: &[T], rev: u64) -> bool {
+    pub fn clear_filter(&mut self, rows: &Rows<T>) -> bool {
         if self.filter.value.is_empty() {
             return false;
         }
         self.filter.value.clear();
-        self.refresh(items, rev);
+        self.refresh(rows);
         true
     }
 
     /// Wheel, row clicks and header clicks (sort by that column; again: reverse).
-    pub fn on_mouse(&mut self, m: &MouseEvent, items: &[T], rev: u64) -> Clicked {
-        self.refresh(items, rev);
+    pub fn on_mouse(&mut self, m: &MouseEvent, rows: &Rows<T>) -> Clicked {
+        self.refresh(rows);
+        let items = &rows.items;
         let inside = |r: Rect| {
             m.column >= r.x && m.column < r.x + r.width && m.row >= r.y && m.row < r.y + r.height
         };
@@ -251,7 +344,7 @@ impl<T: 'static> Table<T> {
                 } else {
                     (self.sort, self.desc) = (col, false);
                 }
-                self.refresh(items, rev);
+                self.refresh(rows);
                 Clicked::Moved
             }
             _ => Clicked::Nothing,
@@ -286,15 +379,9 @@ impl<T: 'static> Table<T> {
     }
 
     /// Draws the header and the visible rows only.
-    pub fn draw(
-        &mut self,
-        f: &mut Frame<'_>,
-        area: Rect,
-        items: &[T],
-        rev: u64,
-        ctx: &DrawCtx<'_>,
-    ) {
-        self.refresh(items, rev);
+    pub fn draw(&mut self, f: &mut Frame<'_>, area: Rect, rows: &Rows<T>, ctx: &DrawCtx<'_>) {
+        self.refresh(rows);
+        let items = &rows.items;
         let theme: &Theme = ctx.theme;
         self.header = Rect {
             height: 1.min(area.height),

@@ -247,7 +247,7 @@ impl Component for FleetScreen {
 
     fn on_key(&mut self, key: &KeyEvent, ctx: &mut Ctx<'_>) -> EventState {
         let hosts = &ctx.model.hosts;
-        self.table.on_key(key, &hosts.items, hosts.rev)
+        self.table.on_key(key, hosts)
     }
 
     fn on_action(&mut self, action: Action, ctx: &mut Ctx<'_>) -> EventState {
@@ -255,12 +255,12 @@ impl Component for FleetScreen {
             return self.open(ctx);
         }
         let hosts = &ctx.model.hosts;
-        self.table.on_action(action, &hosts.items, hosts.rev)
+        self.table.on_action(action, hosts)
     }
 
     fn on_mouse(&mut self, m: &MouseEvent, ctx: &mut Ctx<'_>) -> EventState {
         let hosts = &ctx.model.hosts;
-        match self.table.on_mouse(m, &hosts.items, hosts.rev) {
+        match self.table.on_mouse(m, hosts) {
             Clicked::Row { again: true } if m.kind == MouseEventKind::Down(MouseButton::Left) => {
                 self.open(ctx)
             }
@@ -271,7 +271,7 @@ impl Component for FleetScreen {
 
     fn draw(&mut self, f: &mut Frame<'_>, area: Rect, ctx: &DrawCtx<'_>) {
         let hosts = &ctx.model.hosts;
-        self.table.refresh(&hosts.items, hosts.rev);
+        self.table.refresh(hosts);
         let (mut offline, mut degraded) = (0usize, 0usize);
         for h in &hosts.items {
             match h.detail.state {
@@ -295,6 +295,6 @@ impl Component for FleetScreen {
             self.table.editing,
             ctx,
         );
-        self.table.draw(f, body, &hosts.items, hosts.rev, ctx);
+        self.table.draw(f, body, hosts, ctx);
     }
 }

@@ -298,16 +298,12 @@ impl Component for UsersScreen {
 
     fn on_key(&mut self, key: &KeyEvent, ctx: &mut Ctx<'_>) -> EventState {
         let users = &ctx.model.users;
-        self.table.on_key(key, &users.items, users.rev)
+        self.table.on_key(key, users)
     }
 
     fn on_action(&mut self, action: Action, ctx: &mut Ctx<'_>) -> EventState {
         let users = &ctx.model.users;
-        if self
-            .table
-            .on_action(action, &users.items, users.rev)
-            .consumed()
-        {
+        if self.table.on_action(action, users).consumed() {
             return EventState::Consumed;
         }
         self.act(action, ctx)
@@ -315,7 +311,7 @@ impl Component for UsersScreen {
 
     fn on_mouse(&mut self, m: &MouseEvent, ctx: &mut Ctx<'_>) -> EventState {
         let users = &ctx.model.users;
-        match self.table.on_mouse(m, &users.items, users.rev) {
+        match self.table.on_mouse(m, users) {
             Clicked::Row { again: true } if m.kind == MouseEventKind::Down(MouseButton::Left) => {
                 self.act(Action::EditUser, ctx)
             }
@@ -326,7 +322,7 @@ impl Component for UsersScreen {
 
     fn draw(&mut self, f: &mut Frame<'_>, area: Rect, ctx: &DrawCtx<'_>) {
         let users = &ctx.model.users;
-        self.table.refresh(&users.items, users.rev);
+        self.table.refresh(users);
         let summary = format!(
             "Users {}/{} · sort {}",
             self.table.len(),
@@ -342,6 +338,6 @@ impl Component for UsersScreen {
             self.table.editing,
             ctx,
         );
-        self.table.draw(f, body, &users.items, users.rev, ctx);
+        self.table.draw(f, body, users, ctx);
     }
 }
