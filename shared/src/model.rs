@@ -396,6 +396,25 @@ impl Digest {
     }
 }
 
+/// Digests combine by XOR: `a ^ b` toggles every item of `b` in or out of `a`, so the digest
+/// after a change is the digest before it `^` the change's step (the old items' hashes and the
+/// new ones').
+impl std::ops::BitXor for Digest {
+    type Output = Digest;
+    fn bitxor(mut self, rhs: Digest) -> Digest {
+        self ^= rhs;
+        self
+    }
+}
+
+impl std::ops::BitXorAssign for Digest {
+    fn bitxor_assign(&mut self, rhs: Digest) {
+        for (a, b) in self.0.iter_mut().zip(rhs.0) {
+            *a ^= b;
+        }
+    }
+}
+
 impl std::fmt::Display for Digest {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&hex::encode(self.0))

@@ -9,6 +9,7 @@
 //!   the sweep of what killed test runs left behind.
 //! - [`host`]: a simulated VPN host = one `vpn-fleet/pause:local` container holding a network
 //!   namespace; programs are started inside it with `nsenter --net`.
+//! - [`controller`]: a lone controller process whose store a test seeds in SQL, and its CLI.
 //! - [`proc`]: child processes whose output goes to a log file, killed on drop.
 //! - [`hostserver`]: the HTTP server inside each host namespace (`/payload`, `/drip/SECS`) that
 //!   clients reach *through* the tunnel as `HOST-IP:PORT` (the server of the link; the VPN
@@ -39,6 +40,7 @@
 )]
 
 pub mod client;
+pub mod controller;
 pub mod docker;
 pub mod env;
 pub mod fleet;

@@ -12,107 +12,24 @@
 // prints its figures).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::time::Instant;
 
 use serde::Deserialize;
-use tempfile::TempDir;
-use vpn_e2e::client::free_udp_port;
-use vpn_e2e::env::product_bin;
-use vpn_e2e::proc::{Proc, tail};
-use vpn_e2e::wait::poll_until;
+use vpn_e2e::controller::{LoneController, stderr};
+use vpn_e2e::proc::tail;
 use vpn_shared::proto::admin::{AdminResponse, UserDetail};
 use vpn_shared::proto::frame::{self, FrameError};
 
 const USERS: usize = 100_000;
-/// A debug-build controller needs a few seconds to start on a loaded machine.
-const READY: Duration = Duration::from_secs(30);
-
-/// A controller process on loopback with a seeded store, and the CLI context that reaches it.
-struct SeededController {
-    dir: TempDir,
-    proc: Proc,
-}
-
-impl SeededController {
-    /// `vpn-controller init`, `users` users written into its store, then `vpn-controller run`.
-    fn start(users: usize) -> SeededController {
-        let dir = tempfile::Builder::new()
-            .prefix("vpn-e2e-scale-")
-            .tempdir()
-            .unwrap();
-        let port = free_udp_port().unwrap();
-        let address = format!("127.0.0.1:{port}");
-        let data = dir.path().join("controller");
-        let out = command(dir.path(), product_bin("vpn-controller"))
-            .arg("init")
-            .arg("--data-dir")
-            .arg(&data)
-            .args(["--listen", &address, "--public-address", &address])
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "init failed: {}", stderr(&out));
-        let started = Instant::now();
-        seed(&data.join("controller.db"), users);
-        eprintln!("seeded {users} users in {:?}", started.elapsed());
-
-        let mut cmd = command(dir.path(), product_bin("vpn-controller"));
-        cmd.arg("run").arg("--data-dir").arg(&data);
-        let log = dir.path().join("controller.log");
-        let mut proc = Proc::spawn("vpn-controller", cmd, &log).unwrap();
-        let ready = poll_until(READY, || {
-            !proc.is_running()
-                || vpn_in(dir.path(), &["status", "-o", "json"])
-                    .status
-                    .success()
-        });
-        assert!(
-            ready.is_some() && proc.is_running(),
-            "the controller did not answer within {READY:?}:\n{}",
-            tail(&log, 40)
-        );
-        SeededController { dir, proc }
-    }
-
-    fn log(&self) -> PathBuf {
-        self.dir.path().join("controller.log")
-    }
-
-    /// `vpn ARGS` against this controller.
-    fn vpn(&self, args: &[&str]) -> Output {
-        vpn_in(self.dir.path(), args)
-    }
-}
-
-impl Drop for SeededController {
-    fn drop(&mut self) {
-        self.proc.terminate(Duration::from_secs(5));
-    }
-}
-
-/// `vpn ARGS` with the CLI context `init` wrote into `dir`.
-fn vpn_in(dir: &Path, args: &[&str]) -> Output {
-    command(dir, product_bin("vpn"))
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-/// A product command with the caller's `VPN_*` removed and this test's CLI context.
-fn command(dir: &Path, program: PathBuf) -> Command {
-    let mut cmd = Command::new(program);
-    for (k, _) in std::env::vars_os() {
-        if k.to_string_lossy().starts_with("VPN_") {
-            cmd.env_remove(k);
-        }
-    }
-    cmd.env("VPN_CONFIG", dir.join("vpn.toml"));
-    cmd
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
+/// `vpn-controller init`, `users` users written into its store, then `vpn-controller run`.
+fn start_seeded(users: usize) -> LoneController {
+    let mut c = LoneController::init("vpn-e2e-scale-");
+    let started = Instant::now();
+    seed(&c.db(), users);
+    eprintln!("seeded {users} users in {:?}", started.elapsed());
+    c.start();
+    c
 }
 
 /// Writes `n` users (`user000000`…), each with an email and an 80-character note, half placed
@@ -146,7 +63,7 @@ struct Listed(Vec<UserDetail>);
 
 /// Runs `vpn users list -o json`, checks every user came back exactly once, in order, and
 /// returns the parsed list.
-fn list_and_check(c: &SeededController, users: usize) -> Vec<UserDetail> {
+fn list_and_check(c: &LoneController, users: usize) -> Vec<UserDetail> {
     let out = c.vpn(&["users", "list", "-o", "json"]);
     assert!(
         out.status.success(),
@@ -169,7 +86,7 @@ fn list_and_check(c: &SeededController, users: usize) -> Vec<UserDetail> {
 
 #[test]
 fn users_list_json_returns_every_one_of_100000_users() {
-    let c = SeededController::start(USERS);
+    let c = start_seeded(USERS);
     let started = Instant::now();
     let list = list_and_check(&c, USERS);
     eprintln!("users list -o json, {USERS} users: {:?}", started.elapsed());
@@ -203,7 +120,7 @@ fn bench_users_list_json_at_100000_users() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(7);
-    let c = SeededController::start(USERS);
+    let c = start_seeded(USERS);
     // The first run warms the controller's page cache; it is reported apart.
     let started = Instant::now();
     list_and_check(&c, USERS);

@@ -72,6 +72,9 @@ pub enum Queued {
     },
     /// A resync is already due and will cover this push, or the session is ending.
     Covered,
+    /// The push rewrites most of the host ([`HostPush::full`]): the backlog (this push
+    /// included) was replaced by a resync, which sends less than the push would.
+    FullState,
 }
 
 impl Backlog {
@@ -94,6 +97,11 @@ impl Backlog {
             let mut s = self.lock();
             if s.resync || s.end.is_some() {
                 Queued::Covered
+            } else if push.full {
+                s.pushes.clear();
+                s.weight = 0;
+                s.resync = true;
+                Queued::FullState
             } else {
                 let w = weight(&push);
                 if s.weight + w > self.limit {
@@ -190,6 +198,8 @@ mod tests {
                     name: format!("u{i}"),
                 })
                 .collect(),
+            step: Default::default(),
+            full: false,
         }
     }
 
@@ -235,10 +245,25 @@ mod tests {
             changes: vec![Change::SetFirewall(FirewallSpec {
                 blocked: (0..50).map(|i| format!("10.0.0.{i}/32")).collect(),
             })],
+            step: Default::default(),
+            full: false,
         };
         assert_eq!(weight(&fw), 50);
         let b = Backlog::new(40);
         assert_eq!(b.push(fw), Queued::Overflowed { dropped: 1 });
+    }
+
+    #[test]
+    fn a_push_that_rewrites_the_host_becomes_a_resync() {
+        let b = Backlog::new(100);
+        assert_eq!(b.push(push(1, 2)), Queued::Queued);
+        let whole = HostPush {
+            full: true,
+            ..push(2, 0)
+        };
+        assert_eq!(b.push(whole), Queued::FullState);
+        assert_eq!(b.push(push(3, 1)), Queued::Covered);
+        assert_eq!((b.take(), b.weight()), (Some(Next::Resync), 0));
     }
 
     #[test]

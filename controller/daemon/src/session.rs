@@ -34,7 +34,7 @@ use std::time::Duration;
 use quinn::{RecvStream, SendStream};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
-use vpn_shared::model::{Digest, FirewallSpec, TrackedState};
+use vpn_shared::model::{DesiredState, Digest, FirewallSpec};
 use vpn_shared::pki::Identity;
 use vpn_shared::proto::frame::{FrameError, MAX_FRAME, read_frame, write_frame};
 use vpn_shared::proto::{AgentHello, AgentMsg, ControllerMsg, StateChunk, close, negotiate};
@@ -135,7 +135,8 @@ pub async fn run(ctl: Arc<Controller>, conn: quinn::Connection) {
         agent_version: hello.agent_version.clone(),
         version,
         send,
-        tracked: TrackedState::default(),
+        generation: 0,
+        digest: DesiredState::default().digest(),
         acks: crate::metrics::AckClock::default(),
         conn: conn.clone(),
         failing: 0,
@@ -154,7 +155,7 @@ pub async fn run(ctl: Arc<Controller>, conn: quinn::Connection) {
         // `online`, dropped inside `start`, already took the host offline.
         return;
     };
-    info!(host = %host_name, %remote, agent_version = %hello.agent_version, version, generation = session.tracked.generation(), "agent connected");
+    info!(host = %host_name, %remote, agent_version = %hello.agent_version, version, generation = session.generation, "agent connected");
     let reason = session.serve(&mut reg, &mut msgs, &address).await;
     reader.abort();
     drop(online);
@@ -355,8 +356,11 @@ struct Session {
     /// The negotiated protocol version: from 2 on, the block list is split across chunks.
     version: u16,
     send: SendStream,
-    /// What this host was sent, with its digest: what the agent's acks must match.
-    tracked: TrackedState,
+    /// The generation this host was last sent and its digest: what the agent's acks must
+    /// match. Not the state itself: a push carries the step of the digest (`store::digest`),
+    /// so a session's memory does not grow with its host's users.
+    generation: u64,
+    digest: Digest,
     /// When each change still awaiting an ack was taken (the ack latency metric).
     acks: crate::metrics::AckClock,
     /// For the round-trip time in clock-skew measurements.
@@ -396,7 +400,6 @@ impl Session {
         let reg = self.ctl.fleet.register(&self.host_id, ack);
         online.session = Some(reg.session);
         drop(guard);
-        self.tracked = TrackedState::new(state);
         // Last known failures count until the agent reports again (they are kept offline).
         self.failing = match self.ctl.store.failing(&self.host_id).await {
             Ok(f) => f.len() as u32,
@@ -408,7 +411,7 @@ impl Session {
         if !reg.replaced {
             self.came_online(&online.address).await;
         }
-        if let Err(e) = self.send_full().await {
+        if let Err(e) = self.send_full(&state).await {
             debug!(host = %self.host_name, error = %e, "first full state not delivered");
             return Err(());
         }
@@ -557,8 +560,7 @@ impl Session {
             return Err(end_of(end));
         }
         drop(guard);
-        self.tracked = TrackedState::new(state);
-        self.send_full()
+        self.send_full(&state)
             .await
             .map_err(|e| End::Protocol(e.to_string()))?;
         self.send_allowances()
@@ -713,8 +715,10 @@ impl Session {
         }
     }
 
-    async fn send_full(&mut self) -> Result<(), FrameError> {
-        let state = self.tracked.state();
+    /// Sends `state` in chunks; from now on acks are checked against it.
+    async fn send_full(&mut self, state: &DesiredState) -> Result<(), FrameError> {
+        self.generation = state.generation;
+        self.digest = state.digest();
         let users: Vec<_> = state.users.values().cloned().collect();
         let user_chunks: Vec<_> = users.chunks(USERS_PER_CHUNK).collect();
         // Version 1 agents read the block list from the first chunk only.
@@ -728,7 +732,7 @@ impl Session {
         for i in 0..count {
             let chunk = StateChunk {
                 generation: state.generation,
-                digest: self.tracked.digest(),
+                digest: self.digest,
                 index: i as u32,
                 last: i + 1 == count,
                 services: if i == 0 {
@@ -810,24 +814,26 @@ impl Session {
                 .await
                 .map_err(|e| End::Protocol(e.to_string()))?;
         }
-        let base = self.tracked.generation();
+        let base = self.generation;
         let mut changes = Vec::new();
         for p in batch {
             self.ctl.metrics.pushed(&mut self.acks, p.generation, taken);
-            if self
-                .tracked
-                .apply_delta(p.base_generation, p.generation, &p.changes)
-                .is_err()
-            {
-                warn!(host = %self.host_name, held = self.tracked.generation(), base = p.base_generation, "push out of sequence, resending full state");
+            if p.base_generation != self.generation {
+                warn!(host = %self.host_name, held = self.generation, base = p.base_generation, "push out of sequence, resending full state");
                 return self.resync(reg).await;
             }
+            if p.full {
+                // Cheaper as the whole state (`store::digest`); it covers the rest too.
+                return self.resync(reg).await;
+            }
+            self.generation = p.generation;
+            self.digest ^= p.step;
             changes.extend(p.changes);
         }
         let delta = ControllerMsg::Delta {
             base_generation: base,
-            generation: self.tracked.generation(),
-            digest: self.tracked.digest(),
+            generation: self.generation,
+            digest: self.digest,
             changes,
         };
         write_frame(&mut self.send, &delta)
@@ -844,16 +850,14 @@ impl Session {
         match msg {
             AgentMsg::KeepAlive => Ok(()),
             AgentMsg::Ack(ack) => {
-                let expected = self.tracked.digest();
-                if ack.generation > self.tracked.generation() {
+                let expected = self.digest;
+                if ack.generation > self.generation {
                     return Err(End::Protocol(format!(
                         "ack for generation {} which was never sent (latest {})",
-                        ack.generation,
-                        self.tracked.generation()
+                        ack.generation, self.generation
                     )));
                 }
-                let mismatch =
-                    ack.generation == self.tracked.generation() && ack.digest != expected;
+                let mismatch = ack.generation == self.generation && ack.digest != expected;
                 if mismatch {
                     warn!(host = %self.host_name, generation = ack.generation, "digest mismatch, resending full state");
                     return self.resync(reg).await;

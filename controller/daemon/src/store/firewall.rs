@@ -229,8 +229,8 @@ impl Store {
             .execute(&mut *conn)
             .await?;
         }
-        let pushes = pushes(conn, &target, &scopes, &before).await?;
-        w.commit().await?;
+        let mut pushes = pushes(conn, &target, &scopes, &before).await?;
+        self.finish(w, &mut pushes).await?;
         let rules = scopes.iter().map(|s| s.row(&target, now)).collect();
         Ok(Mutation {
             value: rules,
@@ -266,8 +266,8 @@ impl Store {
             })?;
             removed.push(scope.row(&target, created));
         }
-        let pushes = pushes(conn, &target, &scopes, &before).await?;
-        w.commit().await?;
+        let mut pushes = pushes(conn, &target, &scopes, &before).await?;
+        self.finish(w, &mut pushes).await?;
         Ok(Mutation {
             value: removed,
             pushes,

@@ -23,6 +23,7 @@
 //! Time is always the caller's `now` (unix seconds): the store never reads a clock.
 
 mod counts;
+mod digest;
 mod error;
 mod firewall;
 pub mod health;
@@ -48,7 +49,7 @@ use ring::rand::SystemRandom;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Sqlite, SqliteConnection, SqlitePool, Transaction};
 use tokio::sync::{Mutex, MutexGuard};
-use vpn_shared::model::Change;
+use vpn_shared::model::{Change, Digest};
 
 pub use counts::UserTotals;
 pub use error::{Result, StoreError, TokenRefusal};
@@ -103,6 +104,12 @@ pub struct HostPush {
     pub base_generation: u64,
     pub generation: u64,
     pub changes: Vec<Change>,
+    /// The host's digest at `generation` is its digest at `base_generation` `^ step`: what a
+    /// session keeps instead of a copy of its host's state ([`digest`]).
+    pub step: Digest,
+    /// The push rewrites most of the host (a service deployed to thousands of users): the
+    /// session sends its full state instead, and `changes` is left empty ([`digest::steps`]).
+    pub full: bool,
 }
 
 /// A write transaction together with this process's writer lock. The transaction is declared
@@ -213,6 +220,24 @@ impl Store {
             tx: self.pool.begin().await?,
             _timer: timer,
         })
+    }
+}
+
+impl Store {
+    /// Commits a mutation's write once its pushes have their digest steps, read against the
+    /// state as it was before it (`digest.rs`).
+    async fn finish(&self, w: Write<'_>, pushes: &mut [HostPush]) -> Result<()> {
+        // Every store test checks each step against whole renderings (`digest::verify`).
+        #[cfg(test)]
+        let mut w = w;
+        if !pushes.is_empty() {
+            let mut before = self.read().await?;
+            digest::steps(&mut before, pushes).await?;
+            #[cfg(test)]
+            digest::verify(&mut before, &mut w.tx, pushes).await;
+            before.commit().await?;
+        }
+        w.commit().await
     }
 }
 

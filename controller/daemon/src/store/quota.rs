@@ -314,7 +314,7 @@ impl Store {
             }
             pushes.extend(p);
         }
-        w.commit().await?;
+        self.finish(w, &mut pushes).await?;
         Ok(Mutation {
             value: changes,
             // Several users may touch one host: its pushes follow each other, in order.

@@ -171,6 +171,8 @@ pub(crate) fn pushes(
         .into_iter()
         .map(|(host_id, generation)| HostPush {
             changes: changes(&host_id),
+            step: Default::default(),
+            full: false,
             base_generation: generation.saturating_sub(1),
             generation,
             host_id,

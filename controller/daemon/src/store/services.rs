@@ -38,7 +38,10 @@ const SERVICE_COLUMNS: &str = "name, protocol, port, port_span, image, options, 
     bandwidth_down, bandwidth_up, new_conn_rate, created_at";
 
 /// Loads services (all, or the one named) with their explicit server names.
-async fn load_services(conn: &mut SqliteConnection, name: Option<&str>) -> Result<Vec<ServiceRow>> {
+pub(super) async fn load_services(
+    conn: &mut SqliteConnection,
+    name: Option<&str>,
+) -> Result<Vec<ServiceRow>> {
     // `?1 IS NULL` selects every service; there are few, so no index is missed.
     let sql = format!(
         "SELECT {SERVICE_COLUMNS} FROM services WHERE ?1 IS NULL OR name = ?1 ORDER BY name"
@@ -128,8 +131,8 @@ impl Store {
 
         let service = load_services(conn, Some(&new.name)).await?.pop();
         let service = service.ok_or_else(|| StoreError::not_found("service", &new.name))?;
-        let pushes = deploy_pushes(conn, &service, all).await?;
-        w.commit().await?;
+        let mut pushes = deploy_pushes(conn, &service, all).await?;
+        self.finish(w, &mut pushes).await?;
         Ok(Mutation {
             value: service,
             pushes,
@@ -270,11 +273,11 @@ impl Store {
             image,
             ..service
         };
-        w.commit().await?;
         let spec = service.spec();
-        let pushes = render::pushes(bumped, |host| {
+        let mut pushes = render::pushes(bumped, |host| {
             vec![Change::UpsertService(interfaces.host_spec(&spec, host))]
         });
+        self.finish(w, &mut pushes).await?;
         Ok(Mutation {
             value: service,
             pushes,
@@ -299,10 +302,10 @@ impl Store {
         ] {
             sqlx::query(sql).bind(name).execute(&mut *conn).await?;
         }
-        w.commit().await?;
-        let pushes = render::pushes(bumped, |_| {
+        let mut pushes = render::pushes(bumped, |_| {
             vec![Change::RemoveService { name: name.into() }]
         });
+        self.finish(w, &mut pushes).await?;
         Ok(Mutation {
             value: service,
             pushes,

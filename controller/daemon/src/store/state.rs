@@ -154,31 +154,59 @@ pub(super) async fn push_user(
             vec![Change::RemoveUser { name: name.into() }]
         }));
     }
-    let (down, up): (Option<i64>, Option<i64>) =
-        sqlx::query_as("SELECT bandwidth_down, bandwidth_up FROM users WHERE id = ?1")
-            .bind(user_id)
-            .fetch_optional(&mut *conn)
-            .await?
-            .ok_or_else(|| StoreError::not_found("user", name))?;
-    let key = UserKey {
-        id: user_id,
-        name,
-        bandwidth: bandwidth_from_db(down, up)?,
-    };
-    const SQL: &str = "SELECT c.user_id, c.service, s.protocol, COALESCE(c.port, s.port), c.secret \
-        FROM credentials c JOIN services s ON s.name = c.service WHERE c.user_id = ?1";
-    let mut by_user = held_where(conn, SQL, user_id).await?;
-    let held = by_user.remove(user_id).unwrap_or_default();
-    let placements = service_placements(conn).await?;
     wireguard::ensure(conn, Scope::User(user_id)).await?;
-    let peers = wireguard::peers(conn, Scope::User(user_id)).await?;
+    let user = UserRender::load(conn, user_id, name).await?;
     Ok(render::pushes(bumped, |host| {
-        let on_host = |s: &str| placements.get(s).is_some_and(|p| p.contains(host));
-        let per_host = |user: &str, c: &HeldCredential| peers.get(user, &c.service, host);
-        vec![Change::UpsertUser(render::user_spec(
-            &key, &held, on_host, &per_host,
-        ))]
+        vec![Change::UpsertUser(user.spec(host))]
     }))
+}
+
+/// One user loaded for rendering its spec on any host: O(its credentials) to load, then pure.
+pub(super) struct UserRender {
+    id: String,
+    name: String,
+    bandwidth: vpn_shared::model::Bandwidth,
+    held: Vec<HeldCredential>,
+    placements: HashMap<String, Placement>,
+    peers: wireguard::Peers,
+}
+
+impl UserRender {
+    pub(super) async fn load(
+        conn: &mut SqliteConnection,
+        user_id: &str,
+        name: &str,
+    ) -> Result<UserRender> {
+        let (down, up): (Option<i64>, Option<i64>) =
+            sqlx::query_as("SELECT bandwidth_down, bandwidth_up FROM users WHERE id = ?1")
+                .bind(user_id)
+                .fetch_optional(&mut *conn)
+                .await?
+                .ok_or_else(|| StoreError::not_found("user", name))?;
+        const SQL: &str = "SELECT c.user_id, c.service, s.protocol, COALESCE(c.port, s.port), \
+            c.secret FROM credentials c JOIN services s ON s.name = c.service WHERE c.user_id = ?1";
+        let mut by_user = held_where(conn, SQL, user_id).await?;
+        Ok(UserRender {
+            id: user_id.to_owned(),
+            name: name.to_owned(),
+            bandwidth: bandwidth_from_db(down, up)?,
+            held: by_user.remove(user_id).unwrap_or_default(),
+            placements: service_placements(conn).await?,
+            peers: wireguard::peers(conn, Scope::User(user_id)).await?,
+        })
+    }
+
+    /// The user's spec on `host`: the credentials of the services placed there.
+    pub(super) fn spec(&self, host: &str) -> vpn_shared::model::UserSpec {
+        let key = UserKey {
+            id: &self.id,
+            name: &self.name,
+            bandwidth: self.bandwidth,
+        };
+        let on_host = |s: &str| self.placements.get(s).is_some_and(|p| p.contains(host));
+        let per_host = |user: &str, c: &HeldCredential| self.peers.get(user, &c.service, host);
+        render::user_spec(&key, &self.held, on_host, &per_host)
+    }
 }
 
 impl Store {
@@ -191,78 +219,9 @@ impl Store {
     pub async fn desired_state(&self, host_id: &str) -> Result<DesiredState> {
         self.ensure_wireguard_of_host(host_id).await?;
         let mut tx = self.read().await?;
-        let generation: Option<u64> =
-            sqlx::query_scalar("SELECT generation FROM hosts WHERE id = ?1")
-                .bind(host_id)
-                .fetch_optional(&mut *tx)
-                .await?;
-        let generation = generation.ok_or_else(|| StoreError::not_found("host", host_id))?;
-
-        let rows: Vec<ServiceSpecRaw> = sqlx::query_as(
-            "SELECT name, protocol, port, image, options, bandwidth_down, bandwidth_up, \
-             new_conn_rate FROM services WHERE all_servers \
-             OR name IN (SELECT service FROM service_servers WHERE host_id = ?1)",
-        )
-        .bind(host_id)
-        .fetch_all(&mut *tx)
-        .await?;
-        let services = rows
-            .into_iter()
-            .map(|(name, protocol, port, image, options, down, up, rate)| {
-                Ok(ServiceSpec {
-                    name,
-                    protocol: parse_protocol(&protocol)?,
-                    port,
-                    image,
-                    options: parse_options(&options)?,
-                    bandwidth: bandwidth_from_db(down, up)?,
-                    new_conn_rate: conn_rate_from_db(rate)?,
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
-
-        let on_host = format!(
-            "u.status IN {SERVING} AND (u.all_servers \
-             OR u.id IN (SELECT user_id FROM user_servers WHERE host_id = ?1))"
-        );
-        let users: Vec<(String, String, Option<i64>, Option<i64>)> = sqlx::query_as(&format!(
-            "SELECT u.id, u.name, u.bandwidth_down, u.bandwidth_up FROM users u WHERE {on_host}"
-        ))
-        .bind(host_id)
-        .fetch_all(&mut *tx)
-        .await?;
-        let sql = format!(
-            "SELECT c.user_id, c.service, s.protocol, COALESCE(c.port, s.port), c.secret FROM credentials c \
-             JOIN services s ON s.name = c.service JOIN users u ON u.id = c.user_id \
-             WHERE {on_host} AND (s.all_servers \
-             OR s.name IN (SELECT service FROM service_servers WHERE host_id = ?1))"
-        );
-        let mut held = held_where(&mut tx, &sql, host_id).await?;
-        let firewall = firewall::host_specs(&mut tx, Some(&[host_id.to_owned()])).await?;
-        let peers = wireguard::peers(&mut tx, Scope::Host(host_id)).await?;
-        let interfaces = wireguard::interfaces(&mut tx, Scope::Host(host_id)).await?;
+        let state = render_host(&mut tx, host_id, None).await?;
         tx.commit().await?;
-        let services = services
-            .iter()
-            .map(|s| interfaces.host_spec(s, host_id))
-            .collect();
-        let per_host = |user: &str, c: &HeldCredential| peers.get(user, &c.service, host_id);
-
-        let users: Vec<ActiveUser> = users
-            .into_iter()
-            .map(|(id, name, down, up)| {
-                Ok(ActiveUser {
-                    held: held.remove(&id).unwrap_or_default(),
-                    bandwidth: bandwidth_from_db(down, up)?,
-                    id,
-                    name,
-                })
-            })
-            .collect::<Result<_>>()?;
-        let firewall = firewall.into_values().next().unwrap_or_default();
-        Ok(render::desired_state(
-            generation, services, &users, firewall, &per_host,
-        ))
+        Ok(state)
     }
 
     /// Makes the host's missing WireGuard rows (a cheap read when none is missing).
@@ -283,4 +242,95 @@ impl Store {
             Err(e) => Err(e),
         }
     }
+}
+
+/// The desired state of one host as `conn` sees it: its services, its active users (each with
+/// only the credentials of services on that host) and its firewall policy. With `only`, the
+/// users are those of these names alone (a part of the state, for [`super::digest`]).
+pub(super) async fn render_host(
+    conn: &mut SqliteConnection,
+    host_id: &str,
+    only: Option<&[String]>,
+) -> Result<DesiredState> {
+    let generation: Option<u64> = sqlx::query_scalar("SELECT generation FROM hosts WHERE id = ?1")
+        .bind(host_id)
+        .fetch_optional(&mut *conn)
+        .await?;
+    let generation = generation.ok_or_else(|| StoreError::not_found("host", host_id))?;
+
+    let rows: Vec<ServiceSpecRaw> = sqlx::query_as(
+        "SELECT name, protocol, port, image, options, bandwidth_down, bandwidth_up, \
+         new_conn_rate FROM services WHERE all_servers \
+         OR name IN (SELECT service FROM service_servers WHERE host_id = ?1)",
+    )
+    .bind(host_id)
+    .fetch_all(&mut *conn)
+    .await?;
+    let services = rows
+        .into_iter()
+        .map(|(name, protocol, port, image, options, down, up, rate)| {
+            Ok(ServiceSpec {
+                name,
+                protocol: parse_protocol(&protocol)?,
+                port,
+                image,
+                options: parse_options(&options)?,
+                bandwidth: bandwidth_from_db(down, up)?,
+                new_conn_rate: conn_rate_from_db(rate)?,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+
+    let only = only
+        .map(serde_json::to_string)
+        .transpose()
+        .map_err(|e| StoreError::corrupt("user names", e))?;
+    let on_host = format!(
+        "u.status IN {SERVING} AND (u.all_servers \
+         OR u.id IN (SELECT user_id FROM user_servers WHERE host_id = ?1)) \
+         AND (?2 IS NULL OR u.name IN (SELECT value FROM json_each(?2)))"
+    );
+    let users: Vec<(String, String, Option<i64>, Option<i64>)> = sqlx::query_as(&format!(
+        "SELECT u.id, u.name, u.bandwidth_down, u.bandwidth_up FROM users u WHERE {on_host}"
+    ))
+    .bind(host_id)
+    .bind(&only)
+    .fetch_all(&mut *conn)
+    .await?;
+    let rows: Vec<HeldRow> = sqlx::query_as(&format!(
+        "SELECT c.user_id, c.service, s.protocol, COALESCE(c.port, s.port), c.secret \
+         FROM credentials c JOIN services s ON s.name = c.service JOIN users u ON u.id = c.user_id \
+         WHERE {on_host} AND (s.all_servers \
+         OR s.name IN (SELECT service FROM service_servers WHERE host_id = ?1))"
+    ))
+    .bind(host_id)
+    .bind(&only)
+    .fetch_all(&mut *conn)
+    .await?;
+    let rows = rows.into_iter().map(held).collect::<Result<Vec<_>>>()?;
+    let mut held = render::group_held(rows);
+    let firewall = firewall::host_specs(conn, Some(&[host_id.to_owned()])).await?;
+    let peers = wireguard::peers(conn, Scope::Host(host_id)).await?;
+    let interfaces = wireguard::interfaces(conn, Scope::Host(host_id)).await?;
+    let services = services
+        .iter()
+        .map(|s| interfaces.host_spec(s, host_id))
+        .collect();
+    let per_host = |user: &str, c: &HeldCredential| peers.get(user, &c.service, host_id);
+
+    let users: Vec<ActiveUser> = users
+        .into_iter()
+        .map(|(id, name, down, up)| {
+            Ok(ActiveUser {
+                held: held.remove(&id).unwrap_or_default(),
+                bandwidth: bandwidth_from_db(down, up)?,
+                id,
+                name,
+            })
+        })
+        .collect::<Result<_>>()?;
+    let firewall = firewall.into_values().next().unwrap_or_default();
+    Ok(render::desired_state(
+        generation, services, &users, firewall, &per_host,
+    ))
 }

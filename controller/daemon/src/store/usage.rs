@@ -416,8 +416,8 @@ impl Store {
             ));
         }
         let fresh = written.iter().flat_map(|a| a.fresh.iter());
-        let (unknown, changes, pushes) = self.count_quotas(&mut w.tx, fresh, now).await?;
-        w.commit().await?;
+        let (unknown, changes, mut pushes) = self.count_quotas(&mut w.tx, fresh, now).await?;
+        self.finish(w, &mut pushes).await?;
         let done = applied
             .into_iter()
             .map(|mut a| {

@@ -167,7 +167,7 @@ impl Store {
         }
 
         quota::insert(conn, &id, &new.quota).await?;
-        let pushes = if status.serves() {
+        let mut pushes = if status.serves() {
             state::push_user(conn, &id, &new.name, all, true).await?
         } else {
             Vec::new()
@@ -175,7 +175,7 @@ impl Store {
         let user = require_user(conn, &new.name).await?;
         // Writes the period and the first check (an expiry, a hold's timeout); the status stays.
         quota::evaluate_user(conn, &user, false, now, self.offset).await?;
-        w.commit().await?;
+        self.finish(w, &mut pushes).await?;
         Ok(Mutation {
             value: user,
             pushes,
@@ -332,9 +332,9 @@ impl Store {
         let mut w = self.write().await?;
         let conn = &mut *w.tx;
         let user = require_user(conn, name).await?;
-        let (_, pushes) = quota::evaluate_user(conn, &user, suspend, now, self.offset).await?;
+        let (_, mut pushes) = quota::evaluate_user(conn, &user, suspend, now, self.offset).await?;
         let user = require_user(conn, name).await?;
-        w.commit().await?;
+        self.finish(w, &mut pushes).await?;
         Ok(Mutation {
             value: user,
             pushes,
@@ -404,7 +404,7 @@ impl Store {
             new.bandwidth = b;
         }
         if new == user {
-            w.commit().await?;
+            self.finish(w, &mut pushes).await?;
             return Ok(Mutation {
                 value: user,
                 pushes,
@@ -426,7 +426,7 @@ impl Store {
             pushes.extend(state::push_user(conn, &user.id, &user.name, is_all(&user), true).await?);
         }
         let user = require_user(conn, name).await?;
-        w.commit().await?;
+        self.finish(w, &mut pushes).await?;
         Ok(Mutation {
             value: user,
             pushes,
@@ -439,7 +439,7 @@ impl Store {
         let mut w = self.write().await?;
         let conn = &mut *w.tx;
         let user = require_user(conn, name).await?;
-        let pushes = if user.status.serves() {
+        let mut pushes = if user.status.serves() {
             state::push_user(conn, &user.id, &user.name, is_all(&user), false).await?
         } else {
             Vec::new()
@@ -448,7 +448,7 @@ impl Store {
             .bind(&user.id)
             .execute(&mut *conn)
             .await?;
-        w.commit().await?;
+        self.finish(w, &mut pushes).await?;
         Ok(Mutation {
             value: user,
             pushes,

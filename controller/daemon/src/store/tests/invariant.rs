@@ -51,10 +51,18 @@ impl Fleet {
                 .expect("push to an unknown host");
             let before = state.digest();
             assert_eq!(p.generation, p.base_generation + 1);
+            if p.full {
+                // Sent as a full state: the host gets what the store holds now.
+                *state = self.store.desired_state(&p.host_id).await.unwrap();
+                pushed.push(self.name_of(&p.host_id));
+                continue;
+            }
             state
                 .apply_delta(p.base_generation, p.generation, &p.changes)
                 .unwrap();
             assert_ne!(state.digest(), before, "a push that changes nothing: {p:?}");
+            // What a session keeps instead of the state: the digest moved by the push's step.
+            assert_eq!(before ^ p.step, state.digest(), "the step of {p:?}");
             pushed.push(self.name_of(&p.host_id));
         }
         for (id, held) in &self.held {
@@ -415,4 +423,89 @@ async fn random_mutations_keep_deltas_and_full_states_equal() {
             "the sequence exercises too little"
         );
     }
+}
+
+/// Pushes that name many existing users (their old specs read host by host, `store/digest.rs`)
+/// and one that rewrites a whole host (sent as its full state) keep the invariant and the
+/// digest steps, next to a host where the same service names few users.
+#[tokio::test]
+async fn a_deploy_to_many_users_steps_digests_and_a_whole_host_becomes_a_full_state() {
+    let (_dir, store) = store().await;
+    let mut f = Fleet {
+        store,
+        held: BTreeMap::new(),
+        names: BTreeMap::new(),
+    };
+    for (i, name) in ["few", "many", "huge"].into_iter().enumerate() {
+        f.add_host(name, i as u8).await;
+    }
+    let m = f
+        .store
+        .deploy_service(ss("ss1", 10000, 5000, Servers::All), 0)
+        .await
+        .unwrap();
+    f.apply(&m.pushes).await;
+    for i in 0..40 {
+        let m = f
+            .store
+            .add_user(user(&format!("u{i:02}"), named(&["many", "huge"])), 1)
+            .await
+            .unwrap();
+        f.apply(&m.pushes).await;
+    }
+    let m = f
+        .store
+        .add_user(user("alone", named(&["few"])), 1)
+        .await
+        .unwrap();
+    f.apply(&m.pushes).await;
+    // More than 2,000 users on `huge` alone, written straight in SQL (2,100 adds would take
+    // minutes with every step checked against whole renderings); hosts resync to them.
+    for sql in [
+        "WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < 2099) \
+         INSERT INTO users (id, name, status, all_servers, created_at, updated_at) \
+         SELECT printf('bulk-%04d', i), printf('bulk%04d', i), 'active', 0, 0, 0 FROM n",
+        "INSERT INTO user_servers (user_id, host_id) SELECT u.id, h.id FROM users u, hosts h \
+         WHERE u.name LIKE 'bulk%' AND h.name = 'huge'",
+        "INSERT INTO user_quota (user_id) SELECT id FROM users WHERE name LIKE 'bulk%'",
+    ] {
+        sqlx::query(sql).execute(&f.store.pool).await.unwrap();
+    }
+    for id in f.held.keys().cloned().collect::<Vec<_>>() {
+        let now = f.store.desired_state(&id).await.unwrap();
+        f.held.insert(id, now);
+    }
+
+    // A second service everywhere: `few` names one user, `many` 40 (read host by host), `huge`
+    // 2,141 (a full state).
+    let m = f
+        .store
+        .deploy_service(ss("ss2", 20000, 5000, Servers::All), 0)
+        .await
+        .unwrap();
+    let by_host = |name: &str| {
+        let id = &f.names[name];
+        m.pushes.iter().find(|p| &p.host_id == id).unwrap().clone()
+    };
+    assert_eq!(by_host("few").changes.len(), 2);
+    assert_eq!(by_host("many").changes.len(), 41);
+    assert!(!by_host("many").full);
+    let huge = by_host("huge");
+    assert!(
+        huge.full && huge.changes.is_empty(),
+        "{} changes",
+        huge.changes.len()
+    );
+    assert_eq!(f.apply(&m.pushes).await, ["few", "huge", "many"]);
+    assert_eq!(f.users_on("huge").len(), 2_140);
+
+    // Editing one of the 40 reads it user by user; removing the service reads whole hosts.
+    let m = f
+        .store
+        .edit_user("u07", limit(Some(8_000_000)), 2)
+        .await
+        .unwrap();
+    assert_eq!(f.apply(&m.pushes).await, ["huge", "many"]);
+    let m = f.store.remove_service("ss2").await.unwrap();
+    assert_eq!(f.apply(&m.pushes).await, ["few", "huge", "many"]);
 }
