@@ -26,18 +26,31 @@ pub fn under_ci() -> bool {
 }
 
 /// The tool `name` on PATH (or in `~/.cargo/bin`). When it is missing: under CI a panic naming
-/// `install`; elsewhere `None` after a loud SKIPPED line on stderr (the caller returns).
+/// `install`; elsewhere `None` after [`skip`] (the caller returns).
 pub fn tool_or_skip(test: &str, name: &str, install: &str) -> Option<PathBuf> {
     if let Some(p) = env::find_tool(name) {
         return Some(p);
     }
-    let why = format!("`{name}` not found on PATH: {install}, or run deploy/scripts/setup.sh");
+    skip(
+        test,
+        &format!("`{name}` not found on PATH: {install}, or run deploy/scripts/setup.sh"),
+    );
+    None
+}
+
+/// A test that cannot run here: under CI a panic with `why`; elsewhere a loud SKIPPED line
+/// written to the process's stderr itself, past the test harness's capture of `eprintln!`
+/// (`cargo test` shows it; nextest shows it with `--no-capture` or `--success-output`).
+pub fn skip(test: &str, why: &str) {
+    use std::io::Write;
     assert!(
         !under_ci(),
         "{test}: {why} (CI is set, so this is a failure)"
     );
-    eprintln!("\n*** SKIPPED {test}: {why} (CI is not set, so the test stops here) ***\n");
-    None
+    let _ = writeln!(
+        std::io::stderr(),
+        "\n*** SKIPPED {test}: {why} (CI is not set, so the test stops here) ***\n"
+    );
 }
 
 /// How long a simulated host's systemd may take to finish booting.

@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 use vpn_e2e::docker::Network;
 use vpn_e2e::env::{self, product_bin, workspace_root};
 use vpn_e2e::fleet::{ServerRow, serial_guard};
-use vpn_e2e::install::{SYSTEMD_HOST_IMAGE, SystemdHost, tool_or_skip, under_ci};
+use vpn_e2e::install::{SYSTEMD_HOST_IMAGE, SystemdHost, skip, tool_or_skip};
 use vpn_e2e::wait::poll_until;
 
 const TEST: &str = "playbook_installs_controller_and_agents_online_and_a_rerun_changes_nothing";
@@ -229,13 +229,11 @@ fn playbook_installs_controller_and_agents_online_and_a_rerun_changes_nothing() 
         .args(["-t", "connection", "community.docker.docker"])
         .output();
     if !collection.as_ref().is_ok_and(|o| o.status.success()) {
-        let why = "the community.docker collection is missing: `python3 -m pip install ansible`, \
-                   or run deploy/scripts/setup.sh";
-        assert!(
-            !under_ci(),
-            "{TEST}: {why} (CI is set, so this is a failure)"
+        skip(
+            TEST,
+            "the community.docker collection is missing: `python3 -m pip install ansible`, \
+             or run deploy/scripts/setup.sh",
         );
-        eprintln!("\n*** SKIPPED {TEST}: {why} (CI is not set) ***\n");
         return;
     }
     for bin in ["vpn-controller", "vpn-agent", "vpn"] {
