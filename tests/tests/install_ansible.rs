@@ -1,8 +1,9 @@
 //! The ansible roles of `ansible/` run for real: `ansible-playbook ansible/site.yml` installs a
 //! controller and two agents on three simulated hosts, enrolls the agents with join strings from
 //! `vpn servers add` on the controller host, and starts everything with the units of
-//! `deploy/systemd/` under systemd; the agents then show online, and a second run of the same
-//! playbook changes nothing.
+//! `deploy/systemd/` under systemd; the agents then show online, come back after their daemons
+//! are killed, and a second run of the same playbook changes nothing. Last, a host that lost its
+//! data directory is refused with advice, then enrolled again with `vpn_agent_reenroll=true`.
 //!
 //! The hosts are containers whose PID 1 is systemd (`vpn-fleet/systemd-host:local`, built from
 //! `deploy/images/systemd-host/build.sh`; this machine's own PID 1 is not systemd), each with
@@ -169,20 +170,27 @@ fn recap(log: &str) -> BTreeMap<String, BTreeMap<String, u64>> {
     hosts
 }
 
-/// Runs the playbook; returns its output and recap, panicking (with the log) if it failed.
+/// A PLAY RECAP: per host, `ok`, `changed`, `unreachable`, `failed`, … as numbers.
+type Recap = BTreeMap<String, BTreeMap<String, u64>>;
+
+/// One run of `ansible-playbook site.yml` with `extra` arguments; its log is kept in the lab's
+/// directory as `name.log` and printed.
 fn run_playbook(
     playbook: &Path,
     inventory: &Path,
-    log: &Path,
     lab: &Lab,
-) -> (String, BTreeMap<String, BTreeMap<String, u64>>) {
+    name: &str,
+    extra: &[&str],
+) -> (bool, String, Recap) {
     let ansible = workspace_root().join("ansible");
+    let log = lab.dir().join(format!("{name}.log"));
     let started = Instant::now();
     let out = Command::new("timeout")
         .arg(PLAYBOOK_TIMEOUT)
         .arg(playbook)
         .arg("-i")
         .arg(inventory)
+        .args(extra)
         .arg(ansible.join("site.yml"))
         .current_dir(&ansible)
         .env("ANSIBLE_CONFIG", ansible.join("ansible.cfg"))
@@ -195,19 +203,31 @@ fn run_playbook(
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    std::fs::write(log, &text).unwrap();
+    std::fs::write(&log, &text).unwrap();
     eprintln!("{text}");
     eprintln!(
-        "ansible-playbook: {} in {:.1} s (log {})",
+        "ansible-playbook {name} {extra:?}: {} in {:.1} s (log {})",
         out.status,
         started.elapsed().as_secs_f64(),
         log.display()
     );
     let recap = recap(&text);
+    (out.status.success(), text, recap)
+}
+
+/// [`run_playbook`] that must succeed on `hosts` hosts; panics with the log and journals if not.
+fn run_ok(
+    playbook: &Path,
+    inventory: &Path,
+    lab: &Lab,
+    name: &str,
+    extra: &[&str],
+    hosts: usize,
+) -> (String, Recap) {
+    let (ok, text, recap) = run_playbook(playbook, inventory, lab, name, extra);
     assert!(
-        out.status.success() && recap.len() == 1 + AGENTS.len(),
-        "ansible-playbook failed ({}):\n{text}\n{}",
-        out.status,
+        ok && recap.len() == hosts,
+        "ansible-playbook {name} failed or did not reach {hosts} hosts:\n{text}\n{}",
         lab.journals()
     );
     (text, recap)
@@ -246,7 +266,8 @@ fn playbook_installs_controller_and_agents_online_and_a_rerun_changes_nothing() 
     let inventory = lab.write_inventory();
 
     // First run: everything is installed and started.
-    let (_, first) = run_playbook(&playbook, &inventory, &lab.dir().join("run1.log"), &lab);
+    let hosts = 1 + AGENTS.len();
+    let (_, first) = run_ok(&playbook, &inventory, &lab, "run1", &[], hosts);
     for (host, counts) in &first {
         assert!(
             counts.get("changed").copied().unwrap_or(0) > 0,
@@ -343,7 +364,7 @@ fn playbook_installs_controller_and_agents_online_and_a_rerun_changes_nothing() 
     );
 
     // Second run: nothing to change anywhere, and the fleet is as it was.
-    let (log, second) = run_playbook(&playbook, &inventory, &lab.dir().join("run2.log"), &lab);
+    let (log, second) = run_ok(&playbook, &inventory, &lab, "run2", &[], hosts);
     for (host, counts) in &second {
         assert_eq!(
             counts.get("changed").copied(),
@@ -359,6 +380,35 @@ fn playbook_installs_controller_and_agents_online_and_a_rerun_changes_nothing() 
             "{a} not online after the second run: {rows:?}"
         );
     }
+
+    // A host that lost its data directory while the controller still knows its name: the
+    // play stops and says what to do; with vpn_agent_reenroll=true it enrolls the host again.
+    let (lost_name, lost) = (AGENTS[1], &lab.agents()[1]);
+    let old_id = rows
+        .iter()
+        .find(|r| r.name == lost_name)
+        .and_then(|r| r.host_id.clone());
+    lost.exec_ok(&["systemctl", "stop", "vpn-agent"]).unwrap();
+    lost.exec_ok(&["rm", "-rf", "/var/lib/vpn-agent"]).unwrap();
+    let (ok, text, _) = run_playbook(&playbook, &inventory, &lab, "lost", &["--limit", lost_name]);
+    assert!(
+        !ok && text.contains("vpn_agent_reenroll=true") && text.contains("already exists"),
+        "a host without its data directory was not stopped with advice:\n{text}"
+    );
+    run_ok(
+        &playbook,
+        &inventory,
+        &lab,
+        "reenroll",
+        &["--limit", lost_name, "-e", "vpn_agent_reenroll=true"],
+        1,
+    );
+    let rows = lab.servers();
+    let again = rows.iter().find(|r| r.name == lost_name);
+    assert!(
+        again.is_some_and(|r| r.online && r.host_id.is_some() && r.host_id != old_id),
+        "{lost_name} not online under a new identity after re-enrolling (was {old_id:?}): {rows:?}"
+    );
 }
 
 /// The main process of `unit` as systemd knows it (0: none).
