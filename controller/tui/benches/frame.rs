@@ -223,20 +223,20 @@ fn main() {
         );
         row(
             "fleet",
-            "after rates for all hosts (re-sort)",
+            "after rates for all hosts (full re-sort of 5,000)",
             measure(&mut term, &mut app, 50, |a, i| {
                 a.handle(Event::Update(rates(100 + i as u64)));
             }),
         );
-        keys(&mut app, "ssssssss");
+        keys(&mut app, "sssssss");
         row(
             "fleet sorted by rx",
-            "after rates for all hosts (re-sort)",
+            "after rates for all hosts (full re-sort of 5,000)",
             measure(&mut term, &mut app, 50, |a, i| {
                 a.handle(Event::Update(rates(200 + i as u64)));
             }),
         );
-        keys(&mut app, "ssss");
+        keys(&mut app, "sssss");
         press(&mut app, KeyCode::Enter);
         row(
             "host",
@@ -253,20 +253,40 @@ fn main() {
         );
         row(
             "users",
-            "after one user changed (re-sort 100,000)",
+            "after one user changed (view patched)",
             measure(&mut term, &mut app, 50, |a, i| {
                 a.handle(Event::Update(Update::UserChanged(user(i))));
             }),
         );
-        keys(&mut app, "ss");
+        row(
+            "users",
+            "after a sort change (full sort of 100,000)",
+            measure(&mut term, &mut app, 30, |a, _| {
+                press(a, KeyCode::Char('s'));
+            }),
+        );
+        // 30 presses of `s` over 11 columns: back to name, then two on: sorted by used.
+        keys(&mut app, "sssss");
         row(
             "users sorted by used",
-            "after one user changed (re-sort 100,000)",
+            "after one user changed (view patched)",
             measure(&mut term, &mut app, 50, |a, i| {
                 a.handle(Event::Update(Update::UserChanged(user(i))));
             }),
         );
         keys(&mut app, "sssssssss");
+        press(&mut app, KeyCode::Char('/'));
+        row(
+            "users",
+            "typing a filter (full filter of 100,000)",
+            measure(&mut term, &mut app, 8, |a, i| {
+                press(
+                    a,
+                    KeyCode::Char(['u', 's', 'e', 'r', '-', '0', '0', '1'][i]),
+                );
+            }),
+        );
+        press(&mut app, KeyCode::Esc);
         press(&mut app, KeyCode::Char('/'));
         keys(&mut app, "user-0012");
         row(

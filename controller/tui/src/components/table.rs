@@ -19,7 +19,69 @@ use crate::model::{RowChange, Rows};
 use crate::theme::Theme;
 
 /// More row changes than this since the last frame: a full rebuild is cheaper.
-const MAX_INCREMENTAL: usize = 64;
+const MAX_INCREMENTAL: usize = 32;
+
+/// What the orders were last built from.
+struct Built {
+    rev: u64,
+    filter: String,
+    sort: usize,
+    desc: bool,
+}
+
+/// Applies row changes to an order's indices: removed rows leave, moved rows are renamed, and
+/// changed rows leave too — returned, to be put back in their new place by [`insert`].
+fn renumber(order: &mut Vec<u32>, changes: &[RowChange]) -> Vec<u32> {
+    let mut dirty: Vec<u32> = Vec::new();
+    let take = |order: &mut Vec<u32>, i: u32| {
+        if let Some(p) = order.iter().position(|&v| v == i) {
+            order.remove(p);
+        }
+    };
+    for change in changes {
+        match *change {
+            RowChange::Upsert(i) => {
+                take(order, i);
+                if !dirty.contains(&i) {
+                    dirty.push(i);
+                }
+            }
+            RowChange::Remove { at, moved } => {
+                take(order, at);
+                dirty.retain(|&d| d != at);
+                if let Some(m) = moved {
+                    // The last row now lives at `at`.
+                    if let Some(v) = order.iter_mut().find(|v| **v == m) {
+                        *v = at;
+                    }
+                    if let Some(d) = dirty.iter_mut().find(|d| **d == m) {
+                        *d = at;
+                    }
+                }
+            }
+        }
+    }
+    dirty
+}
+
+/// Puts the `dirty` rows that `keep` back into `order` (sorted by `cmp`) by binary search.
+fn insert<T>(
+    order: &mut Vec<u32>,
+    items: &[T],
+    dirty: &[u32],
+    cmp: &impl Fn(&T, &T) -> Ordering,
+    keep: impl Fn(&T) -> bool,
+) {
+    for &i in dirty {
+        let Some(item) = items.get(i as usize) else {
+            continue;
+        };
+        if keep(item) {
+            let at = order.partition_point(|&v| cmp(&items[v as usize], item) == Ordering::Less);
+            order.insert(at, i);
+        }
+    }
+}
 
 /// One column: how to show a row's cell and how to order rows by it.
 pub struct Col<T> {
@@ -55,7 +117,10 @@ pub struct Table<T: 'static> {
     pub desc: bool,
     /// Indices into the rows, filtered and sorted.
     view: Vec<u32>,
-    built: Option<(u64, String, usize, bool)>,
+    /// Every row by name, and every row in the sort order (the view is these filtered).
+    by_name: Vec<u32>,
+    sorted: Vec<u32>,
+    built: Option<Built>,
     /// Position in `view`.
     pub selected: usize,
     /// The selected row's name and index, to follow it across changes.
@@ -79,6 +144,8 @@ impl<T: 'static> Table<T> {
             sort: 0,
             desc: false,
             view: Vec::new(),
+            by_name: Vec::new(),
+            sorted: Vec::new(),
             built: None,
             selected: 0,
             selected_id: None,
@@ -89,99 +156,115 @@ impl<T: 'static> Table<T> {
         }
     }
 
-    /// Brings the view up to date: nothing when neither the rows (their revision), the filter
-    /// nor the sort changed; the changed rows only (found by binary search) when a few rows
-    /// were added, changed or removed; otherwise a full filter and sort.
+    /// Brings the view up to date. Three orders are kept: every row by name, every row in the
+    /// sort order, and the rows matching the filter in the sort order. A few changed rows are
+    /// moved into place in each by binary search; a new sort is a stable sort of the by-name
+    /// order by the column alone (cheap comparisons, ties already by name); a new filter is one
+    /// pass over the sorted rows. Only a snapshot (or many changes at once) sorts by name again.
     pub fn refresh(&mut self, rows: &Rows<T>) {
         let items = &rows.items;
-        let same_view = self.built.as_ref().is_some_and(|(_, f, s, d)| {
-            *f == self.filter.value && *s == self.sort && *d == self.desc
-        });
-        let built_rev = self.built.as_ref().map_or(0, |b| b.0);
-        if same_view && built_rev == rows.rev {
+        let built = self.built.as_ref();
+        let same_sort = built.is_some_and(|b| b.sort == self.sort && b.desc == self.desc);
+        let same_filter = built.is_some_and(|b| b.filter == self.filter.value);
+        let built_rev = built.map_or(0, |b| b.rev);
+        if same_sort && same_filter && built_rev == rows.rev {
             return;
         }
         let needle = self.filter.value.trim().to_ascii_lowercase();
-        let changes = rows
-            .changes_since(built_rev)
-            .filter(|c| c.len() <= MAX_INCREMENTAL);
+        let changes = match built {
+            Some(_) => rows
+                .changes_since(built_rev)
+                .filter(|c| c.len() <= MAX_INCREMENTAL),
+            None => None,
+        };
+        let name_cmp = self.name_order();
+        let order = self.order();
+        let matches = self.matches;
+        let keep = |t: &T| needle.is_empty() || matches(t, &needle);
         match changes {
-            Some(changes) if same_view => self.patch(items, changes, &needle),
-            _ => self.rebuild(items, &needle),
+            Some(changes) => {
+                let dirty = renumber(&mut self.by_name, changes);
+                insert(&mut self.by_name, items, &dirty, &name_cmp, |_| true);
+                if same_sort {
+                    renumber(&mut self.sorted, changes);
+                    insert(&mut self.sorted, items, &dirty, &order, |_| true);
+                } else {
+                    self.sort_from_names(items);
+                }
+                if same_sort && same_filter {
+                    renumber(&mut self.view, changes);
+                    insert(&mut self.view, items, &dirty, &order, keep);
+                } else {
+                    self.filter_sorted(items, &keep);
+                }
+            }
+            None => {
+                let mut pairs: Vec<(&T, u32)> = items
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, t)| Some((t, u32::try_from(i).ok()?)))
+                    .collect();
+                pairs.sort_unstable_by(|a, b| name_cmp(a.0, b.0));
+                self.by_name.clear();
+                self.by_name.extend(pairs.into_iter().map(|(_, i)| i));
+                self.sort_from_names(items);
+                self.filter_sorted(items, &keep);
+            }
         }
-        self.built = Some((rows.rev, self.filter.value.clone(), self.sort, self.desc));
+        self.built = Some(Built {
+            rev: rows.rev,
+            filter: self.filter.value.clone(),
+            sort: self.sort,
+            desc: self.desc,
+        });
         self.follow_selection(items);
     }
 
-    /// The order of the view: the sort column, then the name, reversed when descending.
+    fn name_order(&self) -> impl Fn(&T, &T) -> Ordering + use<T> {
+        let id = self.id;
+        move |a, b| id(a).cmp(id(b))
+    }
+
+    /// The order of the view: the sort column (reversed when descending), then the name.
     fn order(&self) -> impl Fn(&T, &T) -> Ordering + use<T> {
         let cmp = self.cols.get(self.sort).map(|c| c.cmp);
         let (id, desc) = (self.id, self.desc);
         move |a, b| {
-            let o = cmp
-                .map_or(Ordering::Equal, |cmp| cmp(a, b))
-                .then_with(|| id(a).cmp(id(b)));
-            if desc { o.reverse() } else { o }
+            let o = cmp.map_or(Ordering::Equal, |cmp| cmp(a, b));
+            let o = if desc { o.reverse() } else { o };
+            o.then_with(|| id(a).cmp(id(b)))
         }
     }
 
-    fn rebuild(&mut self, items: &[T], needle: &str) {
-        let order = self.order();
-        // Sorting (row, index) pairs saves an indexing per comparison.
-        let mut pairs: Vec<(&T, u32)> = items
-            .iter()
-            .enumerate()
-            .filter(|(_, t)| needle.is_empty() || (self.matches)(t, needle))
-            .filter_map(|(i, t)| Some((t, u32::try_from(i).ok()?)))
-            .collect();
-        pairs.sort_unstable_by(|a, b| order(a.0, b.0));
-        self.view.clear();
-        self.view.extend(pairs.into_iter().map(|(_, i)| i));
-    }
-
-    /// Applies a few row changes to a view that was sorted before them.
-    fn patch(&mut self, items: &[T], changes: &[RowChange], needle: &str) {
-        let mut dirty: Vec<u32> = Vec::new();
-        let take = |view: &mut Vec<u32>, i: u32| {
-            if let Some(p) = view.iter().position(|&v| v == i) {
-                view.remove(p);
+    fn sort_from_names(&mut self, items: &[T]) {
+        self.sorted.clear();
+        self.sorted.extend_from_slice(&self.by_name);
+        // Column 0 is the name: the by-name order is already sorted.
+        if self.sort == 0 {
+            if self.desc {
+                self.sorted.reverse();
             }
+            return;
+        }
+        let Some(cmp) = self.cols.get(self.sort).map(|c| c.cmp) else {
+            return;
         };
-        for change in changes {
-            match *change {
-                RowChange::Upsert(i) => {
-                    take(&mut self.view, i);
-                    if !dirty.contains(&i) {
-                        dirty.push(i);
-                    }
-                }
-                RowChange::Remove { at, moved } => {
-                    take(&mut self.view, at);
-                    dirty.retain(|&d| d != at);
-                    if let Some(m) = moved {
-                        // The last row now lives at `at`.
-                        if let Some(v) = self.view.iter_mut().find(|v| **v == m) {
-                            *v = at;
-                        }
-                        if let Some(d) = dirty.iter_mut().find(|d| **d == m) {
-                            *d = at;
-                        }
-                    }
-                }
-            }
-        }
-        let order = self.order();
-        for i in dirty {
-            let Some(item) = items.get(i as usize) else {
-                continue;
-            };
-            if needle.is_empty() || (self.matches)(item, needle) {
-                let at = self
-                    .view
-                    .partition_point(|&v| order(&items[v as usize], item) == Ordering::Less);
-                self.view.insert(at, i);
-            }
-        }
+        let desc = self.desc;
+        // Stable: rows that compare equal stay in name order.
+        self.sorted.sort_by(|&a, &b| {
+            let o = cmp(&items[a as usize], &items[b as usize]);
+            if desc { o.reverse() } else { o }
+        });
+    }
+
+    fn filter_sorted(&mut self, items: &[T], keep: &impl Fn(&T) -> bool) {
+        self.view.clear();
+        self.view.extend(
+            self.sorted
+                .iter()
+                .copied()
+                .filter(|&i| keep(&items[i as usize])),
+        );
     }
 
     /// Keeps the selection on its row (by index when the row is still there, else by name).
