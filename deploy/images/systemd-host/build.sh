@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds `vpn-fleet/systemd-host:local`: a simulated host whose PID 1 is systemd, the target of
-# the ansible test (tests/tests/install_ansible.rs). It lets the roles install, enable and start
-# the real units of deploy/systemd/ with systemctl on a machine whose own PID 1 is not systemd.
+# the ansible test (tests/tests/install_ansible.rs) and of systemd_agent_sandbox.rs. It lets the
+# roles install, enable and start the real units of deploy/systemd/ with systemctl on a machine
+# whose own PID 1 is not systemd.
 #
 # No registry is reachable, so the image holds only what makes a root file system (the
 # merged-/usr symlinks, an /etc with root, a fixed machine-id and every unit preset off) and
@@ -22,7 +23,7 @@ set -euo pipefail
 
 # shellcheck source=../lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
-image_args 2,19 "$@"
+image_args 2,21 "$@"
 
 IMAGE="${VPN_SYSTEMD_HOST_IMAGE:-vpn-fleet/systemd-host:local}"
 LABEL=vpn-fleet.fingerprint
