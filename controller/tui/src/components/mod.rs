@@ -108,7 +108,10 @@ pub fn contains_ci(hay: &str, needle: &str) -> bool {
     if n.len() > h.len() {
         return false;
     }
-    h.windows(n.len()).any(|w| w.eq_ignore_ascii_case(n))
+    // Compare only where the first byte matches: most positions are rejected by one test.
+    let (lo, up) = (n[0].to_ascii_lowercase(), n[0].to_ascii_uppercase());
+    (0..=h.len() - n.len())
+        .any(|i| (h[i] == lo || h[i] == up) && h[i..i + n.len()].eq_ignore_ascii_case(n))
 }
 
 /// A rectangle of at most `w`×`h` centred in `area`.

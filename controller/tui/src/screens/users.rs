@@ -180,7 +180,9 @@ const COLS: &[Col<UserDetail>] = &[
         keep: 35,
         right: false,
         cell: |u, _| Span::raw(format::fit(&servers(u), 10)),
-        cmp: |a, b| servers(a).cmp(&servers(b)),
+        cmp: |a, b| {
+            (!a.user.all_servers, &a.user.servers).cmp(&(!b.user.all_servers, &b.user.servers))
+        },
     },
     Col {
         title: "PROTOCOLS",
@@ -188,7 +190,7 @@ const COLS: &[Col<UserDetail>] = &[
         keep: 25,
         right: false,
         cell: |u, _| Span::raw(format::fit(&protocols(u), 12)),
-        cmp: |a, b| protocols(a).cmp(&protocols(b)),
+        cmp: |a, b| a.user.protocols.cmp(&b.user.protocols),
     },
     Col {
         title: "BANDWIDTH",
