@@ -194,6 +194,9 @@ impl<T: 'static> Table<T> {
                 if same_sort && same_filter {
                     renumber(&mut self.view, changes);
                     insert(&mut self.view, items, &dirty, &order, keep);
+                } else if same_sort && changes.is_empty() && self.narrows(&needle) {
+                    // Typing on: what matches now matched before; no need to look further.
+                    self.view.retain(|&i| keep(&items[i as usize]));
                 } else {
                     self.filter_sorted(items, &keep);
                 }
@@ -218,6 +221,14 @@ impl<T: 'static> Table<T> {
             desc: self.desc,
         });
         self.follow_selection(items);
+    }
+
+    /// Whether rows matching `needle` are a subset of those the built view holds.
+    fn narrows(&self, needle: &str) -> bool {
+        self.built.as_ref().is_some_and(|b| {
+            let old = b.filter.trim().to_ascii_lowercase();
+            needle.contains(old.as_str())
+        })
     }
 
     fn name_order(&self) -> impl Fn(&T, &T) -> Ordering + use<T> {
