@@ -7,6 +7,7 @@
 #                                             # anchor (one-task playbook, same host count,
 #                                             # local connection) in the same run
 #   deploy/bench/fleet.sh hold AGENTS         # AGENTS connected for 60 s: controller RSS, CPU
+#                                             # (USERS=N: N users on every host first)
 #   deploy/bench/fleet.sh restart AGENTS      # controller killed and started again: time until
 #                                             # every agent is back, peak handshake rate
 #
@@ -22,6 +23,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 WORK="${WORK:-/tmp/vpn-fleet-bench}"
 PORT="${PORT:-47443}"
 ADDS="${ADDS:-40}"
+USERS="${USERS:-0}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 BIN="$CARGO_TARGET_DIR/release"
 export VPN_CONFIG="$WORK/vpn.toml"
@@ -74,6 +76,12 @@ wait_online() {
 }
 
 start_controller
+if [[ "$USERS" -gt 0 ]]; then
+    say "adding $USERS users on every host (before the hosts connect)"
+    for i in $(seq 1 "$USERS"); do
+        "$BIN/vpn" users add "held-$i" --all-servers --no-wait -o json >/dev/null
+    done
+fi
 if [[ "$KIND" == real ]]; then
     say "adding and starting $AGENTS real agents (no services, no firewall, no shaping)"
     for i in $(seq -w 1 "$AGENTS"); do
@@ -150,7 +158,7 @@ hold)
     sleep 60
     c1=$(read_cpu); t1=$(date +%s.%N)
     tck=$(getconf CLK_TCK)
-    say "controller with $AGENTS agents: RSS $(awk '/VmRSS/ {print $2, $3}' /proc/"$CTL_PID"/status) (peak $(awk '/VmHWM/ {print $2, $3}' /proc/"$CTL_PID"/status)), CPU $(python3 -c "print(f'{($c1 - $c0) / $tck / ($t1 - $t0) * 100:.1f}')") % of one core over 60 s; still online: $(online)"
+    say "controller with $AGENTS agents of $USERS users each: RSS $(awk '/VmRSS/ {print $2, $3}' /proc/"$CTL_PID"/status) (peak $(awk '/VmHWM/ {print $2, $3}' /proc/"$CTL_PID"/status)), CPU $(python3 -c "print(f'{($c1 - $c0) / $tck / ($t1 - $t0) * 100:.1f}')") % of one core over 60 s; still online: $(online)"
     ;;
 restart)
     say "killing the controller (SIGKILL) with $AGENTS agents connected, starting it again"

@@ -63,6 +63,13 @@ pub enum Format {
     Plain,
 }
 
+/// `vpn tui --theme`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ThemeArg {
+    Dark,
+    Light,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Hosts running the agent.
@@ -86,6 +93,14 @@ pub enum Command {
     /// check warned or failed (the output says which); 76 the controller is too old to run
     /// checks; otherwise as for every command (69 unavailable, 78 configuration, ...).
     Doctor,
+    /// Live fleet overview in the terminal (hosts, users, events; `?` for keys).
+    ///
+    /// Keeps working while the controller is away: it says so and reconnects by itself.
+    Tui {
+        /// Colours for a dark or a light terminal (`t` switches while running).
+        #[arg(long, value_enum, default_value_t = ThemeArg::Dark)]
+        theme: ThemeArg,
+    },
     /// Print a shell completion script (for example `vpn completions bash > /etc/bash_completion.d/vpn`).
     Completions {
         #[arg(value_enum)]

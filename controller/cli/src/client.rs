@@ -115,6 +115,16 @@ impl Client {
         }
     }
 
+    /// Opens the fleet subscription (`vpn tui`): the stream its messages arrive on.
+    pub async fn subscribe(&self) -> Result<quinn::RecvStream, CliError> {
+        let (mut send, recv) = self.conn.open_bi().await.map_err(|e| self.lost(e))?;
+        frame::write_frame(&mut send, &AdminRequest::Subscribe)
+            .await
+            .map_err(|e| self.lost(e))?;
+        send.finish().map_err(|e| self.lost(e))?;
+        Ok(recv)
+    }
+
     /// Closes the connection politely (code 0, "done"), so the controller frees it at once
     /// instead of after an idle timeout, and returns as soon as the close has left.
     ///

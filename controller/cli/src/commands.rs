@@ -20,7 +20,8 @@ use vpn_shared::proto::admin::{
 use crate::cli::moment::secs;
 use crate::cli::{
     AddUserArgs, Cli, Command, DeployArgs, EditServiceArgs, EditUserArgs, FirewallCmd,
-    FirewallRuleArgs, Moment, QuotaArgs, ServersCmd, ServicesCmd, Target, UsageArgs, UsersCmd,
+    FirewallRuleArgs, Moment, QuotaArgs, ServersCmd, ServicesCmd, Target, ThemeArg, UsageArgs,
+    UsersCmd,
 };
 use crate::client::Client;
 use crate::error::CliError;
@@ -38,6 +39,15 @@ fn completions(cli: &Cli) -> Result<(), CliError> {
 }
 
 pub async fn run(cli: Cli) -> Result<(), CliError> {
+    if let Command::Tui { theme } = &cli.command {
+        let path = cli.config.clone().unwrap_or_else(CliContext::default_path);
+        let ctx = CliContext::load(&path).map_err(|e| CliError::Config(e.to_string()))?;
+        let kind = match theme {
+            ThemeArg::Dark => vpn_tui::ThemeKind::Dark,
+            ThemeArg::Light => vpn_tui::ThemeKind::Light,
+        };
+        return crate::tui::run(ctx, path, vpn_tui::Theme::new(kind)).await;
+    }
     let now = unix_now();
     let Some(request) = to_request(&cli.command, now) else {
         return completions(&cli);
@@ -306,7 +316,7 @@ pub fn to_request(command: &Command, now: i64) -> Option<AdminRequest> {
         },
         Command::Status => AdminRequest::StatusDetail,
         Command::Doctor => AdminRequest::Doctor,
-        Command::Completions { .. } => return None,
+        Command::Completions { .. } | Command::Tui { .. } => return None,
     })
 }
 

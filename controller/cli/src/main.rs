@@ -5,6 +5,7 @@
 //! - [`commands`]: a parsed command becomes one admin request; runs it and prints the answer.
 //! - [`client`]: the QUIC mTLS connection to the controller, one stream per request.
 //! - [`render`]: response → text for `-o table|json|yaml|plain` (pure, snapshot-tested).
+//! - [`tui`]: `vpn tui`, the terminal UI (`vpn-tui`) fed by the subscription stream.
 //! - [`output`]: the only module that prints.
 //! - [`error`]: errors and their exit codes (2 usage, 65 bad data, 69 unavailable, 78 config…).
 
@@ -14,6 +15,7 @@ mod commands;
 mod error;
 mod output;
 mod render;
+mod tui;
 
 use std::process::ExitCode;
 

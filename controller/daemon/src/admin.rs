@@ -127,10 +127,19 @@ pub async fn serve(ctl: Arc<Controller>, conn: quinn::Connection) {
                         AdminRequest::InChunks(inner) if in_parts => *inner,
                         req => req,
                     };
+                    if req == AdminRequest::Subscribe {
+                        crate::subscribe::serve(ctl, send, admin.to_string()).await;
+                        return;
+                    }
                     let what = format!("{req:?}");
                     let timer = ctl.metrics.admin_request(&req);
+                    let user = user_named(&req);
                     let reply = handle(&ctl, req).await;
                     timer.done(reply.is_ok());
+                    if let (Some(name), Ok(_)) = (user, &reply) {
+                        ctl.watch
+                            .publish(crate::subscribe::Touched::Users(vec![name]));
+                    }
                     match reply {
                         Ok(r) => r,
                         Err(e) => {
@@ -201,6 +210,22 @@ async fn send_parts(send: &mut quinn::SendStream, response: AdminResponse, admin
         sent += 1;
     }
     debug!(%admin, parts = sent, "admin answer sent in parts");
+}
+
+/// The user a mutation changes, if it changes one: subscribers re-read it.
+fn user_named(req: &AdminRequest) -> Option<String> {
+    match req {
+        AdminRequest::UsersAdd(a) | AdminRequest::UsersAddWith { add: a, .. } => {
+            Some(a.name.clone())
+        }
+        AdminRequest::UsersEdit(e) | AdminRequest::UsersEditWith { edit: e, .. } => {
+            Some(e.name.clone())
+        }
+        AdminRequest::UsersRemove { name, .. }
+        | AdminRequest::UsersSuspend { name, .. }
+        | AdminRequest::UsersResume { name, .. } => Some(name.clone()),
+        _ => None,
+    }
 }
 
 fn truncate(s: &str) -> &str {
@@ -370,6 +395,8 @@ async fn handle(ctl: &Controller, req: AdminRequest) -> Reply {
         AdminRequest::InChunks(_) => {
             Err(AdminError::bad("invalid request: InChunks inside InChunks"))
         }
+        // Served as a stream before it gets here (`subscribe.rs`).
+        AdminRequest::Subscribe => Err(AdminError::bad("invalid request: Subscribe in parts")),
         AdminRequest::FirewallList => {
             let rules = ctl.store.firewall_rules().await?;
             Ok(AdminResponse::Firewall(

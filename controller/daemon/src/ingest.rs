@@ -27,6 +27,7 @@ use vpn_shared::proto::UsageReport;
 
 use crate::server::{Controller, now};
 use crate::store::{Ingested, StoreError};
+use crate::subscribe::Touched;
 
 /// Batches one transaction may carry.
 pub const MAX_GROUP_BATCHES: usize = 64;
@@ -130,6 +131,8 @@ async fn write_group(ctl: &Controller, group: Vec<Job>) {
             // A started hold gives the user an expiry every host must know.
             ctl.allowances_changed();
             ctl.fleet.dispatch(&done.pushes);
+            let names = done.changes.iter().map(|c| c.user.clone()).collect();
+            ctl.watch.publish(Touched::Users(names));
         }
         done.results
     };
@@ -144,6 +147,18 @@ async fn write_group(ctl: &Controller, group: Vec<Job>) {
     for (job, result) in group.into_iter().zip(results) {
         if let Ok(done) = &result {
             ctl.metrics.usage_ingested(done);
+            // What the host moved, for the live rates of `vpn tui` (replays count nothing).
+            if done.applied > 0 {
+                let (rx, tx) = job.report.entries.iter().fold((0u64, 0u64), |(rx, tx), e| {
+                    let rx = rx.saturating_add(e.up).saturating_add(e.undirected);
+                    (rx, tx.saturating_add(e.down))
+                });
+                ctl.watch.publish(Touched::Usage {
+                    host_id: job.host_id.clone(),
+                    rx,
+                    tx,
+                });
+            }
         }
         // A session that ended meanwhile does not read its reply; its agent resends.
         let _ = job.reply.send(result);

@@ -29,5 +29,6 @@ pub mod quota_timer;
 pub mod server;
 pub mod session;
 pub mod store;
+pub mod subscribe;
 pub mod views;
 pub mod webhooks;

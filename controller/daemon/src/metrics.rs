@@ -493,6 +493,7 @@ pub fn request_kind(req: &AdminRequest) -> &'static str {
         R::FirewallList => "firewall_list",
         R::Doctor => "doctor",
         R::UsersUsage(_) => "users_usage",
+        R::Subscribe => "subscribe",
         // Counted as the request inside; a nested wrapper (refused) as itself.
         R::InChunks(inner) if !matches!(**inner, R::InChunks(_)) => request_kind(inner),
         R::InChunks(_) => "in_chunks",

@@ -57,6 +57,8 @@ async fn sweep(ctl: &Controller) -> Result<Option<i64>, crate::store::StoreError
             // Before the pushes: a user coming back must reach its hosts with its new
             // allowance, not be cut off again by the old one.
             ctl.allowances_changed();
+            let names = m.value.iter().map(|c| c.user.clone()).collect();
+            ctl.watch.publish(crate::subscribe::Touched::Users(names));
         }
         ctl.fleet.dispatch(&m.pushes);
     }

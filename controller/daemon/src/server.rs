@@ -42,6 +42,8 @@ pub struct Controller {
     allowances: tokio::sync::watch::Sender<u64>,
     /// Agents' usage batches waiting to be written together (`ingest.rs`).
     pub ingest: crate::ingest::Ingest,
+    /// What changed, for `vpn tui` subscriptions (`subscribe.rs`).
+    pub watch: crate::subscribe::Watch,
 }
 
 impl Controller {
@@ -74,6 +76,7 @@ impl Controller {
             metrics_listener: Mutex::new(None),
             allowances: tokio::sync::watch::channel(0).0,
             ingest: crate::ingest::Ingest::default(),
+            watch: crate::subscribe::Watch::default(),
         })
     }
 

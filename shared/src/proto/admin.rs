@@ -140,6 +140,9 @@ pub enum AdminRequest {
         image: Option<Option<String>>,
         ports: u16,
     },
+    /// `vpn tui`: a long-lived stream of [`AdminResponse::Stream`] frames, a snapshot then
+    /// changes ([`super::stream`]).
+    Subscribe,
 }
 
 /// A moment, absolute or counted from when the controller receives the request (so a
@@ -409,6 +412,8 @@ pub enum AdminResponse {
     /// One part of a list answer to [`AdminRequest::InChunks`]; more frames follow on the
     /// stream and the last part comes as the plain answer ([`super::chunk`]).
     More(Box<AdminResponse>),
+    /// One message of a subscription ([`AdminRequest::Subscribe`]).
+    Stream(super::stream::StreamMsg),
 }
 
 /// Whether a host can be trusted to serve (SPEC §2.8): online is not healthy.

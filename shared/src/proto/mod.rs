@@ -9,6 +9,7 @@ pub mod admin;
 pub mod chunk;
 pub mod frame;
 mod messages;
+pub mod stream;
 
 #[cfg(test)]
 mod tests;

@@ -492,7 +492,72 @@ fn samples() -> Vec<(&'static str, Vec<u8>)> {
         ),
         ("admin_chunks", enc(&admin_chunks())),
         ("admin_ports", enc(&admin_ports())),
+        ("admin_stream", enc(&admin_stream())),
     ]
+}
+
+/// A subscription and one frame of each message of its stream.
+fn admin_stream() -> (Vec<AdminRequest>, Vec<AdminResponse>) {
+    use super::stream::{HostRateInfo, SnapshotPart, StreamEvent, StreamMsg};
+    let health = admin_health_responses();
+    let host = health
+        .iter()
+        .find_map(|r| match r {
+            AdminResponse::ServerDetail(d) => Some(d.clone()),
+            _ => None,
+        })
+        .expect("a host sample");
+    let service = health
+        .iter()
+        .find_map(|r| match r {
+            AdminResponse::ServiceDetail(d) => Some(d.service.clone()),
+            _ => None,
+        })
+        .expect("a service sample");
+    let user = admin_quota()
+        .1
+        .into_iter()
+        .find_map(|r| match r {
+            AdminResponse::UserDetail(d) => Some(d),
+            _ => None,
+        })
+        .expect("a user sample");
+    let event = StreamEvent {
+        host: "h".into(),
+        event: host.events[0].clone(),
+    };
+    let messages = vec![
+        StreamMsg::Snapshot(SnapshotPart {
+            hosts: vec![host.clone()],
+            services: vec![service.clone()],
+            users: vec![user.clone()],
+            events: vec![event.clone()],
+            last: false,
+        }),
+        StreamMsg::Snapshot(SnapshotPart {
+            last: true,
+            ..SnapshotPart::default()
+        }),
+        StreamMsg::HostChanged(host),
+        StreamMsg::HostRemoved("h".into()),
+        StreamMsg::ServiceChanged(service),
+        StreamMsg::ServiceRemoved("ss".into()),
+        StreamMsg::UserChanged(user),
+        StreamMsg::UserRemoved("a".into()),
+        StreamMsg::Event(event),
+        StreamMsg::Rates(vec![HostRateInfo {
+            host: "h".into(),
+            rx_bps: 8_000,
+            tx_bps: 16_000,
+            cpu_permille: None,
+            mem_permille: Some(125),
+        }]),
+        StreamMsg::Lagged,
+    ];
+    (
+        vec![AdminRequest::Subscribe],
+        messages.into_iter().map(AdminResponse::Stream).collect(),
+    )
 }
 
 /// A deploy with a range of its own size, and a range resized by `services edit`.
@@ -973,7 +1038,7 @@ fn every_golden_sample_decodes_back() {
             | "admin_edit_with"
             | "admin_ports" => postcard::from_bytes::<Vec<AdminRequest>>(&bytes).is_ok(),
             "admin_usage" => postcard::from_bytes::<(AdminRequest, AdminResponse)>(&bytes).is_ok(),
-            "admin_quota" | "admin_chunks" => {
+            "admin_quota" | "admin_chunks" | "admin_stream" => {
                 postcard::from_bytes::<(Vec<AdminRequest>, Vec<AdminResponse>)>(&bytes).is_ok()
             }
             "admin_responses" | "admin_health_responses" => {

@@ -91,6 +91,7 @@ fn structured(resp: &AdminResponse, format: Format) -> Result<String, CliError> 
         AdminResponse::Usage(p) => encode(p, format),
         // The client joins parts into their list; a part alone renders as that list.
         AdminResponse::More(part) => structured(part, format),
+        AdminResponse::Stream(m) => encode(m, format),
     }
 }
 

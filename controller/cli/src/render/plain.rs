@@ -42,6 +42,7 @@ pub fn render(resp: &AdminResponse) -> Result<String, CliError> {
         AdminResponse::Usage(u) => u.rows.iter().map(usage::row).collect(),
         // The client joins parts into their list; a part alone renders as that list.
         AdminResponse::More(part) => return render(part),
+        AdminResponse::Stream(_) => return Err(stream_only()),
     };
     Ok(lines
         .iter()
@@ -149,4 +150,9 @@ fn applied(a: &Applied) -> Vec<Vec<String>> {
             rec
         })
         .collect()
+}
+
+/// A subscription message reaches `vpn tui` only; a command never gets one.
+pub(super) fn stream_only() -> CliError {
+    CliError::Render("a subscription message is shown by `vpn tui`, not printed".into())
 }

@@ -50,6 +50,7 @@ pub fn render(resp: &AdminResponse, opts: &Opts) -> Result<String, CliError> {
         AdminResponse::Usage(u) => usage::usage(u, opts),
         // The client joins parts into their list; a part alone renders as that list.
         AdminResponse::More(part) => return render(part, opts),
+        AdminResponse::Stream(_) => return Err(super::plain::stream_only()),
     })
 }
 

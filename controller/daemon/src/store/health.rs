@@ -428,6 +428,44 @@ impl Store {
             .collect())
     }
 
+    /// The fleet's events after the one numbered `after` (0: from the newest `limit`), oldest
+    /// first, each with its number and its host's name: what a subscription sends.
+    pub async fn fleet_events(
+        &self,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<(i64, String, HostEvent)>> {
+        const COLUMNS: &str = "SELECT e.id, h.name, e.at, e.kind, e.resource, e.message \
+            FROM host_events e JOIN hosts h ON h.id = e.host_id";
+        let newest = after == 0;
+        let sql = if newest {
+            format!("{COLUMNS} ORDER BY e.id DESC LIMIT ?2")
+        } else {
+            format!("{COLUMNS} WHERE e.id > ?1 ORDER BY e.id LIMIT ?2")
+        };
+        let mut rows: Vec<(i64, String, i64, String, Option<String>, String)> =
+            sqlx::query_as(&sql)
+                .bind(after)
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?;
+        if newest {
+            rows.reverse();
+        }
+        Ok(rows
+            .into_iter()
+            .map(|(id, host, at, kind, resource, message)| {
+                let event = HostEvent {
+                    at,
+                    kind,
+                    resource,
+                    message,
+                };
+                (id, host, event)
+            })
+            .collect())
+    }
+
     /// A host's newest `limit` events, newest first.
     pub async fn host_events(&self, host_id: &str, limit: u32) -> Result<Vec<HostEvent>> {
         let rows: Vec<(i64, String, Option<String>, String)> = sqlx::query_as(
