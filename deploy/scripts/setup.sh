@@ -4,6 +4,7 @@
 #      busybox-static (the pause image), curl, procps, docker.io, v2ray (the real engine of the
 #      Xray API test), wireguard-go and wireguard-tools (the WireGuard image and the e2e client)
 #      — only those missing; systemd (systemd-analyze and systemd-sysusers for the unit checks);
+#      tmux (the terminal the `vpn tui` end-to-end test drives);
 #   2. `cargo install shadowsocks-rust --locked` (sslocal, ssserver, ssmanager) if missing —
 #      several minutes on 2 cores —, `cargo install shoes --locked` (the VLESS + Reality engine
 #      of the tests, 12 minutes on an idle 2-core machine, far more under load) and cargo-nextest if missing;
@@ -32,6 +33,7 @@ need=(
     "v2ray v2ray" "openssl openssl"
     "wireguard-go wireguard-go" "wg wireguard-tools"
     "systemd-analyze systemd" "systemd-sysusers systemd"
+    "tmux tmux"
 )
 missing=()
 for pair in "${need[@]}"; do
