@@ -90,6 +90,10 @@ pub struct Col<T> {
     /// Narrow terminals drop the columns with the lowest `keep` first.
     pub keep: u8,
     pub right: bool,
+    /// The column as text, when its order is exactly that text's order: a new sort then
+    /// reads each row once and sorts (text, row) pairs instead of reaching into the rows at
+    /// every comparison.
+    pub text: Option<fn(&T) -> &str>,
     pub cell: fn(&T, &DrawCtx<'_>) -> Span<'static>,
     pub cmp: fn(&T, &T) -> Ordering,
 }
@@ -257,10 +261,21 @@ impl<T: 'static> Table<T> {
             }
             return;
         }
-        let Some(cmp) = self.cols.get(self.sort).map(|c| c.cmp) else {
+        let Some(col) = self.cols.get(self.sort) else {
             return;
         };
-        let desc = self.desc;
+        let (cmp, desc) = (col.cmp, self.desc);
+        if let Some(text) = col.text {
+            let mut pairs: Vec<(&str, u32)> = self
+                .sorted
+                .iter()
+                .map(|&i| (text(&items[i as usize]), i))
+                .collect();
+            pairs.sort_by(|a, b| if desc { b.0.cmp(a.0) } else { a.0.cmp(b.0) });
+            self.sorted.clear();
+            self.sorted.extend(pairs.into_iter().map(|(_, i)| i));
+            return;
+        }
         // Stable: rows that compare equal stay in name order.
         self.sorted.sort_by(|&a, &b| {
             let o = cmp(&items[a as usize], &items[b as usize]);

@@ -54,6 +54,7 @@ const COLS: &[Col<HostRow>] = &[
         width: 13,
         keep: 100,
         right: false,
+        text: None,
         cell: |h, _| Span::raw(format::fit(h.name(), 13)),
         cmp: |a, b| a.name().cmp(b.name()),
     },
@@ -62,6 +63,7 @@ const COLS: &[Col<HostRow>] = &[
         width: 11,
         keep: 95,
         right: false,
+        text: None,
         cell: |h, c| status_span(&h.detail.state, c),
         cmp: |a, b| rank(&a.detail.state).cmp(&rank(&b.detail.state)),
     },
@@ -70,6 +72,7 @@ const COLS: &[Col<HostRow>] = &[
         width: 8,
         keep: 50,
         right: false,
+        text: None,
         cell: |h, _| {
             Span::raw(
                 h.detail
@@ -91,6 +94,7 @@ const COLS: &[Col<HostRow>] = &[
         width: 8,
         keep: 60,
         right: false,
+        text: None,
         cell: |h, c| match h.detail.server.last_seen {
             Some(t) => Span::raw(format::ago(c.now, t)),
             None => Span::styled("never", c.theme.dim),
@@ -102,6 +106,7 @@ const COLS: &[Col<HostRow>] = &[
         width: 11,
         keep: 55,
         right: false,
+        text: None,
         cell: |h, c| {
             let s = &h.detail.server;
             let acked = s
@@ -125,6 +130,7 @@ const COLS: &[Col<HostRow>] = &[
         width: 3,
         keep: 40,
         right: true,
+        text: None,
         cell: |h, _| Span::raw(h.detail.server.services.len().to_string()),
         cmp: |a, b| {
             a.detail
@@ -139,6 +145,7 @@ const COLS: &[Col<HostRow>] = &[
         width: 6,
         keep: 45,
         right: true,
+        text: None,
         cell: |h, _| Span::raw(h.detail.server.users.to_string()),
         cmp: |a, b| a.detail.server.users.cmp(&b.detail.server.users),
     },
@@ -147,6 +154,7 @@ const COLS: &[Col<HostRow>] = &[
         width: 8,
         keep: 80,
         right: true,
+        text: None,
         cell: |h, _| opt_bps(rx(h)),
         cmp: |a, b| rx(a).cmp(&rx(b)),
     },
@@ -155,6 +163,7 @@ const COLS: &[Col<HostRow>] = &[
         width: 8,
         keep: 79,
         right: true,
+        text: None,
         cell: |h, _| opt_bps(tx(h)),
         cmp: |a, b| tx(a).cmp(&tx(b)),
     },
@@ -163,6 +172,7 @@ const COLS: &[Col<HostRow>] = &[
         width: 12,
         keep: 30,
         right: false,
+        text: None,
         cell: |h, c| {
             if h.history.is_empty() {
                 Span::styled(NONE, c.theme.dim)
@@ -177,6 +187,7 @@ const COLS: &[Col<HostRow>] = &[
         width: 4,
         keep: 20,
         right: true,
+        text: None,
         cell: |h, _| Span::raw(format::percent(h.rate.as_ref().and_then(|r| r.cpu))),
         cmp: |a, b| {
             cmp_f32(
@@ -190,6 +201,7 @@ const COLS: &[Col<HostRow>] = &[
         width: 4,
         keep: 19,
         right: true,
+        text: None,
         cell: |h, _| Span::raw(format::percent(h.rate.as_ref().and_then(|r| r.mem))),
         cmp: |a, b| {
             cmp_f32(

@@ -52,6 +52,10 @@ fn expires(u: &UserDetail, ctx: &DrawCtx<'_>) -> Span<'static> {
     }
 }
 
+fn email(u: &UserDetail) -> &str {
+    u.user.email.as_deref().unwrap_or_default()
+}
+
 fn servers(u: &UserDetail) -> String {
     if u.user.all_servers {
         "all".into()
@@ -94,6 +98,7 @@ const COLS: &[Col<UserDetail>] = &[
         width: 18,
         keep: 100,
         right: false,
+        text: None,
         cell: |u, _| Span::raw(format::fit(&u.user.name, 18)),
         cmp: |a, b| a.user.name.cmp(&b.user.name),
     },
@@ -102,6 +107,7 @@ const COLS: &[Col<UserDetail>] = &[
         width: 9,
         keep: 95,
         right: false,
+        text: Some(|u| &u.user.status),
         cell: status_span,
         cmp: |a, b| a.user.status.cmp(&b.user.status),
     },
@@ -110,6 +116,7 @@ const COLS: &[Col<UserDetail>] = &[
         width: 10,
         keep: 80,
         right: true,
+        text: None,
         cell: |u, _| Span::raw(vpn_shared::size::show(u.quota.used)),
         cmp: |a, b| a.quota.used.cmp(&b.quota.used),
     },
@@ -118,6 +125,7 @@ const COLS: &[Col<UserDetail>] = &[
         width: 9,
         keep: 70,
         right: true,
+        text: None,
         cell: |u, _| {
             Span::raw(
                 u.quota
@@ -137,6 +145,7 @@ const COLS: &[Col<UserDetail>] = &[
         width: 5,
         keep: 66,
         right: true,
+        text: None,
         cell: |u, c| match u.quota.data_limit {
             Some(_) => {
                 let pct = fill(u) / 10_000;
@@ -158,6 +167,7 @@ const COLS: &[Col<UserDetail>] = &[
         width: 10,
         keep: 60,
         right: false,
+        text: None,
         cell: expires,
         cmp: |a, b| {
             a.quota
@@ -171,6 +181,7 @@ const COLS: &[Col<UserDetail>] = &[
         width: 5,
         keep: 30,
         right: false,
+        text: None,
         cell: |u, _| Span::raw(u.quota.reset.as_str()),
         cmp: |a, b| a.quota.reset.as_str().cmp(b.quota.reset.as_str()),
     },
@@ -179,6 +190,7 @@ const COLS: &[Col<UserDetail>] = &[
         width: 10,
         keep: 35,
         right: false,
+        text: None,
         cell: |u, _| Span::raw(format::fit(&servers(u), 10)),
         cmp: |a, b| {
             (!a.user.all_servers, &a.user.servers).cmp(&(!b.user.all_servers, &b.user.servers))
@@ -189,6 +201,7 @@ const COLS: &[Col<UserDetail>] = &[
         width: 12,
         keep: 25,
         right: false,
+        text: None,
         cell: |u, _| Span::raw(format::fit(&protocols(u), 12)),
         cmp: |a, b| a.user.protocols.cmp(&b.user.protocols),
     },
@@ -197,6 +210,7 @@ const COLS: &[Col<UserDetail>] = &[
         width: 13,
         keep: 20,
         right: false,
+        text: None,
         cell: |u, _| Span::raw(bandwidth(u)),
         cmp: |a, b| a.user.bandwidth.down_bps.cmp(&b.user.bandwidth.down_bps),
     },
@@ -205,8 +219,9 @@ const COLS: &[Col<UserDetail>] = &[
         width: 20,
         keep: 10,
         right: false,
+        text: Some(email),
         cell: |u, _| Span::raw(u.user.email.clone().unwrap_or_default()),
-        cmp: |a, b| a.user.email.cmp(&b.user.email),
+        cmp: |a, b| email(a).cmp(email(b)),
     },
 ];
 
