@@ -719,7 +719,8 @@ impl Session {
     async fn send_full(&mut self, state: &DesiredState) -> Result<(), FrameError> {
         self.generation = state.generation;
         self.digest = state.digest();
-        let users: Vec<_> = state.users.values().cloned().collect();
+        // References: a chunk's users are copied only while that chunk is encoded.
+        let users: Vec<_> = state.users.values().collect();
         let user_chunks: Vec<_> = users.chunks(USERS_PER_CHUNK).collect();
         // Version 1 agents read the block list from the first chunk only.
         let blocked_per_chunk = if self.version >= 2 {
@@ -740,7 +741,10 @@ impl Session {
                 } else {
                     Vec::new()
                 },
-                users: user_chunks.get(i).map(|c| c.to_vec()).unwrap_or_default(),
+                users: user_chunks
+                    .get(i)
+                    .map(|c| c.iter().map(|u| (*u).clone()).collect())
+                    .unwrap_or_default(),
                 firewall: FirewallSpec {
                     blocked: blocked_chunks
                         .get(i)
