@@ -22,6 +22,8 @@
 //! - [`install`]: the install tests' tools (CI-aware) and [`install::SystemdHost`], a host whose
 //!   PID 1 is systemd, for the systemd units and the ansible roles.
 //! - [`prom`]: a strict parser of Prometheus text exposition (also used by the daemons' tests).
+//! - [`tmux`]: a real terminal (a private tmux server) for full-screen programs: keys in,
+//!   `capture-pane` screens out, waits on screen content.
 //! - [`wait`]: bounded polling.
 //! - [`webhook`]: a loopback webhook receiver that checks the controller's HMAC signatures.
 //! - [`wireguard`]: a real `wireguard-go` + `wg` client in a namespace of its own, from a printed `.conf`.
@@ -50,6 +52,7 @@ pub mod install;
 pub mod proc;
 pub mod prom;
 pub mod seed;
+pub mod tmux;
 pub mod vless;
 pub mod wait;
 pub mod webhook;
