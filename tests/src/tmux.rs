@@ -124,6 +124,22 @@ impl Tmux {
             .unwrap_or_else(|e| panic!("typing {text:?}: {e:#}"));
     }
 
+    /// A left click (press and release) on the cell at `col`, `row` (0-based), as a terminal
+    /// with SGR mouse reporting sends it (the program must have enabled mouse capture).
+    pub fn click(&self, col: u16, row: u16) {
+        self.mouse(0, col, row);
+    }
+
+    /// A right click on the cell at `col`, `row` (0-based).
+    pub fn right_click(&self, col: u16, row: u16) {
+        self.mouse(2, col, row);
+    }
+
+    fn mouse(&self, button: u8, col: u16, row: u16) {
+        let (x, y) = (col + 1, row + 1);
+        self.type_text(&format!("\x1b[<{button};{x};{y}M\x1b[<{button};{x};{y}m"));
+    }
+
     /// The visible screen, one line per row (trailing blanks trimmed by tmux).
     pub fn screen(&self) -> String {
         self.tmux_ok(&["capture-pane", "-p", "-t", &self.target])
@@ -232,6 +248,16 @@ pub fn row_has(screen: &str, first: &str, word: &str) -> bool {
     row(screen, first).is_some_and(|l| l.split_whitespace().any(|w| w == word))
 }
 
+/// Where `text` first appears on `screen`: (column, row), 0-based, counting one cell per
+/// character (true of the box drawing, blocks and Latin text the TUI draws; not of wide CJK).
+pub fn locate(screen: &str, text: &str) -> Option<(u16, u16)> {
+    screen.lines().enumerate().find_map(|(row, line)| {
+        let at = line.find(text)?;
+        let col = line[..at].chars().count();
+        Some((u16::try_from(col).ok()?, u16::try_from(row).ok()?))
+    })
+}
+
 /// Quotes `s` for a POSIX shell.
 pub fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
@@ -259,6 +285,13 @@ mod tests {
         assert!(row_has(screen, "host-0", "online"));
         assert!(!row_has(screen, "host-0", "offline"));
         assert!(row_has(screen, "host-10", "offline"));
+    }
+
+    #[test]
+    fn locate_counts_cells_not_bytes() {
+        let screen = "top\n│ ▀ suspend/resume  p │\n";
+        assert_eq!(locate(screen, "suspend"), Some((4, 1)));
+        assert_eq!(locate(screen, "absent"), None);
     }
 
     #[test]
