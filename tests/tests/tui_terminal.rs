@@ -142,6 +142,19 @@ fn tui_drives_a_real_fleet_end_to_end() {
         both_online(s) && s.contains("TRAFFIC")
     });
 
+    // Enter drills down into the selected host (the first row: host-0), Esc comes back.
+    term.keys(&["Enter"]);
+    let host = term.wait_for(KEY, "host-0's screen with its service", |s| {
+        row(s, "Host").is_some_and(|l| l.contains("host-0")) && s.contains("── Services (1)")
+    });
+    assert!(
+        host.lines()
+            .any(|l| l.contains("shadowsocks") && l.contains(&SS_PORT.to_string())),
+        "host-0's screen lists the deployed Shadowsocks service and its port:\n{host}"
+    );
+    term.keys(&["Escape"]);
+    term.wait_for(KEY, "back on the fleet screen", both_online);
+
     // A user added through the form (`2` users, `a` add, type the name, Enter saves).
     let user = "tui-alice";
     term.keys(&["2"]);
@@ -255,6 +268,13 @@ fn tui_drives_a_real_fleet_end_to_end() {
         screen.contains("1 offline"),
         "the summary counts the offline host:\n{screen}"
     );
+    eprintln!("host-1 offline:\n{}", framed(&screen));
+    // The events screen has the offline event of host-1.
+    term.keys(&["3"]);
+    term.wait_for(KEY, "host-1's offline event", |s| {
+        s.lines()
+            .any(|l| l.contains("host-1") && l.split_whitespace().any(|w| w == "offline"))
+    });
 
     quit_and_check_restored(&term);
 }
