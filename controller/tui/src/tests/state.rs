@@ -497,3 +497,48 @@ fn a_patched_view_equals_a_rebuilt_one() {
         );
     }
 }
+
+#[test]
+fn qr_codes_are_dark_on_light_in_both_themes() {
+    use ratatui::style::Color;
+    for light in [false, true] {
+        let mut a = app();
+        if light {
+            key(&mut a, 't');
+        }
+        key(&mut a, '2');
+        let cmds = key(&mut a, 'l');
+        let [Command::FetchLinks { id, .. }] = &cmds[..] else {
+            panic!("{cmds:?}");
+        };
+        a.handle(Event::Update(Update::Links {
+            id: *id,
+            user: "alice".into(),
+            result: Ok(links()),
+        }));
+        let t = frame(&mut a, 160, 48);
+        let buf = t.backend().buffer();
+        let blocks: Vec<_> = buf
+            .content()
+            .iter()
+            .filter(|c| matches!(c.symbol(), "▀" | "▄" | "█"))
+            .collect();
+        assert!(blocks.len() > 100, "a code is drawn (light: {light})");
+        for c in blocks {
+            assert_eq!((c.fg, c.bg), (Color::Black, Color::White), "light: {light}");
+        }
+    }
+}
+
+#[test]
+fn the_themes_differ_and_a_removed_host_says_so() {
+    let mut a = app();
+    let dark = frame(&mut a, 80, 24).backend().buffer().clone();
+    key(&mut a, 't');
+    let light = frame(&mut a, 80, 24).backend().buffer().clone();
+    assert_ne!(dark[(0, 3)].bg, light[(0, 3)].bg);
+    key(&mut a, 't');
+    press(&mut a, KeyCode::Enter);
+    a.handle(Event::Update(Update::HostRemoved("ams-2".into())));
+    assert!(text(&mut a, 80, 24).contains("host ams-2 was removed"));
+}
