@@ -70,15 +70,104 @@ fn insert<T>(
     items: &[T],
     dirty: &[u32],
     cmp: &impl Fn(&T, &T) -> Ordering,
-    keep: impl Fn(&T) -> bool,
+    keep: impl Fn(u32) -> bool,
 ) {
     for &i in dirty {
         let Some(item) = items.get(i as usize) else {
             continue;
         };
-        if keep(item) {
+        if keep(i) {
             let at = order.partition_point(|&v| cmp(&items[v as usize], item) == Ordering::Less);
             order.insert(at, i);
+        }
+    }
+}
+
+/// Whether rows matching `needle` are a subset of those matching `old` (a filter typed on).
+fn narrows(old: &str, needle: &str) -> bool {
+    needle.contains(old.trim().to_ascii_lowercase().as_str())
+}
+
+/// The rows of `sorted` that `keep`, in order.
+fn filter(view: &mut Vec<u32>, sorted: &[u32], keep: impl Fn(u32) -> bool) {
+    view.clear();
+    view.extend(sorted.iter().copied().filter(|&i| keep(i)));
+}
+
+/// Every row's searchable text in one buffer, so a filter reads memory that is close together
+/// instead of reaching into each row's strings.
+#[derive(Default)]
+struct SearchTexts {
+    buf: String,
+    /// (start, end) in `buf` by row index.
+    spans: Vec<(u32, u32)>,
+    /// Bytes of `buf` no row points at any more.
+    garbage: usize,
+}
+
+impl SearchTexts {
+    fn get(&self, i: u32) -> &str {
+        self.spans
+            .get(i as usize)
+            .and_then(|&(a, b)| self.buf.get(a as usize..b as usize))
+            .unwrap_or_default()
+    }
+
+    fn push_text<T>(&mut self, item: &T, search: fn(&T, &mut String)) -> (u32, u32) {
+        let start = self.buf.len();
+        search(item, &mut self.buf);
+        self.buf[start..].make_ascii_lowercase();
+        let span = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+        (span(start), span(self.buf.len()))
+    }
+
+    fn rebuild<T>(&mut self, items: &[T], search: fn(&T, &mut String)) {
+        self.buf.clear();
+        self.spans.clear();
+        self.garbage = 0;
+        for item in items {
+            let span = self.push_text(item, search);
+            self.spans.push(span);
+        }
+    }
+
+    /// Follows the rows' changes (indices move as in [`Rows::remove`]) and rewrites the changed.
+    fn apply<T>(&mut self, changes: &[RowChange], items: &[T], search: fn(&T, &mut String)) {
+        let mut dirty: Vec<u32> = Vec::new();
+        for change in changes {
+            match *change {
+                RowChange::Upsert(i) => {
+                    if i as usize >= self.spans.len() {
+                        self.spans.resize(i as usize + 1, (0, 0));
+                    }
+                    if !dirty.contains(&i) {
+                        dirty.push(i);
+                    }
+                }
+                RowChange::Remove { at, moved } => {
+                    dirty.retain(|&d| d != at);
+                    if (at as usize) < self.spans.len() {
+                        let (a, b) = self.spans.swap_remove(at as usize);
+                        self.garbage += (b - a) as usize;
+                    }
+                    if let Some(m) = moved {
+                        for d in dirty.iter_mut().filter(|d| **d == m) {
+                            *d = at;
+                        }
+                    }
+                }
+            }
+        }
+        if self.buf.len() > 1 << 20 && self.garbage > self.buf.len() / 2 {
+            self.rebuild(items, search);
+            return;
+        }
+        for i in dirty {
+            if let Some(item) = items.get(i as usize) {
+                let (a, b) = self.spans[i as usize];
+                self.garbage += (b - a) as usize;
+                self.spans[i as usize] = self.push_text(item, search);
+            }
         }
     }
 }
@@ -113,7 +202,10 @@ pub enum Clicked {
 pub struct Table<T: 'static> {
     cols: &'static [Col<T>],
     id: fn(&T) -> &str,
-    matches: fn(&T, &str) -> bool,
+    /// Writes a row's searchable text; the filter matches it ignoring ASCII case.
+    search: fn(&T, &mut String),
+    /// Each row's searchable text, lower case, by row index.
+    texts: SearchTexts,
     pub filter: TextInput,
     /// Typing goes into the filter.
     pub editing: bool,
@@ -138,11 +230,12 @@ pub struct Table<T: 'static> {
 }
 
 impl<T: 'static> Table<T> {
-    pub fn new(cols: &'static [Col<T>], id: fn(&T) -> &str, matches: fn(&T, &str) -> bool) -> Self {
+    pub fn new(cols: &'static [Col<T>], id: fn(&T) -> &str, search: fn(&T, &mut String)) -> Self {
         Table {
             cols,
             id,
-            matches,
+            search,
+            texts: SearchTexts::default(),
             filter: TextInput::default(),
             editing: false,
             sort: 0,
@@ -183,10 +276,9 @@ impl<T: 'static> Table<T> {
         };
         let name_cmp = self.name_order();
         let order = self.order();
-        let matches = self.matches;
-        let keep = |t: &T| needle.is_empty() || matches(t, &needle);
         match changes {
             Some(changes) => {
+                self.texts.apply(changes, items, self.search);
                 let dirty = renumber(&mut self.by_name, changes);
                 insert(&mut self.by_name, items, &dirty, &name_cmp, |_| true);
                 if same_sort {
@@ -195,17 +287,26 @@ impl<T: 'static> Table<T> {
                 } else {
                     self.sort_from_names(items);
                 }
+                let texts = &self.texts;
+                let keep = |i: u32| needle.is_empty() || texts.get(i).contains(needle.as_str());
                 if same_sort && same_filter {
                     renumber(&mut self.view, changes);
                     insert(&mut self.view, items, &dirty, &order, keep);
-                } else if same_sort && changes.is_empty() && self.narrows(&needle) {
+                } else if same_sort
+                    && changes.is_empty()
+                    && self
+                        .built
+                        .as_ref()
+                        .is_some_and(|b| narrows(&b.filter, &needle))
+                {
                     // Typing on: what matches now matched before; no need to look further.
-                    self.view.retain(|&i| keep(&items[i as usize]));
+                    self.view.retain(|&i| keep(i));
                 } else {
-                    self.filter_sorted(items, &keep);
+                    filter(&mut self.view, &self.sorted, keep);
                 }
             }
             None => {
+                self.texts.rebuild(items, self.search);
                 let mut pairs: Vec<(&T, u32)> = items
                     .iter()
                     .enumerate()
@@ -215,7 +316,9 @@ impl<T: 'static> Table<T> {
                 self.by_name.clear();
                 self.by_name.extend(pairs.into_iter().map(|(_, i)| i));
                 self.sort_from_names(items);
-                self.filter_sorted(items, &keep);
+                let texts = &self.texts;
+                let keep = |i: u32| needle.is_empty() || texts.get(i).contains(needle.as_str());
+                filter(&mut self.view, &self.sorted, keep);
             }
         }
         self.built = Some(Built {
@@ -225,14 +328,6 @@ impl<T: 'static> Table<T> {
             desc: self.desc,
         });
         self.follow_selection(items);
-    }
-
-    /// Whether rows matching `needle` are a subset of those the built view holds.
-    fn narrows(&self, needle: &str) -> bool {
-        self.built.as_ref().is_some_and(|b| {
-            let old = b.filter.trim().to_ascii_lowercase();
-            needle.contains(old.as_str())
-        })
     }
 
     fn name_order(&self) -> impl Fn(&T, &T) -> Ordering + use<T> {
@@ -281,16 +376,6 @@ impl<T: 'static> Table<T> {
             let o = cmp(&items[a as usize], &items[b as usize]);
             if desc { o.reverse() } else { o }
         });
-    }
-
-    fn filter_sorted(&mut self, items: &[T], keep: &impl Fn(&T) -> bool) {
-        self.view.clear();
-        self.view.extend(
-            self.sorted
-                .iter()
-                .copied()
-                .filter(|&i| keep(&items[i as usize])),
-        );
     }
 
     /// Keeps the selection on its row (by index when the row is still there, else by name).

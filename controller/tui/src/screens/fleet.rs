@@ -10,7 +10,7 @@ use vpn_shared::proto::admin::HostState;
 
 use super::title_line;
 use crate::components::table::{Clicked, Col, Table, styled};
-use crate::components::{Component, Ctx, DrawCtx, Effect, EventState, contains_ci};
+use crate::components::{Component, Ctx, DrawCtx, Effect, EventState};
 use crate::format::{self, NONE};
 use crate::keys::{Action, Scope};
 use crate::model::HostRow;
@@ -212,14 +212,14 @@ const COLS: &[Col<HostRow>] = &[
     },
 ];
 
-fn matches(h: &HostRow, needle: &str) -> bool {
+fn search(h: &HostRow, out: &mut String) {
+    use std::fmt::Write as _;
     let s = &h.detail.server;
-    contains_ci(&s.name, needle)
-        || contains_ci(&h.detail.state.to_string(), needle)
-        || s.agent_version
-            .as_deref()
-            .is_some_and(|v| contains_ci(v, needle))
-        || s.address.as_deref().is_some_and(|v| contains_ci(v, needle))
+    let _ = write!(out, "{}\n{}", s.name, h.detail.state);
+    for v in [&s.agent_version, &s.address].into_iter().flatten() {
+        out.push('\n');
+        out.push_str(v);
+    }
 }
 
 pub struct FleetScreen {
@@ -228,7 +228,7 @@ pub struct FleetScreen {
 
 impl Default for FleetScreen {
     fn default() -> Self {
-        let mut table = Table::new(COLS, HostRow::name, matches);
+        let mut table = Table::new(COLS, HostRow::name, search);
         table.sort = 0;
         FleetScreen { table }
     }

@@ -9,7 +9,7 @@ use vpn_shared::proto::admin::UserDetail;
 
 use super::title_line;
 use crate::components::table::{Clicked, Col, Table};
-use crate::components::{Component, Ctx, DrawCtx, Effect, EventState, contains_ci};
+use crate::components::{Component, Ctx, DrawCtx, Effect, EventState};
 use crate::format::{self, NONE};
 use crate::keys::{Action, Scope};
 use crate::popups::Popup;
@@ -225,13 +225,14 @@ const COLS: &[Col<UserDetail>] = &[
     },
 ];
 
-fn matches(u: &UserDetail, needle: &str) -> bool {
-    contains_ci(&u.user.name, needle)
-        || contains_ci(&u.user.status, needle)
-        || u.user
-            .email
-            .as_deref()
-            .is_some_and(|e| contains_ci(e, needle))
+fn search(u: &UserDetail, out: &mut String) {
+    out.push_str(&u.user.name);
+    out.push('\n');
+    out.push_str(&u.user.status);
+    if let Some(e) = &u.user.email {
+        out.push('\n');
+        out.push_str(e);
+    }
 }
 
 pub struct UsersScreen {
@@ -241,7 +242,7 @@ pub struct UsersScreen {
 impl Default for UsersScreen {
     fn default() -> Self {
         UsersScreen {
-            table: Table::new(COLS, name, matches),
+            table: Table::new(COLS, name, search),
         }
     }
 }
