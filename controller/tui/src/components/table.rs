@@ -361,14 +361,22 @@ impl<T: 'static> Table<T> {
         };
         let (cmp, desc) = (col.cmp, self.desc);
         if let Some(text) = col.text {
-            let mut pairs: Vec<(&str, u32)> = self
-                .sorted
-                .iter()
-                .map(|&i| (text(&items[i as usize]), i))
-                .collect();
-            pairs.sort_by(|a, b| if desc { b.0.cmp(a.0) } else { a.0.cmp(b.0) });
+            // Copied into one buffer: comparisons then read memory that is close together.
+            let mut buf = String::new();
+            let mut keys: Vec<(u32, u32, u32)> = Vec::with_capacity(self.sorted.len());
+            for &i in &self.sorted {
+                let start = buf.len();
+                buf.push_str(text(&items[i as usize]));
+                let at = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+                keys.push((at(start), at(buf.len()), i));
+            }
+            let key = |k: &(u32, u32, u32)| buf.get(k.0 as usize..k.1 as usize).unwrap_or_default();
+            keys.sort_by(|a, b| {
+                let o = key(a).cmp(key(b));
+                if desc { o.reverse() } else { o }
+            });
             self.sorted.clear();
-            self.sorted.extend(pairs.into_iter().map(|(_, i)| i));
+            self.sorted.extend(keys.into_iter().map(|k| k.2));
             return;
         }
         // Stable: rows that compare equal stay in name order.
