@@ -8,6 +8,8 @@
 #                                             # local connection) in the same run
 #   deploy/bench/fleet.sh hold AGENTS         # AGENTS connected for 60 s: controller RSS, CPU
 #                                             # (USERS=N: N users on every host first)
+#   USERS=N deploy/bench/fleet.sh deploy AGENTS # `vpn services deploy shadowsocks --all-servers`
+#                                             # to AGENTS hosts of N users each, all acked
 #   deploy/bench/fleet.sh restart AGENTS      # controller killed and started again: time until
 #                                             # every agent is back, peak handshake rate
 #
@@ -16,8 +18,8 @@
 # processes (no services, --no-firewall --no-shaping) instead of simulated ones.
 set -euo pipefail
 
-MODE="${1:?usage: fleet.sh adds|hold|restart AGENTS [real]}"
-AGENTS="${2:?usage: fleet.sh adds|hold|restart AGENTS [real]}"
+MODE="${1:?usage: fleet.sh adds|hold|deploy|restart AGENTS [real]}"
+AGENTS="${2:?usage: fleet.sh adds|hold|deploy|restart AGENTS [real]}"
 KIND="${3:-sim}"
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 WORK="${WORK:-/tmp/vpn-fleet-bench}"
@@ -159,6 +161,15 @@ hold)
     c1=$(read_cpu); t1=$(date +%s.%N)
     tck=$(getconf CLK_TCK)
     say "controller with $AGENTS agents of $USERS users each: RSS $(awk '/VmRSS/ {print $2, $3}' /proc/"$CTL_PID"/status) (peak $(awk '/VmHWM/ {print $2, $3}' /proc/"$CTL_PID"/status)), CPU $(python3 -c "print(f'{($c1 - $c0) / $tck / ($t1 - $t0) * 100:.1f}')") % of one core over 60 s; still online: $(online)"
+    ;;
+deploy)
+    say "\`vpn services deploy shadowsocks --all-servers\` to $AGENTS hosts of $USERS users each"
+    t0=$(date +%s%N)
+    out="$("$BIN/vpn" services deploy shadowsocks --port 20000 --ports "$((USERS + 1))" \
+        --all-servers -o json)"
+    t1=$(date +%s%N)
+    applied="$(python3 -c 'import json,sys; d=json.load(sys.stdin); print(sum(1 for h in d["hosts"] if str(h["state"]).lower()=="applied"))' <<<"$out")"
+    say "deploy to $AGENTS hosts x $USERS users: $(( (t1 - t0) / 1000000 )) ms, $applied of $AGENTS hosts applied; controller RSS $(awk '/VmRSS/ {print $2, $3}' /proc/"$CTL_PID"/status) (peak $(awk '/VmHWM/ {print $2, $3}' /proc/"$CTL_PID"/status))"
     ;;
 restart)
     say "killing the controller (SIGKILL) with $AGENTS agents connected, starting it again"
