@@ -240,13 +240,17 @@ fn tui_drives_a_real_fleet_end_to_end() {
     let (col, line) =
         locate(&screen, user).unwrap_or_else(|| panic!("{user}'s row is not on screen:\n{screen}"));
     term.right_click(col, line);
-    let menu = term.wait_text(KEY, "suspend/resume");
-    let (col, line) = locate(&menu, "suspend/resume")
-        .unwrap_or_else(|| panic!("no suspend/resume entry:\n{menu}"));
+    // The key bar says "suspend/resume" too: look inside the menu (its title, its borders).
+    let menu = term.wait_text(KEY, "┌ Actions");
+    let (col, line) = locate(&menu, "│ suspend/resume")
+        .map(|(c, r)| (c + 2, r))
+        .unwrap_or_else(|| panic!("no suspend/resume entry in the menu:\n{menu}"));
     term.click(col, line);
-    term.wait_for(ROUND_TRIP, "the user's row to say active again", |s| {
-        !s.contains("suspend/resume") && row_has(s, user, "active")
-    });
+    term.wait_for(
+        ROUND_TRIP,
+        "the menu closed and the user's row active again",
+        |s| !s.contains("┌ Actions") && row_has(s, user, "active"),
+    );
     wait_until(ROUND_TRIP, "users list shows the user active again", || {
         users(&fleet)
             .into_iter()
