@@ -183,6 +183,9 @@ pub struct Col<T> {
     /// reads each row once and sorts (text, row) pairs instead of reaching into the rows at
     /// every comparison.
     pub text: Option<fn(&T) -> &str>,
+    /// The column as a number, when its order is exactly that number's order (the same idea
+    /// for numeric columns: sort (number, row) pairs).
+    pub num: Option<fn(&T) -> u64>,
     pub cell: fn(&T, &DrawCtx<'_>) -> Span<'static>,
     pub cmp: fn(&T, &T) -> Ordering,
 }
@@ -360,6 +363,17 @@ impl<T: 'static> Table<T> {
             return;
         };
         let (cmp, desc) = (col.cmp, self.desc);
+        if let Some(num) = col.num {
+            let mut keys: Vec<(u64, u32)> = self
+                .sorted
+                .iter()
+                .map(|&i| (num(&items[i as usize]), i))
+                .collect();
+            keys.sort_by(|a, b| if desc { b.0.cmp(&a.0) } else { a.0.cmp(&b.0) });
+            self.sorted.clear();
+            self.sorted.extend(keys.into_iter().map(|k| k.1));
+            return;
+        }
         if let Some(text) = col.text {
             // Copied into one buffer: comparisons then read memory that is close together.
             let mut buf = String::new();

@@ -55,6 +55,7 @@ const COLS: &[Col<HostRow>] = &[
         keep: 100,
         right: false,
         text: None,
+        num: None,
         cell: |h, _| Span::raw(format::fit(h.name(), 13)),
         cmp: |a, b| a.name().cmp(b.name()),
     },
@@ -64,6 +65,7 @@ const COLS: &[Col<HostRow>] = &[
         keep: 95,
         right: false,
         text: None,
+        num: None,
         cell: |h, c| status_span(&h.detail.state, c),
         cmp: |a, b| rank(&a.detail.state).cmp(&rank(&b.detail.state)),
     },
@@ -73,6 +75,7 @@ const COLS: &[Col<HostRow>] = &[
         keep: 50,
         right: false,
         text: None,
+        num: None,
         cell: |h, _| {
             Span::raw(
                 h.detail
@@ -95,6 +98,7 @@ const COLS: &[Col<HostRow>] = &[
         keep: 60,
         right: false,
         text: None,
+        num: None,
         cell: |h, c| match h.detail.server.last_seen {
             Some(t) => Span::raw(format::ago(c.now, t)),
             None => Span::styled("never", c.theme.dim),
@@ -107,6 +111,7 @@ const COLS: &[Col<HostRow>] = &[
         keep: 55,
         right: false,
         text: None,
+        num: None,
         cell: |h, c| {
             let s = &h.detail.server;
             let acked = s
@@ -131,6 +136,7 @@ const COLS: &[Col<HostRow>] = &[
         keep: 40,
         right: true,
         text: None,
+        num: None,
         cell: |h, _| Span::raw(h.detail.server.services.len().to_string()),
         cmp: |a, b| {
             a.detail
@@ -146,6 +152,7 @@ const COLS: &[Col<HostRow>] = &[
         keep: 45,
         right: true,
         text: None,
+        num: None,
         cell: |h, _| Span::raw(h.detail.server.users.to_string()),
         cmp: |a, b| a.detail.server.users.cmp(&b.detail.server.users),
     },
@@ -155,6 +162,7 @@ const COLS: &[Col<HostRow>] = &[
         keep: 80,
         right: true,
         text: None,
+        num: None,
         cell: |h, _| opt_bps(rx(h)),
         cmp: |a, b| rx(a).cmp(&rx(b)),
     },
@@ -164,6 +172,7 @@ const COLS: &[Col<HostRow>] = &[
         keep: 79,
         right: true,
         text: None,
+        num: None,
         cell: |h, _| opt_bps(tx(h)),
         cmp: |a, b| tx(a).cmp(&tx(b)),
     },
@@ -173,6 +182,7 @@ const COLS: &[Col<HostRow>] = &[
         keep: 30,
         right: false,
         text: None,
+        num: None,
         cell: |h, c| {
             if h.history.is_empty() {
                 Span::styled(NONE, c.theme.dim)
@@ -188,6 +198,7 @@ const COLS: &[Col<HostRow>] = &[
         keep: 20,
         right: true,
         text: None,
+        num: None,
         cell: |h, _| Span::raw(format::percent(h.rate.as_ref().and_then(|r| r.cpu))),
         cmp: |a, b| {
             cmp_f32(
@@ -202,6 +213,7 @@ const COLS: &[Col<HostRow>] = &[
         keep: 19,
         right: true,
         text: None,
+        num: None,
         cell: |h, _| Span::raw(format::percent(h.rate.as_ref().and_then(|r| r.mem))),
         cmp: |a, b| {
             cmp_f32(

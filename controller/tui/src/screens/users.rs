@@ -52,6 +52,11 @@ fn expires(u: &UserDetail, ctx: &DrawCtx<'_>) -> Span<'static> {
     }
 }
 
+/// An `i64` as a `u64` in the same order.
+fn ordered(v: i64) -> u64 {
+    (v as u64) ^ (1 << 63)
+}
+
 fn email(u: &UserDetail) -> &str {
     u.user.email.as_deref().unwrap_or_default()
 }
@@ -99,6 +104,7 @@ const COLS: &[Col<UserDetail>] = &[
         keep: 100,
         right: false,
         text: None,
+        num: None,
         cell: |u, _| Span::raw(format::fit(&u.user.name, 18)),
         cmp: |a, b| a.user.name.cmp(&b.user.name),
     },
@@ -108,6 +114,7 @@ const COLS: &[Col<UserDetail>] = &[
         keep: 95,
         right: false,
         text: Some(|u| &u.user.status),
+        num: None,
         cell: status_span,
         cmp: |a, b| a.user.status.cmp(&b.user.status),
     },
@@ -117,6 +124,7 @@ const COLS: &[Col<UserDetail>] = &[
         keep: 80,
         right: true,
         text: None,
+        num: Some(|u| u.quota.used),
         cell: |u, _| Span::raw(vpn_shared::size::show(u.quota.used)),
         cmp: |a, b| a.quota.used.cmp(&b.quota.used),
     },
@@ -126,6 +134,7 @@ const COLS: &[Col<UserDetail>] = &[
         keep: 70,
         right: true,
         text: None,
+        num: Some(|u| u.quota.data_limit.unwrap_or(u64::MAX)),
         cell: |u, _| {
             Span::raw(
                 u.quota
@@ -146,6 +155,7 @@ const COLS: &[Col<UserDetail>] = &[
         keep: 66,
         right: true,
         text: None,
+        num: Some(fill),
         cell: |u, c| match u.quota.data_limit {
             Some(_) => {
                 let pct = fill(u) / 10_000;
@@ -168,6 +178,7 @@ const COLS: &[Col<UserDetail>] = &[
         keep: 60,
         right: false,
         text: None,
+        num: Some(|u| ordered(u.quota.expires_at.unwrap_or(i64::MAX))),
         cell: expires,
         cmp: |a, b| {
             a.quota
@@ -182,6 +193,7 @@ const COLS: &[Col<UserDetail>] = &[
         keep: 30,
         right: false,
         text: None,
+        num: None,
         cell: |u, _| Span::raw(u.quota.reset.as_str()),
         cmp: |a, b| a.quota.reset.as_str().cmp(b.quota.reset.as_str()),
     },
@@ -191,6 +203,7 @@ const COLS: &[Col<UserDetail>] = &[
         keep: 35,
         right: false,
         text: None,
+        num: None,
         cell: |u, _| Span::raw(format::fit(&servers(u), 10)),
         cmp: |a, b| {
             (!a.user.all_servers, &a.user.servers).cmp(&(!b.user.all_servers, &b.user.servers))
@@ -202,6 +215,7 @@ const COLS: &[Col<UserDetail>] = &[
         keep: 25,
         right: false,
         text: None,
+        num: None,
         cell: |u, _| Span::raw(format::fit(&protocols(u), 12)),
         cmp: |a, b| a.user.protocols.cmp(&b.user.protocols),
     },
@@ -211,6 +225,7 @@ const COLS: &[Col<UserDetail>] = &[
         keep: 20,
         right: false,
         text: None,
+        num: None,
         cell: |u, _| Span::raw(bandwidth(u)),
         cmp: |a, b| a.user.bandwidth.down_bps.cmp(&b.user.bandwidth.down_bps),
     },
@@ -220,6 +235,7 @@ const COLS: &[Col<UserDetail>] = &[
         keep: 10,
         right: false,
         text: Some(email),
+        num: None,
         cell: |u, _| Span::raw(u.user.email.clone().unwrap_or_default()),
         cmp: |a, b| email(a).cmp(email(b)),
     },
