@@ -137,7 +137,18 @@ impl Tmux {
 
     fn mouse(&self, button: u8, col: u16, row: u16) {
         let (x, y) = (col + 1, row + 1);
-        self.type_text(&format!("\x1b[<{button};{x};{y}M\x1b[<{button};{x};{y}m"));
+        self.write_raw(&format!("\x1b[<{button};{x};{y}M\x1b[<{button};{x};{y}m"))
+            .unwrap_or_else(|e| panic!("sending a mouse click at {col},{row}: {e:#}"));
+    }
+
+    /// Writes `bytes` to the program's input in one write, as a terminal sends an escape
+    /// sequence. (`send-keys` sends character by character: a program may then read a lone
+    /// ESC, take it for the Escape key and the rest of the sequence for typed keys.)
+    pub fn write_raw(&self, bytes: &str) -> Result<()> {
+        self.tmux_ok(&["set-buffer", "-b", "raw", "--", bytes])?;
+        // -d: drop the buffer; -r: no LF→CR translation. No -p: never bracketed as a paste.
+        self.tmux_ok(&["paste-buffer", "-d", "-r", "-b", "raw", "-t", &self.target])?;
+        Ok(())
     }
 
     /// The visible screen, one line per row (trailing blanks trimmed by tmux).
