@@ -5,7 +5,7 @@
 //! - [`tui_drives_a_real_fleet_end_to_end`]: a real controller and two real agents; both hosts
 //!   online on screen (at 160×48 and at 80×24), a user added through the form and seen by
 //!   `vpn users list`, suspended with `p`, its QR popup (at both sizes), resumed with the mouse
-//!   through the context menu, an agent killed and its host offline on screen, `q` and the
+//!   through the context menu, its data limit edited in the form, an agent killed and its host offline on screen, `q` and the
 //!   terminal restored.
 //! - [`tui_answers_keys_while_the_controller_is_unreachable_frozen_or_gone`] (80×24): a lone
 //!   controller not yet started (unreachable), then started (the TUI connects by itself), frozen
@@ -256,6 +256,30 @@ fn tui_drives_a_real_fleet_end_to_end() {
             .into_iter()
             .any(|d| d.user.name == user && d.user.status == "active")
     });
+
+    // Edited through the form: `e` opens it on the first editable field (email), Tab moves
+    // to the data limit (name, servers and protocols are not editable there), Enter saves.
+    term.keys(&["e"]);
+    term.wait_text(KEY, &format!("Edit user {user}"));
+    term.keys(&["Tab"]);
+    term.wait_text(KEY, "Data limit: ▏");
+    term.type_text("5GiB");
+    term.wait_text(KEY, "Data limit: 5GiB");
+    term.keys(&["Enter"]);
+    term.wait_for(
+        ROUND_TRIP,
+        "the form closed and the new limit in the row",
+        |s| !s.contains("Edit user") && row(s, user).is_some_and(|l| l.contains("5 GiB")),
+    );
+    let limit = users(&fleet)
+        .into_iter()
+        .find(|d| d.user.name == user)
+        .and_then(|d| d.quota.data_limit);
+    assert_eq!(
+        limit,
+        Some(5 << 30),
+        "users list has the data limit set in the TUI's edit form"
+    );
 
     // An agent killed: its host goes offline on the fleet screen, the other stays online.
     term.keys(&["1"]);
