@@ -3,10 +3,10 @@
 //! waits on what the screen shows (`capture-pane`), never on a fixed sleep.
 //!
 //! - [`tui_drives_a_real_fleet_end_to_end`]: a real controller and two real agents; both hosts
-//!   online on screen (at 160×48 and at 80×24), a user added through the form and seen by
+//!   online on screen (at 160×48 and at 80×24), host-0's screen (Enter, Esc), a user added through the form and seen by
 //!   `vpn users list`, suspended with `p`, its QR popup (at both sizes), resumed with the mouse
-//!   through the context menu, its data limit edited in the form, an agent killed and its host offline on screen, `q` and the
-//!   terminal restored.
+//!   through the context menu, its data limit edited in the form, an agent killed and its host
+//!   offline on screen (and its event on the events screen), `q` and the terminal restored.
 //! - [`tui_answers_keys_while_the_controller_is_unreachable_frozen_or_gone`] (80×24): a lone
 //!   controller not yet started (unreachable), then started (the TUI connects by itself), frozen
 //!   (SIGSTOP) and stopped; the TUI answers keys throughout and shows the disconnected state.
