@@ -375,24 +375,32 @@ impl<T: 'static> Table<T> {
             return;
         }
         if let Some(text) = col.text {
-            // Copied into one buffer, each with its first 8 bytes as a number: most comparisons
+            // Copied into one buffer, each with its first 16 bytes as a number: most comparisons
             // are one integer comparison, the rest read memory that is close together.
             let mut buf = String::new();
-            let mut keys: Vec<(u64, u32, u32, u32)> = Vec::with_capacity(self.sorted.len());
+            let mut keys: Vec<(u128, u32, u32, u32)> = Vec::with_capacity(self.sorted.len());
             for &i in &self.sorted {
                 let t = text(&items[i as usize]);
-                let mut head = [0u8; 8];
-                let n = t.len().min(8);
+                let mut head = [0u8; 16];
+                let n = t.len().min(16);
                 head[..n].copy_from_slice(&t.as_bytes()[..n]);
                 let start = buf.len();
                 buf.push_str(t);
                 let at = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
-                keys.push((u64::from_be_bytes(head), at(start), at(buf.len()), i));
+                keys.push((u128::from_be_bytes(head), at(start), at(buf.len()), i));
             }
             let rest =
-                |k: &(u64, u32, u32, u32)| buf.get(k.1 as usize..k.2 as usize).unwrap_or_default();
+                |k: &(u128, u32, u32, u32)| buf.get(k.1 as usize..k.2 as usize).unwrap_or_default();
             keys.sort_by(|a, b| {
-                let o = a.0.cmp(&b.0).then_with(|| rest(a).cmp(rest(b)));
+                let short = |k: &(u128, u32, u32, u32)| k.2 - k.1 <= 16;
+                // Equal heads of texts that fit in them are equal texts.
+                let o = a.0.cmp(&b.0).then_with(|| {
+                    if short(a) && short(b) {
+                        Ordering::Equal
+                    } else {
+                        rest(a).cmp(rest(b))
+                    }
+                });
                 if desc { o.reverse() } else { o }
             });
             self.sorted.clear();
