@@ -276,9 +276,12 @@ impl Subscriber<'_> {
     }
 }
 
+/// The hosts rates are sent for: the online ones. Of an offline or never enrolled host the
+/// controller knows no rate (an offline host may well be serving), so it names none.
 fn names_of(hosts: &[ServerDetail]) -> HashMap<String, String> {
     hosts
         .iter()
+        .filter(|h| h.server.online)
         .map(|h| (h.server.host_id.clone(), h.server.name.clone()))
         .collect()
 }
@@ -361,7 +364,7 @@ impl Rates {
         self.window.push_back((at, host_id.to_owned(), rx, tx));
     }
 
-    /// Every known host's rates at `now` (zero for a host without reported traffic).
+    /// Every online host's rates at `now` (zero for one that reported no traffic).
     fn at(&mut self, now: Instant) -> Vec<HostRateInfo> {
         while let Some((at, ..)) = self.window.front() {
             if now.duration_since(*at) <= RATE_WINDOW {
