@@ -4,7 +4,8 @@
 //! A real `vpn-controller` process with two groups of simulated hosts (the agent simulator, over
 //! the real protocol): the `a-` hosts carry no user, every one of the `b-` hosts carries the
 //! same 5,000 users (seeded in SQL while the controller was stopped). Each group connects in
-//! two halves, one host after another (so only one full state is being sent at a time), and
+//! two halves, one host after another (each once the one before is synced, so only one full
+//! state is being sent at a time), and
 //! the controller's anonymous resident memory is read after each half; the second half of a
 //! group shows what a host costs once what is paid once (caches) was paid by the first. A controller that kept each
 //! host's state would grow by about 1 MiB more per `b-` host than per `a-` host; this one must
@@ -76,32 +77,31 @@ async fn settled_rss(pid: u32) -> u64 {
     readings[2]
 }
 
-/// Connects `hosts` (one after another) and returns the controller's settled memory once all
-/// are synced. The returned task runs them until `stop`.
+/// Connects `hosts` strictly one after another (each waits until the one before has its full
+/// state acked: only one full state is ever being sent, however slow the machine) and returns
+/// the controller's settled memory once all are synced, and the tasks running them until `stop`.
 async fn connect(
     c: &LoneController,
     ca_pem: &str,
     hosts: &[vpn_agent_sim::SimIdentity],
     stop: &tokio::sync::watch::Receiver<bool>,
-) -> (u64, tokio::task::JoinHandle<anyhow::Result<()>>) {
+) -> (u64, Vec<tokio::task::JoinHandle<anyhow::Result<()>>>) {
     let ctx = CliContext::load(&c.context_path()).unwrap();
     let addr = resolve(&ctx.controller).await.unwrap();
-    // One host after another: the transient copy of a full state being sent is one at a time.
-    let sim = SimConfig {
-        start_spread: Duration::from_secs(8),
-        ..SimConfig::default()
-    };
     let stats = Arc::new(Stats::default());
-    let run = tokio::spawn(run_agents(
-        addr,
-        ca_pem.to_owned(),
-        hosts.to_vec(),
-        sim,
-        stats.clone(),
-        stop.clone(),
-    ));
-    all_synced(&stats, hosts.len(), c).await;
-    (settled_rss(c.pid()).await, run)
+    let mut runs = Vec::new();
+    for (i, host) in hosts.iter().enumerate() {
+        runs.push(tokio::spawn(run_agents(
+            addr,
+            ca_pem.to_owned(),
+            vec![host.clone()],
+            SimConfig::default(),
+            stats.clone(),
+            stop.clone(),
+        )));
+        all_synced(&stats, i + 1, c).await;
+    }
+    (settled_rss(c.pid()).await, runs)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -126,7 +126,7 @@ async fn controller_memory_per_connected_host_does_not_grow_with_users() {
     for half in [a1, a2, b1, b2] {
         let (rss, run) = connect(&c, &a.ca_pem, half, &stop).await;
         readings.push(rss);
-        runs.push(run);
+        runs.extend(run);
     }
     let per_a = readings[1].saturating_sub(readings[0]) as f64 / HOSTS as f64;
     let per_b = readings[3].saturating_sub(readings[2]) as f64 / HOSTS as f64;
