@@ -459,7 +459,21 @@ async fn deploy_pushes(
         })
         .collect::<Result<_>>()?;
     let spec = service.spec();
-    Ok(render::pushes(bumped, |host| {
+    // A host where the deploy rewrites more users than a full state is worth gets the full
+    // state (`digest.rs`): its users are not rendered here at all.
+    let whole: HashSet<String> = bumped
+        .iter()
+        .map(|(host, _)| host)
+        .filter(|host| {
+            let on = holders.iter().filter(|h| h.placement.contains(host)).count();
+            on + 1 > super::digest::FULL_STATE_ABOVE
+        })
+        .cloned()
+        .collect();
+    let mut pushes = render::pushes(bumped, |host| {
+        if whole.contains(host) {
+            return Vec::new();
+        }
         let on_host = |s: &str| placements.get(s).is_some_and(|p| p.contains(host));
         let per_host = |user: &str, c: &HeldCredential| peers.get(user, &c.service, host);
         let mut changes = vec![Change::UpsertService(interfaces.host_spec(&spec, host))];
@@ -474,5 +488,9 @@ async fn deploy_pushes(
             )));
         }
         changes
-    }))
+    });
+    for p in pushes.iter_mut().filter(|p| whole.contains(&p.host_id)) {
+        p.full = true;
+    }
+    Ok(pushes)
 }
