@@ -21,6 +21,7 @@ pub mod join;
 pub mod links;
 pub mod metrics_http;
 pub mod model;
+pub mod moment;
 pub mod pki;
 pub mod proto;
 pub mod rate;

@@ -1,11 +1,9 @@
 //! Checks of form fields, with the rules and the messages the CLI and the controller use, so
 //! a value the form accepts is one `vpn users add` would accept. Sizes and rates are parsed by
-//! `vpn_shared` itself; the user-name and email rules repeat the controller's
-//! (`controller/daemon/src/store/validate.rs`) and WHEN parsing repeats the CLI's
-//! (`controller/cli/src/cli/moment.rs`), because those live outside `vpn_shared` today — the
-//! controller stays the judge and its error comes back into the form.
-
-use std::time::UNIX_EPOCH;
+//! `vpn_shared` itself, and so is a WHEN (`vpn_shared::moment`, the CLI's own parser); the
+//! user-name and email rules repeat the controller's (`controller/daemon/src/store/validate.rs`),
+//! which lives outside `vpn_shared` today — the controller stays the judge and its error comes
+//! back into the form.
 
 use vpn_shared::model::Protocol;
 use vpn_shared::proto::admin::{Reset, Servers, When};
@@ -119,46 +117,7 @@ pub fn expires(text: &str) -> Result<Option<When>, String> {
     if s.is_empty() || s == "never" {
         return Ok(None);
     }
-    if looks_like_a_date(s) {
-        return moment(s).map(|t| Some(When::At(t)));
-    }
-    let d = humantime::parse_duration(s).map_err(|e| {
-        format!(
-            "`{s}` is neither a duration like 24h or 7d ({e}) nor a UTC date like 2026-12-01 \
-             or 2026-12-01T10:00:00Z"
-        )
-    })?;
-    if d.is_zero() {
-        return Err("must be longer than zero".into());
-    }
-    let secs = i64::try_from(d.as_secs()).map_err(|_| format!("`{s}` is too long"))?;
-    Ok(Some(When::In(secs)))
-}
-
-fn looks_like_a_date(s: &str) -> bool {
-    let b = s.as_bytes();
-    b.len() >= 5 && b[..4].iter().all(u8::is_ascii_digit) && b[4] == b'-'
-}
-
-fn moment(s: &str) -> Result<i64, String> {
-    let bad = |why: &str| {
-        format!("`{s}` is not a UTC date or time ({why}); write 2026-12-01 or 2026-12-01T10:00:00Z")
-    };
-    let zone = s.get(19..).unwrap_or_default();
-    if zone.contains(['+', '-']) && !zone.ends_with("+00:00") {
-        return Err(bad("only UTC: end it with Z"));
-    }
-    let full = if s.len() == 10 {
-        format!("{s}T00:00:00Z")
-    } else {
-        s.to_owned()
-    };
-    let t = humantime::parse_rfc3339_weak(&full).map_err(|e| bad(&e.to_string()))?;
-    let secs = t
-        .duration_since(UNIX_EPOCH)
-        .map_err(|_| bad("before 1970"))?
-        .as_secs();
-    i64::try_from(secs).map_err(|_| bad("too far ahead"))
+    vpn_shared::moment::parse(s).map(|m| Some(m.ahead()))
 }
 
 #[cfg(test)]
