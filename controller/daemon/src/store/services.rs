@@ -465,7 +465,10 @@ async fn deploy_pushes(
         .iter()
         .map(|(host, _)| host)
         .filter(|host| {
-            let on = holders.iter().filter(|h| h.placement.contains(host)).count();
+            let on = holders
+                .iter()
+                .filter(|h| h.placement.contains(host))
+                .count();
             on + 1 > super::digest::FULL_STATE_ABOVE
         })
         .cloned()
