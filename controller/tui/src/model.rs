@@ -239,7 +239,17 @@ impl Model {
     }
 
     pub fn rates(&mut self, rates: Vec<HostRate>) {
+        // A host the update does not name has no rate the controller knows (offline, never
+        // enrolled): it shows "—", not its last figures.
+        let named: std::collections::HashSet<&str> =
+            rates.iter().map(|r| r.host.as_str()).collect();
         let mut changed = false;
+        for row in self.hosts.items.iter_mut() {
+            if row.rate.is_some() && !named.contains(row.detail.server.name.as_str()) {
+                row.rate = None;
+                changed = true;
+            }
+        }
         for rate in rates {
             let Some(&i) = self.hosts.index.get(&rate.host) else {
                 continue;

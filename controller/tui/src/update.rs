@@ -66,7 +66,8 @@ pub enum Update {
     UserRemoved(String),
     /// Something happened on a host (appended to the events screen).
     Event(FleetEvent),
-    /// Periodic per-host rates; hosts not named keep their last figures.
+    /// Periodic per-host rates of every online host; a host not named has no current figures
+    /// (offline or never enrolled) and shows "—" (its sparkline keeps the past).
     Rates(Vec<HostRate>),
     /// The stream to the controller is down; the data shown is as of the last update.
     /// `retry_in`: when the backend dials again (`None`: it will not, e.g. a fatal error).

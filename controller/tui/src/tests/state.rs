@@ -163,6 +163,24 @@ fn rates_fill_live_columns_and_missing_figures_say_so() {
 }
 
 #[test]
+fn a_host_left_out_of_the_rates_shows_no_figures_instead_of_its_last_ones() {
+    let mut a = app();
+    // fra-1 goes offline: the next rates name ams-2 alone.
+    let Update::Rates(mut only_ams) = rates(1) else {
+        unreachable!()
+    };
+    only_ams.retain(|r| r.host == "ams-2");
+    a.handle(Event::Update(Update::Rates(only_ams)));
+    let screen = text(&mut a, 160, 48);
+    let fra = screen
+        .lines()
+        .find(|l| l.starts_with("fra-1"))
+        .unwrap_or_default();
+    assert!(!fra.contains('M'), "no stale rate: {fra}");
+    assert!(fra.contains('—'), "{fra}");
+}
+
+#[test]
 fn the_add_form_shows_errors_and_sends_nothing_until_they_are_fixed() {
     let mut a = app();
     key(&mut a, '2');
