@@ -36,8 +36,11 @@ pub struct QrPopup {
 }
 
 /// The QR code of `data` as half-block lines: `▀` is a dark upper and a light lower module.
+/// Error correction level L: a screen is not a worn sticker, and the smaller code lets a
+/// Shadowsocks link of about 100 characters (37 modules) fit an 80×24 terminal.
 pub fn qr_lines(data: &str) -> Result<Vec<String>, String> {
-    let code = QrCode::new(data.as_bytes()).map_err(|e| e.to_string())?;
+    let code = QrCode::with_error_correction_level(data.as_bytes(), qrcode::EcLevel::L)
+        .map_err(|e| e.to_string())?;
     let w = code.width();
     let colors = code.to_colors();
     let size = w + 2 * QUIET;
@@ -220,5 +223,22 @@ impl Component for QrPopup {
             p.wrap(Wrap { trim: false })
         };
         f.render_widget(p, rect);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_shadowsocks_link_as_the_fleet_prints_it_fits_an_80_by_24_terminal() {
+        // SIP002 as `vpn users link` prints it: base64 of method and a 24-character password,
+        // the host's address and the user's port, the user's name as the tag (97 characters).
+        let link = "ss://Y2hhY2hhMjAtaWV0Zi1wb2x5MTMwNTpxN0t2WjJtUHhMOWNUNHdSYjFuRThzQWQ@10.77.0.2:20000#alice-edge-1";
+        assert_eq!(link.len(), 97);
+        let lines = qr_lines(link).unwrap();
+        // With the popup's border: 2 more each way.
+        assert!(lines.len() + 2 <= 24, "{} rows", lines.len() + 2);
+        assert!(lines[0].chars().count() + 2 <= 80);
     }
 }
