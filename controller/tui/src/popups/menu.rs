@@ -56,6 +56,14 @@ impl Component for Menu {
             KeyCode::Down | KeyCode::Char('j') => self.selected = (self.selected + 1) % n,
             KeyCode::Enter => self.choose(ctx),
             KeyCode::Esc | KeyCode::F(10) => ctx.effects.push(Effect::Close),
+            // The key an entry shows runs it, as it would without the menu.
+            KeyCode::Char(c) => {
+                let shown = c.to_string();
+                if let Some(i) = self.items.iter().position(|(k, _, _)| *k == shown) {
+                    self.selected = i;
+                    self.choose(ctx);
+                }
+            }
             _ => {}
         }
         EventState::Consumed

@@ -362,6 +362,12 @@ fn f10_shift_f10_and_right_click_open_the_context_menu() {
     }
     press(&mut a, KeyCode::Enter);
     assert_eq!(a.screens.fleet.table.sort_label(), "status ▲");
+
+    // Inside the menu, the key an entry shows runs that entry.
+    press(&mut a, KeyCode::F(10));
+    key(&mut a, 's');
+    assert!(a.popup().is_none());
+    assert_eq!(a.screens.fleet.table.sort_label(), "version ▲");
 }
 
 #[test]
