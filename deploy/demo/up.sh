@@ -258,6 +258,7 @@ Drive the fleet with the CLI:
   $BIN/vpn servers list                  # online / degraded (N failing) / offline
   $BIN/vpn doctor                        # fleet-wide checks (this kernel's missing tc features warn)
   $BIN/vpn users add alice --all-servers && $BIN/vpn users link alice
+  $BIN/vpn tui                           # live overview: hosts, users (a to add, l for QR codes), events; ? for keys
 
 Stop it all:
   deploy/demo/down.sh
