@@ -71,9 +71,21 @@ fn ledger_total(l: &Ledger, user: &str) -> u64 {
         .sum()
 }
 
-/// Opens one connection through `socks`, echoes `n` bytes and closes it.
+/// Opens one connection through `socks`, echoes `n` bytes and closes it. A port ssmanager has
+/// just (re)opened may not accept for a moment on a busy machine: a refused connect moves no
+/// byte through it, so it is tried again, for at most 10 s.
 async fn transfer(socks: SocketAddr, echo: SocketAddr, n: usize) {
-    let mut s = socks_connect(socks, echo).await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let mut s = loop {
+        match socks_connect(socks, echo).await {
+            Ok(s) => break s,
+            Err(e) if tokio::time::Instant::now() < deadline => {
+                tracing::debug!(error = %e, "the port does not accept yet; again");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("no connection through {socks} within 10 s: {e}"),
+        }
+    };
     let payload: Vec<u8> = (0..n).map(|i| (i % 251) as u8).collect();
     assert_eq!(roundtrip(&mut s, &payload).await.unwrap(), payload);
     drop(s);
