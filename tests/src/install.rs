@@ -1,10 +1,9 @@
 //! Install-path helpers: tools that only the install tests need (`systemd-analyze`,
 //! `ansible-playbook`), and [`SystemdHost`], a simulated host whose PID 1 is systemd.
 //!
-//! A missing tool fails the test under CI (`CI` set, as `.ci/run` runs): `deploy/scripts/setup.sh`
-//! installs every one of them. On a developer's machine the test prints a loud `SKIPPED` line
-//! with the remedy instead, so that `cargo nextest run` without the install tooling still tells
-//! the rest of the story.
+//! A missing tool fails the test with the remedy, as the rest of the harness does
+//! ([`env::require_tool`]): `deploy/scripts/setup.sh` installs every one of them, and a test
+//! that passed without running would tell nobody (nextest hides a passing test's output).
 
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
@@ -20,13 +19,8 @@ use crate::wait::poll_until;
 /// The image of a host with systemd as PID 1 (built by `deploy/images/systemd-host/build.sh`).
 pub const SYSTEMD_HOST_IMAGE: &str = "vpn-fleet/systemd-host:local";
 
-/// True when the tests run under CI (`CI` set to anything but empty, `0` or `false`).
-pub fn under_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "0" && !v.eq_ignore_ascii_case("false"))
-}
-
-/// The tool `name` on PATH (or in `~/.cargo/bin`). When it is missing: under CI a panic naming
-/// `install`; elsewhere `None` after [`skip`] (the caller returns).
+/// The tool `name` on PATH (or in `~/.cargo/bin`); when it is missing, [`skip`] fails the test
+/// naming `install`.
 pub fn tool_or_skip(test: &str, name: &str, install: &str) -> Option<PathBuf> {
     if let Some(p) = env::find_tool(name) {
         return Some(p);
@@ -38,19 +32,9 @@ pub fn tool_or_skip(test: &str, name: &str, install: &str) -> Option<PathBuf> {
     None
 }
 
-/// A test that cannot run here: under CI a panic with `why`; elsewhere a loud SKIPPED line
-/// written to the process's stderr itself, past the test harness's capture of `eprintln!`
-/// (`cargo test` shows it; nextest shows it with `--no-capture` or `--success-output`).
+/// A test that cannot run here fails, saying why: it never passes without having run.
 pub fn skip(test: &str, why: &str) {
-    use std::io::Write;
-    assert!(
-        !under_ci(),
-        "{test}: {why} (CI is set, so this is a failure)"
-    );
-    let _ = writeln!(
-        std::io::stderr(),
-        "\n*** SKIPPED {test}: {why} (CI is not set, so the test stops here) ***\n"
-    );
+    panic!("{test} cannot run: {why}");
 }
 
 /// How long a simulated host's systemd may take to finish booting.

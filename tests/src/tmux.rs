@@ -18,8 +18,7 @@ use crate::wait::poll_until;
 /// The shell's prompt in the session: a marker a test can look for once a program has exited.
 pub const PROMPT: &str = "tui-e2e$ ";
 
-/// `tmux` on PATH, or `None` after a loud SKIPPED line (a panic under CI); see
-/// [`crate::install::skip`].
+/// `tmux` on PATH; without it the test fails naming the remedy ([`crate::install::skip`]).
 pub fn tmux_or_skip(test: &str) -> Option<PathBuf> {
     crate::install::tool_or_skip(test, "tmux", "apt-get install tmux")
 }

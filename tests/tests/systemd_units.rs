@@ -7,7 +7,7 @@
 //! `install_ansible.rs`, which installs and runs them under a real systemd.
 //!
 //! Needs `systemd-analyze` and `systemd-sysusers` (Debian package `systemd`, installed by
-//! `deploy/scripts/setup.sh`); without them the tests fail under CI and print SKIPPED elsewhere.
+//! `deploy/scripts/setup.sh`); without them the tests fail, naming the remedy.
 
 #![allow(
     clippy::unwrap_used,

@@ -12,8 +12,7 @@
 //!   (SIGSTOP) and stopped; the TUI answers keys throughout and shows the disconnected state.
 //!
 //! The first needs root and Docker (like every fleet story); both need tmux
-//! (`deploy/scripts/setup.sh` installs it): without tmux they fail under CI and print SKIPPED
-//! elsewhere.
+//! (`deploy/scripts/setup.sh` installs it): without tmux they fail, naming the remedy.
 
 use std::path::Path;
 use std::process::Command;
