@@ -411,7 +411,7 @@ impl Session {
         if !reg.replaced {
             self.came_online(&online.address).await;
         }
-        if let Err(e) = self.send_full(&state).await {
+        if let Err(e) = self.send_full(&state, current.1).await {
             debug!(host = %self.host_name, error = %e, "first full state not delivered");
             return Err(());
         }
@@ -560,7 +560,8 @@ impl Session {
             return Err(end_of(end));
         }
         drop(guard);
-        self.send_full(&state)
+        let digest = state.digest();
+        self.send_full(&state, digest)
             .await
             .map_err(|e| End::Protocol(e.to_string()))?;
         self.send_allowances()
@@ -715,10 +716,11 @@ impl Session {
         }
     }
 
-    /// Sends `state` in chunks; from now on acks are checked against it.
-    async fn send_full(&mut self, state: &DesiredState) -> Result<(), FrameError> {
+    /// Sends `state` (whose digest is `digest`: hashing every user once is enough) in chunks;
+    /// from now on acks are checked against it.
+    async fn send_full(&mut self, state: &DesiredState, digest: Digest) -> Result<(), FrameError> {
         self.generation = state.generation;
-        self.digest = state.digest();
+        self.digest = digest;
         // References: a chunk's users are copied only while that chunk is encoded.
         let users: Vec<_> = state.users.values().collect();
         let user_chunks: Vec<_> = users.chunks(USERS_PER_CHUNK).collect();
