@@ -866,6 +866,7 @@ impl Session {
                 let mismatch = ack.generation == self.generation && ack.digest != expected;
                 if mismatch {
                     warn!(host = %self.host_name, generation = ack.generation, "digest mismatch, resending full state");
+                    self.ctl.metrics.event("digest_mismatch");
                     return self.resync(reg).await;
                 }
                 self.ctl
